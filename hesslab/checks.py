@@ -1,0 +1,68 @@
+"""Validation at the public boundary: every check raises a ValueError/TypeError that names the argument,
+what was expected, what was given, and what to do about it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_flat_vector(name: str, x, *, floating: bool = True) -> Tensor:
+    """``x`` must be a finite 1-D floating-point tensor."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; wrap it with torch.as_tensor(...).")
+    if x.ndim != 1:
+        raise ValueError(
+            f"{name} must be a flat 1-D vector, got shape {tuple(x.shape)}; flatten it with {name}.reshape(-1) "
+            "(hl.loss_function does this for a model's parameters)."
+        )
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}; convert with {name}.double() or .float().")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty; a function of zero variables has no Hessian.")
+    check_finite(name, x)
+    return x
+
+
+def check_finite(name: str, t: Tensor) -> None:
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} has {bad} non-finite entries (NaN or inf); curvature is undefined there.")
+
+
+def check_like(name: str, v: Tensor, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``v`` must be (n,) or (n, k) with the operator's dtype and device, and finite."""
+    if not isinstance(v, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}.")
+    if v.ndim not in (1, 2) or v.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) or ({n}, k), got {tuple(v.shape)}.")
+    if v.dtype != dtype:
+        raise TypeError(f"{name} has dtype {v.dtype} but the point x has {dtype}; use {name}.to({dtype}).")
+    if v.device != device:
+        raise ValueError(f"{name} is on {v.device} but the point x is on {device}; use {name}.to('{device}').")
+    check_finite(name, v)
+    return v
+
+
+def check_scalar_output(name: str, value) -> Tensor:
+    """A loss must be a real scalar (0-d tensor, or one element)."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must return a torch.Tensor, got {type(value).__name__}.")
+    if value.numel() != 1:
+        raise ValueError(
+            f"{name} must return a scalar, got shape {tuple(value.shape)}; reduce it (e.g. .mean() or "
+            "reduction='mean' in the loss)."
+        )
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} is not finite ({value.item()}) at this point; curvature is undefined there.")
+    return value.reshape(())
+
+
+def check_count(name: str, value, low: int, high: int | None = None, hint: str = "") -> int:
+    """An integer in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}.")
+    if value < low or (high is not None and value > high):
+        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {rng}, got {value}.{(' ' + hint) if hint else ''}")
+    return value
