@@ -137,6 +137,8 @@ def output_function(
 def _backward(outputs: Tensor, inputs: Tensor, v: Tensor) -> Tensor:
     """``∂⟨outputs, v⟩/∂inputs``; v (*outputs.shape) or, batched, (k, *outputs.shape) -> (k, *inputs.shape)."""
     batched = v.ndim == outputs.ndim + 1
+    if batched and v.shape[0] == 1:  # a batch of one: the plain backward, without vmap's overhead
+        return _backward(outputs, inputs, v[0]).unsqueeze(0)
     if not outputs.requires_grad:  # outputs do not depend on inputs: the derivative is zero
         return torch.zeros((*v.shape[:1], *inputs.shape) if batched else inputs.shape, dtype=inputs.dtype,
                            device=inputs.device)

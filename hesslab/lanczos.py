@@ -51,44 +51,50 @@ def _lanczos(A, start: Tensor, max_steps: int, generator=None,
     """Lanczos with full reorthogonalisation on p independent start vectors at once (the columns of ``start``).
 
     ``stop(alphas (j, p), betas (j−1, p), beta_j (p,))`` is asked after each step j and may end the run early.
-    Returns alphas (m, p), betas (m−1, p), basis (m, n, p) and the last residual norm β_m (p,). Cost: m batched products, O(m² n p) for the
-    reorthogonalisation, O(m n p) memory.
+    Returns alphas (m, p), betas (m−1, p), the basis (p, m, n) (probe, step, coordinate) and the last residual
+    norm β_m (p,). Cost: m batched products, O(m² n p) for the reorthogonalisation, O(m n p) memory.
     """
     n, p = start.shape
-    basis = torch.zeros((max_steps, n, p), dtype=A.dtype, device=A.device)
+    basis = torch.zeros((p, max_steps, n), dtype=A.dtype, device=A.device)
     alphas = torch.zeros((max_steps, p), dtype=A.dtype, device=A.device)
     betas = torch.zeros((max_steps, p), dtype=A.dtype, device=A.device)
-    basis[0] = start
-    eps = torch.finfo(A.dtype).eps
+    basis[:, 0] = start.T
+    eps, tiny = torch.finfo(A.dtype).eps, torch.finfo(A.dtype).tiny
     for j in range(max_steps):
-        q = basis[j]
+        q = basis[:, j].T  # (n, p)
         w = A @ q
         alphas[j] = (q * w).sum(0)
-        w = w - alphas[j] * q - (betas[j - 1] * basis[j - 1] if j > 0 else 0)
-        w = _orthogonalise(w, basis[: j + 1])
+        w = w - alphas[j] * q - (betas[j - 1] * basis[:, j - 1].T if j > 0 else 0)
+        w = _orthogonalise(w, basis[:, : j + 1])
         beta = w.norm(dim=0)
         if j + 1 == max_steps or (stop is not None and stop(alphas[: j + 1], betas[:j], beta)):
-            return alphas[: j + 1], betas[:j], basis[: j + 1], beta
+            return alphas[: j + 1], betas[:j], basis[:, : j + 1], beta
         scale = torch.maximum(alphas[: j + 1].abs().amax(0), betas[: j + 1].abs().amax(0))
-        breakdown = beta <= 100 * eps * scale.clamp_min(torch.finfo(A.dtype).tiny)
+        breakdown = beta <= 100 * eps * scale.clamp_min(tiny)
         if breakdown.any():  # invariant subspace: continue from a fresh direction orthogonal to the basis
             fresh = _random_start(n, p, A.dtype, A.device, generator)
-            fresh = _orthogonalise(_orthogonalise(fresh, basis[: j + 1]), basis[: j + 1])
+            fresh = _orthogonalise(_orthogonalise(fresh, basis[:, : j + 1]), basis[:, : j + 1])
             w = torch.where(breakdown, fresh / fresh.norm(dim=0), w)
             beta = torch.where(breakdown, torch.zeros_like(beta), beta)
         betas[j] = beta
-        basis[j + 1] = torch.where(breakdown, w, w / beta.clamp_min(torch.finfo(A.dtype).tiny))
+        basis[:, j + 1] = torch.where(breakdown, w, w / beta.clamp_min(tiny)).T
     raise AssertionError("unreachable: the loop returns at its last step (max_steps >= 1)")
 
 
+def _project_out(w: Tensor, Q: Tensor) -> Tensor:
+    """w − Q Qᵀ w per probe: w (n, p), Q (p, j, n) with orthonormal rows."""
+    coefficients = torch.bmm(Q, w.T.unsqueeze(-1))  # (p, j, 1)
+    return w - torch.bmm(Q.transpose(1, 2), coefficients).squeeze(-1).T
+
+
 def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
-    """Remove from each column of w (n, p) its components along the basis Q (j, n, p); a second pass only where
-    the first cancelled more than 30% of the norm (Daniel, Gragg, Kaufman & Stewart 1976)."""
+    """Remove from each column of w (n, p) its components along that probe's basis Q (p, j, n); a second pass only
+    where the first cancelled more than 30% of the norm (Daniel, Gragg, Kaufman & Stewart 1976)."""
     before = w.norm(dim=0)
-    w = w - torch.einsum("jnp,jp->np", Q, torch.einsum("jnp,np->jp", Q, w))
+    w = _project_out(w, Q)
     again = w.norm(dim=0) < 0.7 * before
     if again.any():
-        w = torch.where(again, w - torch.einsum("jnp,jp->np", Q, torch.einsum("jnp,np->jp", Q, w)), w)
+        w = torch.where(again, _project_out(w, Q), w)
     return w
 
 
@@ -122,8 +128,8 @@ def lanczos(A, num_steps: int, v0: Tensor | None = None, generator: torch.Genera
         start = start / norms
     alphas, betas, basis, _ = _lanczos(A, start, num_steps, generator)
     if v0 is None or v0.ndim == 1:
-        return LanczosResult(alphas[:, 0], betas[:, 0], basis[:, :, 0].T)
-    return LanczosResult(alphas.T, betas.T, basis.permute(2, 1, 0))
+        return LanczosResult(alphas[:, 0], betas[:, 0], basis[0].T)
+    return LanczosResult(alphas.T, betas.T, basis.transpose(1, 2))
 
 
 def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, which: str = "LA",
@@ -164,10 +170,12 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
         theta, S = torch.linalg.eigh(_tridiagonal(alphas[:, 0], betas[:, 0]))
         idx = wanted(theta)
         residual = beta[0].double().abs() * S[-1, idx].abs()
-        others = (theta[idx, None] - theta[None, :]).abs()
-        others[torch.arange(k), idx] = math.inf
-        gap = others.min(dim=1).values if theta.numel() > 1 else torch.full_like(residual, math.inf)
-        bound = torch.minimum(residual, residual**2 / gap)
+        if theta.numel() == 1:  # no other Ritz value: the gap is unknown, only the residual bounds the error
+            bound = residual
+        else:
+            others = (theta[idx, None] - theta[None, :]).abs()
+            others[torch.arange(k), idx] = math.inf
+            bound = torch.minimum(residual, residual**2 / others.min(dim=1).values)
         return bool((bound <= tol * theta[idx].abs().clamp_min(torch.finfo(A.dtype).tiny)).all())
 
     start = _random_start(n, 1, A.dtype, A.device, generator)
@@ -177,7 +185,7 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
                       "inaccurate — raise max_steps or tol.", RuntimeWarning, stacklevel=2)
     theta, S = torch.linalg.eigh(_tridiagonal(alphas[:, 0], betas[:, 0]))
     idx = wanted(theta)
-    vectors = basis[:, :, 0].T @ S[:, idx].to(A.dtype)
+    vectors = basis[0].T @ S[:, idx].to(A.dtype)
     return theta[idx].to(A.dtype), vectors / vectors.norm(dim=0)
 
 

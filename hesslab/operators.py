@@ -36,7 +36,7 @@ class CurvatureOperator:
         self.shape = (n, n)
         self.dtype = dtype
         self.device = torch.device(device)
-        self.chunk_size = default_chunk_size(n, dtype) if chunk_size is None else check_count("chunk_size", chunk_size, 1)
+        self.chunk_size = default_chunk_size(n, dtype, device) if chunk_size is None else check_count("chunk_size", chunk_size, 1)
 
     def __matmul__(self, v: Tensor) -> Tensor:
         """A v for v (n,), or A V for V (n, k)."""

@@ -1,0 +1,94 @@
+"""Hutchinson, Hutch++ and the diagonal estimator: unbiasedness and variance, tested against the exact answer.
+
+Tolerances come from the estimators' variances. For Rademacher probes z and symmetric A,
+    Var(zᵀ A z) = 2 Σ_{i≠j} A_ij² =: σ²,        Var((z ⊙ A z)_i) = Σ_{j≠i} A_ij².
+A mean of R independent estimates therefore has standard deviation σ / sqrt(m R); we accept |error| <= 4 of those
+(a two-sided 4σ z-test: false alarm < 1e-4, and the seeds are fixed, so the suite is deterministic).
+"""
+
+import math
+
+import pytest
+import torch
+
+import hesslab as hl
+from conftest import random_symmetric
+
+
+def hutchinson_sigma(A: torch.Tensor) -> float:
+    off_diagonal = A - torch.diag(torch.diag(A))
+    return math.sqrt(2 * (off_diagonal**2).sum().item())
+
+
+def test_hutchinson_is_unbiased_with_the_predicted_variance():
+    A = random_symmetric(30, seed=0)
+    sigma, m, R = hutchinson_sigma(A), 10, 400
+    generator = hl.seed(0, "cpu")
+    estimates = [hl.hutchinson_trace(A, m, generator=generator) for _ in range(R)]
+    values = torch.tensor([e.value for e in estimates])
+    # unbiased: the mean of R estimates of variance σ²/m is within 4 standard errors of tr(A)
+    assert abs(values.mean().item() - A.trace().item()) <= 4 * sigma / math.sqrt(m * R)
+    # variance: the sample variance of R (nearly normal, by the CLT over m probes) estimates has relative
+    # standard deviation about sqrt(2 / (R − 1)); accept 4 of those
+    ratio = values.var().item() / (sigma**2 / m)
+    assert abs(ratio - 1) <= 4 * math.sqrt(2 / (R - 1))
+    # the reported standard error estimates the same variance
+    mean_reported = torch.tensor([e.stderr**2 for e in estimates]).mean().item()
+    assert abs(mean_reported / (sigma**2 / m) - 1) <= 4 * math.sqrt(2 / (R - 1))
+
+
+def test_hutchinson_trace_of_a_diagonal_matrix_is_exact():
+    """Rademacher z has z_i² = 1, so zᵀ D z = tr(D) for every probe: zero variance."""
+    D = torch.diag(torch.arange(1.0, 11.0))
+    estimate = hl.hutchinson_trace(D, 5, generator=hl.seed(1, "cpu"))
+    assert estimate.value == pytest.approx(55.0, abs=1e-12) and estimate.stderr == pytest.approx(0, abs=1e-12)
+
+
+def test_hutch_plus_plus_is_unbiased():
+    A = random_symmetric(40, seed=3, eigenvalues=1.0 / torch.arange(1, 41) ** 2)
+    generator = hl.seed(3, "cpu")
+    values = torch.tensor([hl.hutchinson_trace(A, 12, "hutch++", generator=generator).value for _ in range(300)])
+    # the deflated remainder has σ at most Hutchinson's σ of A (projection does not increase ‖·‖_F); 4 of them
+    # over sqrt(remaining probes × repetitions) bounds the deviation of the mean
+    assert abs(values.mean().item() - A.trace().item()) <= 4 * hutchinson_sigma(A) / math.sqrt(4 * 300)
+
+
+def test_hutch_plus_plus_beats_hutchinson_on_a_decaying_spectrum():
+    """Equal budgets of 60 products on λ_i = i⁻²: Hutch++'s root-mean-square error must be several times smaller."""
+    A = random_symmetric(200, seed=4, eigenvalues=1.0 / torch.arange(1, 201) ** 2)
+    exact, generator = A.trace().item(), hl.seed(4, "cpu")
+
+    def rms_error(method: str) -> float:
+        errors = [hl.hutchinson_trace(A, 60, method, generator=generator).value - exact for _ in range(100)]
+        return math.sqrt(sum(e * e for e in errors) / len(errors))
+
+    assert rms_error("hutch++") < rms_error("hutchinson") / 3
+
+
+def test_hutchinson_on_a_hessian_operator(mlp_problem):
+    _, _, _, f, theta = mlp_problem
+    H = hl.hessian(f, theta)
+    estimate = hl.hutchinson_trace(hl.HessianOperator(f, theta), 400, generator=hl.seed(5, "cpu"))
+    assert abs(estimate.value - H.trace().item()) <= 4 * hutchinson_sigma(H) / math.sqrt(400)
+
+
+def test_hutchinson_diagonal_is_unbiased_entrywise():
+    A = random_symmetric(25, seed=6)
+    m = 4000
+    estimate = hl.hutchinson_diagonal(A, m, generator=hl.seed(6, "cpu"))
+    off_diagonal = A - torch.diag(torch.diag(A))
+    stderr = ((off_diagonal**2).sum(1) / m).sqrt()
+    z_scores = (estimate - torch.diag(A)) / stderr
+    assert z_scores.abs().max() <= 4.5  # 25 entries at once: Bonferroni-adjusted 4σ
+    assert z_scores.abs().mean() > 0.2  # and it is an estimate, not the exact diagonal read off
+
+
+def test_estimators_are_reproducible_from_their_generator():
+    A = random_symmetric(20, seed=7)
+    for method in ("hutchinson", "hutch++"):
+        first = hl.hutchinson_trace(A, 9, method, generator=hl.seed(11, "cpu"))
+        again = hl.hutchinson_trace(A, 9, method, generator=hl.seed(11, "cpu"))
+        other = hl.hutchinson_trace(A, 9, method, generator=hl.seed(12, "cpu"))
+        assert first == again and first.value != other.value
+    d1 = hl.hutchinson_diagonal(A, 5, generator=hl.seed(11, "cpu"))
+    assert torch.equal(d1, hl.hutchinson_diagonal(A, 5, generator=hl.seed(11, "cpu")))
