@@ -15,7 +15,7 @@ Several vectors at once, ``V`` of shape (n, k), go through one batched backward 
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -84,7 +84,7 @@ def flatten_parameters(named: list[tuple[str, Tensor]]) -> Tensor:
 def unflatten(theta: Tensor, named: list[tuple[str, Tensor]]) -> dict[str, Tensor]:
     """The inverse of ``flatten_parameters``: views of ``theta`` shaped like each named parameter."""
     pieces = torch.split(theta, [p.numel() for _, p in named])
-    return {name: piece.view(p.shape) for (name, p), piece in zip(named, pieces)}
+    return {name: piece.view(p.shape) for (name, p), piece in zip(named, pieces, strict=True)}
 
 
 def loss_function(
@@ -158,7 +158,8 @@ def hvp_at(f: Callable[[Tensor], Tensor], x: Tensor) -> Callable[[Tensor], Tenso
         f: scalar function of a 1-D tensor.
         x: (n,) point.
     Returns:
-        a function taking v (n,) or V (n, k) and returning H v (n,) or H V (n, k).
+        a function taking v (n,) or V (n, k) and returning H v (n,) or H V (n, k). It does not validate v: the
+        public entry points ``hl.hvp`` and ``hl.HessianOperator`` do, once.
     Cost: one forward+backward (with graph) now; per product one backward, batched over the k columns.
     Memory: the graph of ∇f(x) stays alive as long as the returned function does.
     """
@@ -171,10 +172,8 @@ def hvp_at(f: Callable[[Tensor], Tensor], x: Tensor) -> Callable[[Tensor], Tenso
             raise ValueError("f(x) does not depend on x (no gradient graph); check that f uses its argument.")
         (gradient,) = torch.autograd.grad(value, point, create_graph=True)
     check_finite("the gradient of f at x", gradient)
-    n, dtype, device = x.numel(), x.dtype, x.device
 
     def product(v: Tensor) -> Tensor:
-        v = check_like("v", v, n, dtype, device)
         if v.ndim == 1:
             return _backward(gradient, point, v).detach()
         return _backward(gradient, point, v.T).T.detach()
@@ -193,6 +192,8 @@ def hvp(f: Callable[[Tensor], Tensor], x: Tensor, v: Tensor) -> Tensor:
     Cost: one gradient with graph plus one batched backward; for many products at the same point use
     ``hl.HessianOperator(f, x)``, which keeps the gradient's graph (about one gradient per product).
     """
+    x = check_flat_vector("x", x)
+    v = check_like("v", v, x.numel(), x.dtype, x.device)
     return hvp_at(f, x)(v)
 
 
@@ -210,7 +211,8 @@ def ggnvp_at(
         g: the model's outputs as a function of x (``hl.output_function``).
         loss_of_output: scalar loss of those outputs, e.g. ``lambda z: cross_entropy(z, targets)``.
         x: (n,) point.
-    Returns: a function taking v (n,) or V (n, k), returning G v of the same shape.
+    Returns: a function taking v (n,) or V (n, k), returning G v of the same shape (v is not validated here;
+    ``hl.GGNOperator`` does that).
     """
     x = check_flat_vector("x", x)
     point = x.detach().requires_grad_(True)
@@ -227,10 +229,8 @@ def ggnvp_at(
         (loss_gradient,) = torch.autograd.grad(value, z, create_graph=True)
         u = torch.zeros_like(outputs, requires_grad=True)
         (transpose_jacobian_u,) = torch.autograd.grad(outputs, point, u, create_graph=True)
-    n, dtype, device = x.numel(), x.dtype, x.device
 
     def product(v: Tensor) -> Tensor:
-        v = check_like("v", v, n, dtype, device)
         V = v if v.ndim == 1 else v.T  # batched: (k, n)
         jv = _backward(transpose_jacobian_u, u, V)  # (k, *outputs.shape)
         hjv = _backward(loss_gradient, z, jv)

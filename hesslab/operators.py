@@ -8,7 +8,8 @@ of batches the operator is the batch-size-weighted mean ``A = Σ_b n_b A_b / Σ_
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Iterable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +37,8 @@ class CurvatureOperator:
         self.shape = (n, n)
         self.dtype = dtype
         self.device = torch.device(device)
-        self.chunk_size = default_chunk_size(n, dtype, device) if chunk_size is None else check_count("chunk_size", chunk_size, 1)
+        self.chunk_size = (default_chunk_size(n, dtype, device) if chunk_size is None
+                           else check_count("chunk_size", chunk_size, 1))
 
     def __matmul__(self, v: Tensor) -> Tensor:
         """A v for v (n,), or A V for V (n, k)."""
@@ -163,7 +165,8 @@ def _as_batches(data) -> tuple[Batch | None, Iterable[Batch] | None]:
         return tuple(data), None
     if isinstance(data, Tensor) or not isinstance(data, Iterable):
         raise TypeError(
-            f"data must be an (inputs, targets) pair of tensors or an iterable of such pairs, got {type(data).__name__}."
+            "data must be an (inputs, targets) pair of tensors or an iterable of such pairs, "
+            f"got {type(data).__name__}."
         )
     if iter(data) is data:
         raise TypeError(

@@ -7,7 +7,7 @@ from scipy.sparse.linalg import eigsh
 from torch.nn import functional as F
 
 import hesslab as hl
-from conftest import classification_data, random_symmetric, small_mlp
+from conftest import random_symmetric
 
 TOL = 1e-12
 
