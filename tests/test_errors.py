@@ -10,7 +10,7 @@ from conftest import classification_data, random_symmetric, small_mlp
 quadratic = lambda x: (x**2).sum()  # noqa: E731
 
 
-# --- the point x and the vector v ------------------------------------------------------------------------------------
+# --- the point x and the vector v ---
 @pytest.mark.parametrize("x, error, message", [
     (torch.ones(2, 3), ValueError, "flat 1-D vector"),
     (torch.ones(3, dtype=torch.int64), TypeError, "floating dtype"),
@@ -75,7 +75,7 @@ def test_ggn_loss_must_be_scalar():
         hl.ggn(lambda x: x * 2, lambda z: z**2, torch.ones(3))
 
 
-# --- parameters and data -----------------------------------------------------------------------------------------------
+# --- parameters and data ---
 def test_parameter_selection_errors():
     model = small_mlp()
     X, y = classification_data()
@@ -110,7 +110,7 @@ def test_data_errors():
         hl.HessianOperator.from_model(model, F.cross_entropy, [(X, y), (X[:0], y[:0])])
 
 
-# --- counts and options --------------------------------------------------------------------------------------------------
+# --- counts and options ---
 @pytest.mark.parametrize("call, error, message", [
     (lambda A: hl.hutchinson_trace(A, 1), ValueError, "num_probes must be >= 2"),
     (lambda A: hl.hutchinson_trace(A, 3, "hutch++"), ValueError, "num_probes must be >= 4"),
@@ -129,7 +129,7 @@ def test_data_errors():
     (lambda A: hl.top_eigen(A, 2, max_steps=1), ValueError, r"max_steps must be in \[2, 5\]"),
     (lambda A: hl.spectral_density(A, 6), ValueError, r"num_steps must be in \[1, 5\]"),
     (lambda A: hl.spectral_density(A, 2, num_probes=0), ValueError, "num_probes must be >= 1"),
-    (lambda A: hl.spectral_density(A, 2).density(torch.zeros(3), sigma=0), ValueError, "sigma must be a positive number"),
+    (lambda A: hl.spectral_density(A, 2).density(torch.zeros(3), sigma=0), ValueError, "sigma must be a positive"),
 ])
 def test_out_of_range_arguments(call, error, message):
     with pytest.raises(error, match=message):
