@@ -60,42 +60,49 @@ def _lanczos(A, start: Tensor, max_steps: int, generator=None,
     betas = torch.zeros((max_steps, p), dtype=A.dtype, device=A.device)
     basis[:, 0] = start.T
     eps, tiny = torch.finfo(A.dtype).eps, torch.finfo(A.dtype).tiny
+    scale = torch.zeros(p, dtype=A.dtype, device=A.device)  # running max of |α|, β: the size of T
     for j in range(max_steps):
-        q = basis[:, j].T  # (n, p)
-        w = A @ q
-        alphas[j] = (q * w).sum(0)
-        w = w - alphas[j] * q - (betas[j - 1] * basis[:, j - 1].T if j > 0 else 0)
-        w = _orthogonalise(w, basis[:, : j + 1])
-        beta = w.norm(dim=0)
+        q = basis[:, j]  # (p, n): one row per probe
+        w = (A @ q.T).T
+        alphas[j] = (q * w).sum(1)
+        w = w - alphas[j, :, None] * q  # the three-term recurrence ...
+        if j > 0:
+            w -= betas[j - 1, :, None] * basis[:, j - 1]
+        w, beta = _orthogonalise(w, basis[:, : j + 1])  # ... and what rounding left along the older vectors
         if j + 1 == max_steps or (stop is not None and stop(alphas[: j + 1], betas[:j], beta)):
             return alphas[: j + 1], betas[:j], basis[:, : j + 1], beta
-        scale = torch.maximum(alphas[: j + 1].abs().amax(0), betas[: j + 1].abs().amax(0))
+        scale = torch.maximum(scale, torch.maximum(alphas[j].abs(), beta))
         breakdown = beta <= 100 * eps * scale.clamp_min(tiny)
         if breakdown.any():  # invariant subspace: continue from a fresh direction orthogonal to the basis
-            fresh = _random_start(n, p, A.dtype, A.device, generator)
-            fresh = _orthogonalise(_orthogonalise(fresh, basis[:, : j + 1]), basis[:, : j + 1])
-            w = torch.where(breakdown, fresh / fresh.norm(dim=0), w)
+            fresh, _ = _orthogonalise(_random_start(n, p, A.dtype, A.device, generator).T, basis[:, : j + 1])
+            fresh, norm = _orthogonalise(fresh, basis[:, : j + 1])
+            w = torch.where(breakdown[:, None], fresh / norm[:, None], w)
             beta = torch.where(breakdown, torch.zeros_like(beta), beta)
+            basis[:, j + 1] = torch.where(breakdown[:, None], w, w / beta.clamp_min(tiny)[:, None])
+        else:
+            basis[:, j + 1] = w / beta[:, None]
         betas[j] = beta
-        basis[:, j + 1] = torch.where(breakdown, w, w / beta.clamp_min(tiny)).T
     raise AssertionError("unreachable: the loop returns at its last step (max_steps >= 1)")
 
 
 def _project_out(w: Tensor, Q: Tensor) -> Tensor:
-    """w − Q Qᵀ w per probe: w (n, p), Q (p, j, n) with orthonormal rows."""
-    coefficients = torch.bmm(Q, w.T.unsqueeze(-1))  # (p, j, 1)
-    return w - torch.bmm(Q.transpose(1, 2), coefficients).squeeze(-1).T
+    """w − Q Qᵀ w per probe: w (p, n), Q (p, j, n) with orthonormal rows (classical Gram-Schmidt, fused)."""
+    coefficients = torch.bmm(Q, w.unsqueeze(-1))  # (p, j, 1)
+    return torch.baddbmm(w.unsqueeze(-1), Q.transpose(1, 2), coefficients, alpha=-1).squeeze(-1)
 
 
-def _orthogonalise(w: Tensor, Q: Tensor) -> Tensor:
-    """Remove from each column of w (n, p) its components along that probe's basis Q (p, j, n); a second pass only
-    where the first cancelled more than 30% of the norm (Daniel, Gragg, Kaufman & Stewart 1976)."""
-    before = w.norm(dim=0)
+def _orthogonalise(w: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
+    """Remove from each row of w (p, n) its components along that probe's basis Q (p, j, n); a second pass only
+    where the first cancelled more than 30% of the norm (Daniel, Gragg, Kaufman & Stewart 1976).
+    Returns the new w and its row norms."""
+    before = w.norm(dim=1)
     w = _project_out(w, Q)
-    again = w.norm(dim=0) < 0.7 * before
+    norm = w.norm(dim=1)
+    again = norm < 0.7 * before
     if again.any():
-        w = torch.where(again, _project_out(w, Q), w)
-    return w
+        w = torch.where(again[:, None], _project_out(w, Q), w)
+        norm = w.norm(dim=1)
+    return w, norm
 
 
 def _tridiagonal(alphas: Tensor, betas: Tensor) -> Tensor:
