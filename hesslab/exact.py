@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 from .checks import check_count, check_flat_vector
 from .functional import ggnvp_at, hvp_at
 
-# Columns per batched product. On a GPU a wide batch (vmap over the backward) fills the device; on a CPU the batched
-# backward's intermediates fall out of cache and a few columns at a time are fastest (measured on a 2-core CPU with
-# the MLP of benchmarks/curvature.py: 64 columns cost 1.8 gradients each, 4 columns 1.3, a single column 1.2).
-# The block never exceeds ~64 MiB, small next to the matrix.
+# Columns per batched product. On a GPU a wide batch (vmap over the backward) fills the device. On a CPU the
+# batched backward's intermediates fall out of cache, and one contiguous column at a time is fastest (measured on
+# a 2-core CPU with the MLPs of benchmarks/curvature.py: a single column costs ~1.2-1.4 gradients, a block of 4
+# ~1.3 each, of 64 ~1.8 each). The block never exceeds ~64 MiB, small next to the matrix.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
-MAX_CHUNK = {"cuda": 256, "cpu": 4}
+MAX_CHUNK = {"cuda": 256, "cpu": 1}
 
 
 def available_memory(device: torch.device) -> int:
@@ -42,7 +42,7 @@ def available_memory(device: torch.device) -> int:
 
 
 def default_chunk_size(n: int, dtype: torch.dtype, device: torch.device) -> int:
-    """Columns per batched product: up to 256 on a GPU, 4 on a CPU, and one (n × chunk) block <= ~64 MiB."""
+    """Columns per batched product: up to 256 on a GPU, 1 on a CPU, and one (n × chunk) block <= ~64 MiB."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     cap = MAX_CHUNK["cuda" if torch.device(device).type == "cuda" else "cpu"]
     return max(1, min(n, cap, DEFAULT_BLOCK_BYTES // (n * itemsize)))
@@ -106,12 +106,13 @@ def hessian(
         f: scalar function of a 1-D tensor (``hl.loss_function`` gives one for a model; pass ``params=[...]`` there
             for a per-layer block).
         x: (n,) point.
-        chunk_size: columns per batched Hessian-vector product (default: 4 on a CPU, 256 on a GPU, <= ~64 MiB).
+        chunk_size: columns per batched Hessian-vector product (default: 1 on a CPU, 256 on a GPU, <= ~64 MiB).
         max_memory: bytes the matrix may take (default 90% of available memory); a larger one raises ValueError.
     Cost: one gradient with graph, then n Hessian-vector products (one backward each, batched).
     Memory: n² entries plus one n × chunk block.
     """
     x = check_flat_vector("x", x)
+    check_dense_fits(x.numel(), x.dtype, x.device, max_memory, "hessian")  # before the gradient graph is built
     return dense_matrix(hvp_at(f, x), x.numel(), x.dtype, x.device, chunk_size=chunk_size,
                         max_memory=max_memory, progress=progress, what="hessian")
 
@@ -137,5 +138,6 @@ def ggn(
     Cost: n GGN-vector products, each three backward passes.
     """
     x = check_flat_vector("x", x)
+    check_dense_fits(x.numel(), x.dtype, x.device, max_memory, "ggn")  # before the graphs are built
     return dense_matrix(ggnvp_at(g, loss_of_output, x), x.numel(), x.dtype, x.device, chunk_size=chunk_size,
                         max_memory=max_memory, progress=progress, what="ggn")

@@ -176,7 +176,7 @@ def hvp_at(f: Callable[[Tensor], Tensor], x: Tensor) -> Callable[[Tensor], Tenso
     def product(v: Tensor) -> Tensor:
         if v.ndim == 1:
             return _backward(gradient, point, v).detach()
-        return _backward(gradient, point, v.T).T.detach()
+        return _backward(gradient, point, v.T.contiguous()).T.detach()
 
     return product
 
@@ -231,7 +231,7 @@ def ggnvp_at(
         (transpose_jacobian_u,) = torch.autograd.grad(outputs, point, u, create_graph=True)
 
     def product(v: Tensor) -> Tensor:
-        V = v if v.ndim == 1 else v.T  # batched: (k, n)
+        V = v if v.ndim == 1 else v.T.contiguous()  # batched: (k, n)
         jv = _backward(transpose_jacobian_u, u, V)  # (k, *outputs.shape)
         hjv = _backward(loss_gradient, z, jv)
         gv = _backward(outputs, point, hjv)

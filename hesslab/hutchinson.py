@@ -43,8 +43,8 @@ def rademacher(n: int, num: int, dtype: torch.dtype, device: torch.device,
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}; "
                         "make one with hl.seed(0).")
     source = generator.device if generator is not None else device
-    bits = torch.randint(0, 2, (n, num), generator=generator, device=source)
-    return (2 * bits - 1).to(device=device, dtype=dtype)
+    bits = torch.randint(0, 2, (n, num), generator=generator, device=source, dtype=dtype)
+    return bits.mul_(2).sub_(1).to(device)
 
 
 def _hutchinson(A, probes: Tensor) -> tuple[float, float]:

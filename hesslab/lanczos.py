@@ -55,7 +55,7 @@ def _lanczos(A, start: Tensor, max_steps: int, generator=None,
     norm β_m (p,). Cost: m batched products, O(m² n p) for the reorthogonalisation, O(m n p) memory.
     """
     n, p = start.shape
-    basis = torch.zeros((p, max_steps, n), dtype=A.dtype, device=A.device)
+    basis = torch.empty((p, max_steps, n), dtype=A.dtype, device=A.device)  # only written rows are ever read
     alphas = torch.zeros((max_steps, p), dtype=A.dtype, device=A.device)
     betas = torch.zeros((max_steps, p), dtype=A.dtype, device=A.device)
     basis[:, 0] = start.T

@@ -43,8 +43,10 @@ class CurvatureOperator:
     def __matmul__(self, v: Tensor) -> Tensor:
         """A v for v (n,), or A V for V (n, k)."""
         v = check_like("v", v, self.shape[0], self.dtype, self.device)
-        if v.ndim == 1 or v.shape[1] <= self.chunk_size:
+        if v.ndim == 1:
             return self._product(v)
+        if self.chunk_size == 1:  # one contiguous column at a time (fastest on a CPU)
+            return torch.stack([self._product(v[:, i].contiguous()) for i in range(v.shape[1])], dim=1)
         return torch.cat([self._product(block) for block in v.split(self.chunk_size, dim=1)], dim=1)
 
     matvec = matmat = __matmul__

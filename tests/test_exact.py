@@ -117,6 +117,16 @@ def test_hessian_refuses_a_matrix_that_does_not_fit_and_says_what_it_needs():
     assert hl.hessian(f, torch.ones(10), max_memory=10 * 10 * 8).shape == (10, 10)
 
 
+def test_refusal_comes_before_any_evaluation_of_f():
+    def f(x):
+        raise AssertionError("f must not be evaluated for a matrix that will be refused")
+
+    with pytest.raises(ValueError, match="needs"):
+        hl.hessian(f, torch.ones(100), max_memory=8)
+    with pytest.raises(ValueError, match="needs"):
+        hl.ggn(f, f, torch.ones(100), max_memory=8)
+
+
 def test_hessian_of_a_huge_vector_is_refused_against_real_available_memory():
     available = hl.exact.available_memory(torch.device("cpu"))
     n = int((available / 4) ** 0.5) + 1  # a float32 n×n matrix just beyond what is available
