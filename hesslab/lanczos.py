@@ -64,10 +64,10 @@ def _lanczos(A, start: Tensor, max_steps: int, generator=None,
     for j in range(max_steps):
         q = basis[:, j]  # (p, n): one row per probe
         w = (A @ q.T).T
-        alphas[j] = (q * w).sum(1)
-        w = w - alphas[j, :, None] * q  # the three-term recurrence ...
+        alphas[j] = torch.linalg.vecdot(q, w)
+        w = torch.addcmul(w, alphas[j, :, None], q, value=-1)  # the three-term recurrence w − α q − β q_prev ...
         if j > 0:
-            w -= betas[j - 1, :, None] * basis[:, j - 1]
+            w.addcmul_(betas[j - 1, :, None], basis[:, j - 1], value=-1)
         w, beta = _orthogonalise(w, basis[:, : j + 1])  # ... and what rounding left along the older vectors
         if j + 1 == max_steps or (stop is not None and stop(alphas[: j + 1], betas[:j], beta)):
             return alphas[: j + 1], betas[:j], basis[:, : j + 1], beta

@@ -45,6 +45,8 @@ class CurvatureOperator:
         v = check_like("v", v, self.shape[0], self.dtype, self.device)
         if v.ndim == 1:
             return self._product(v)
+        if v.shape[1] == 1:
+            return self._product(v[:, 0].contiguous()).unsqueeze(1)
         if self.chunk_size == 1:  # one contiguous column at a time (fastest on a CPU)
             return torch.stack([self._product(v[:, i].contiguous()) for i in range(v.shape[1])], dim=1)
         return torch.cat([self._product(block) for block in v.split(self.chunk_size, dim=1)], dim=1)
