@@ -31,14 +31,12 @@ def available_memory(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
+    if os.path.exists("/proc/meminfo"):  # Linux: what can be allocated without swapping, page cache included
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")  # elsewhere: free pages only
 
 
 def default_chunk_size(n: int, dtype: torch.dtype, device: torch.device) -> int:
