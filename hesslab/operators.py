@@ -103,7 +103,7 @@ def as_operator(A) -> CurvatureOperator:
 class HessianOperator(CurvatureOperator):
     """H = ∇²f(x) as an operator: ``HessianOperator(f, x) @ v == hl.hvp(f, x, v)``.
 
-    The gradient's graph is built once at x; each product is then one backward pass (about one gradient).
+    The gradient's graph is built once at x; each product is then one backward pass (~1.5 gradients).
     Memory: the graph of ∇f(x). For a model and data use ``HessianOperator.from_model``.
     """
 
