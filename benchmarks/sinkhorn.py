@@ -160,6 +160,11 @@ def warm_up(device: torch.device) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------------------------------
+def duration(seconds: float) -> str:
+    """Three significant digits: '12.3 ms', '1.07 s'."""
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
+
+
 def table(runs: list[Run]) -> list[str]:
     """The markdown table: one row per (n, reg, tol), iterations and seconds of each competitor, and the ratios."""
     lines = ["| n | reg | tol | hesslab sinkhorn | hesslab SNS | POT sinkhorn | POT sinkhorn_log | "
@@ -170,7 +175,7 @@ def table(runs: list[Run]) -> list[str]:
         cells = []
         for competitor in COMPETITORS:
             r = by_key[n, reg, tol, competitor]
-            cells.append(f"{r.iterations} it, {r.seconds:.2f} s" + ("" if r.converged else " (not converged)"))
+            cells.append(f"{r.iterations} it, {duration(r.seconds)}" + ("" if r.converged else " (not converged)"))
         sns = by_key[n, reg, tol, "hesslab SNS"]
         ratios = [by_key[n, reg, tol, "hesslab sinkhorn"].iterations / sns.iterations,
                   by_key[n, reg, tol, "POT sinkhorn_log"].seconds / sns.seconds,

@@ -384,14 +384,83 @@ def test_a_row_whose_sum_underflows_takes_the_exact_log_domain_step(monkeypatch)
     assert exact_steps and torch.isfinite(slow.plan).all() and slow.history[-1] < slow.history[0]
 
 
-def test_conjugate_gradient_stops_at_a_breakdown():
-    """Rows without mass make the system singular beyond the null vector: CG stops with a finite iterate, no NaN."""
-    row_sums = torch.tensor([0.5, 0.0, 0.5])
-    col_sums = torch.tensor([0.5, 0.5, 0.0])
-    S = sparsify(torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.5, 0.0]]), 0.0)
-    rhs = torch.tensor([0.1, 0.2, -0.1, 0.0, -0.1, 0.3])
-    x = sinkhorn_module._conjugate_gradient(S, row_sums, col_sums, rhs, 1e-12, 50)
-    assert torch.isfinite(x).all()
+def full_system(S: torch.Tensor, row_sums: torch.Tensor, col_sums: torch.Tensor) -> torch.Tensor:
+    """[[diag(r), S], [Sᵀ, diag(c)]], the (negated, reg = 1) sparsified Hessian that a Newton step solves with."""
+    return torch.cat([torch.cat([torch.diag(row_sums), S], 1), torch.cat([S.T, torch.diag(col_sums)], 1)])
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1e-3])
+def test_newton_direction_solves_the_sparsified_system(threshold):
+    """The Schur-complement CG solves M (x, y) = (p, q), M = [[diag(r), S], [Sᵀ, diag(c)]]: the first block row to
+    rounding (x is eliminated through it), the second, orthogonal to 1, to CG's relative residual rtol — its
+    residual is minus that of the Schur system T y = q − Sᵀ(p/r). Without sparsification the system is consistent
+    and (x, y) is its least-squares solution up to the null direction (1, −1), which changes no plan."""
+    a, b, C = point_clouds(30, 20, seed=21)
+    plan = hl.sinkhorn(a, b, C, 0.02, tol=1e-2).plan  # a plan far enough from the optimum for a sizeable step
+    row_sums, col_sums = plan.sum(1), plan.sum(0)
+    S = sparsify(plan, threshold).to_dense()
+    assert threshold == 0 or (S == 0).any()
+    p, q = a - row_sums, b - col_sums
+    rtol = 1e-12
+    x, y = sinkhorn_module._newton_direction(lambda v: S @ v, lambda w: S.T @ w, row_sums, col_sums, p, q, rtol, 20)
+    M = full_system(S, row_sums, col_sums)
+    residual = M @ torch.cat([x, y]) - torch.cat([p, q])
+    rounding = 100 * EPS * torch.linalg.matrix_norm(M, 2).item() * torch.cat([x, y]).norm().item()
+    assert residual[:30].norm().item() <= rounding
+    schur_rhs = q - S.T @ (p / row_sums)
+    centred = residual[30:] - residual[30:].mean()
+    assert centred.norm().item() <= rtol * (schur_rhs - schur_rhs.mean()).norm().item() + rounding
+    if threshold == 0:
+        assert abs(residual[30:].mean().item()) <= rounding
+        exact = torch.linalg.lstsq(M, torch.cat([p, q]), driver="gelsd").solution
+        null = torch.cat([torch.ones(30), -torch.ones(20)]).double() / math.sqrt(50)
+        difference = torch.cat([x, y]) - exact
+        # M (difference) = residual, and M acts on the part orthogonal to its null vector with eigenvalues >= λ₂
+        second = torch.linalg.eigvalsh(M)[1].item()
+        assert (difference - (difference @ null) * null).norm().item() <= (residual.norm().item() + rounding) / second
+
+
+def test_kept_products_are_csr_when_sparse_and_all_of_p_when_not(monkeypatch):
+    """Below DENSE_FRACTION kept, S is the CSR matrix of ``sparsify``; above it, S = P (the exact Newton step)."""
+    a, b, C = point_clouds(40, 30, seed=22)
+    plan = hl.sinkhorn(a, b, C, 1e-3, tol=1e-6).plan
+    row_sums, col_sums = plan.sum(1), plan.sum(0)
+    sparse = sparsify(plan, 1e-6).to_dense()
+    kept = (sparse > 0).double().mean().item()
+    assert kept < sinkhorn_module.DENSE_FRACTION  # the rule keeps few entries at this small reg
+    x, y = torch.rand(30, dtype=torch.float64), torch.rand(40, dtype=torch.float64)
+    times, transposed_times = sinkhorn_module._kept_products(plan, row_sums, col_sums, 1e-6)
+    assert torch.allclose(times(x), sparse @ x, rtol=1e-14, atol=0)
+    assert torch.allclose(transposed_times(y), sparse.T @ y, rtol=1e-14, atol=0)
+    monkeypatch.setattr(sinkhorn_module, "DENSE_FRACTION", kept / 2)  # now "too many" are kept: all of P
+    times, transposed_times = sinkhorn_module._kept_products(plan, row_sums, col_sums, 1e-6)
+    assert torch.equal(times(x), plan @ x) and torch.equal(transposed_times(y), plan.T @ y)
+
+
+def test_sns_takes_sparse_steps_at_small_reg_and_exact_ones_at_large(monkeypatch):
+    """Which Hessian block each Newton step used: CSR (sparse) at reg = 1e-3, all of P at reg = 1e-1."""
+    built = []
+    sparse_products = sinkhorn_module._sparse_products
+    monkeypatch.setattr(sinkhorn_module, "_sparse_products", lambda S: built.append(S._nnz()) or sparse_products(S))
+    a, b, C = point_clouds(100, 100, seed=23, uniform=True)
+    small = hl.sinkhorn_newton_sparse(a, b, C, 1e-3, tol=1e-10)
+    assert small.converged and len(built) == small.iterations - 20  # every Newton step was sparse
+    assert max(built) < sinkhorn_module.DENSE_FRACTION * 100 * 100
+    built.clear()
+    large = hl.sinkhorn_newton_sparse(a, b, C, 1e-1, tol=1e-10, warm_start=2)
+    assert large.converged and large.iterations > 2 and not built
+
+
+def test_a_newton_step_with_an_empty_row_is_refused():
+    """A row whose sum underflowed to 0 makes the eliminated Δα infinite: the step returns None, the plan unchanged
+    (SNS then takes a Sinkhorn step, which handles underflow exactly)."""
+    a = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
+    problem = sinkhorn_module._prepare(a, a, torch.rand(3, 3, dtype=torch.float64), 0.1, 1e-9, 10)
+    plan = torch.tensor([[0.4, 0.1, 0.0], [0.0, 0.0, 0.0], [0.1, 0.0, 0.2]], dtype=torch.float64)
+    before = plan.clone()
+    row_sums, col_sums = plan.sum(1), plan.sum(0)
+    assert sinkhorn_module._newton_step(problem, plan, row_sums, col_sums, 0.3, 0.0, 10) is None
+    assert torch.equal(plan, before)
 
 
 def test_line_search_refuses_a_direction_that_does_not_ascend():
