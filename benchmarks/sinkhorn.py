@@ -20,7 +20,7 @@ runs in this process with `--threads` torch and BLAS threads.
 Targets (issue 5): SNS needs >= 10x fewer iterations than Sinkhorn at reg = 1e-3; SNS's wall time is below POT's
 sinkhorn_log by >= 10x, and below POT's plain sinkhorn at tol 1e-12.
 
-    .venv/bin/python benchmarks/sinkhorn.py              # the full table, 2.5-6 minutes on a 2-core CPU
+    .venv/bin/python benchmarks/sinkhorn.py              # the full table, ~3 minutes on a 2-core CPU
     .venv/bin/python benchmarks/sinkhorn.py --quick      # n = 500 only
     .venv/bin/python benchmarks/sinkhorn.py --device cuda --sizes 10000   # on a GPU (POT then runs on torch/CUDA)
 """
@@ -143,8 +143,9 @@ def bench(problem: Problem, reg: float, reference: torch.Tensor, device: torch.d
             plan, iterations, converged = outputs[competitor]
             run = Run(competitor, problem.n, reg, tol, statistics.median(times[competitor]), iterations,
                       marginal_error(plan, problem), float((plan - reference).abs().sum()), converged)
-            spread = ", ".join(f"{t:.3f}" for t in times[competitor])
-            print(f"  tol {tol:.0e}  {competitor:17s} {iterations:7d} it  {run.seconds:8.3f} s (rounds: {spread})  "
+            spread = ", ".join(duration(t) for t in times[competitor])
+            print(f"  tol {tol:.0e}  {competitor:17s} {iterations:7d} it  {duration(run.seconds):>9s} "
+                  f"(rounds: {spread})  "
                   f"error {run.error:.1e}  ‖P − P_ref‖₁ {run.distance:.1e}" + ("" if converged else "  NOT CONVERGED"),
                   flush=True)
             runs.append(run)
