@@ -38,15 +38,20 @@
 #
 # * **Sinkhorn** maximises $L$ exactly over $f$, then over $g$, and again: linear convergence, with a rate that
 #   degrades as $\varepsilon \to 0$.
-# * **Sinkhorn-Newton-Sparse (SNS)** takes $N_1$ Sinkhorn steps, then Newton steps $\Delta = -(\nabla^2 L)^{-1}\nabla L$.
-#   Near the optimum most of $P$'s mass sits on a few entries per row, so the Hessian is nearly sparse: SNS keeps
-#   only the large entries (here: those carrying at least a fraction $\rho = 10^{-6}$ of their row's or column's
-#   mass), solves the sparse system by conjugate gradient (orthogonal to the Hessian's null vector
-#   $(\mathbf 1, -\mathbf 1)$), and backtracks on $L$.
+# * **Sinkhorn-Newton-Sparse (SNS)** takes $N_1$ Sinkhorn steps, then Newton steps
+#   $\Delta = -(\nabla^2 L)^{-1}\nabla L$. Near the optimum most of $P$'s mass sits on a few entries per row, so
+#   the Hessian is nearly sparse: SNS keeps only the large entries (here: those carrying at least a fraction
+#   $\rho = 10^{-6}$ of their row's or column's mass), solves the sparse system by conjugate gradient, and
+#   backtracks on $L$. (Here the $f$-part of the step is eliminated through the first block row, and CG runs on the
+#   $m \times m$ Schur complement $\mathrm{diag}(P^\top\mathbf 1) - S^\top \mathrm{diag}(P\mathbf 1)^{-1} S$,
+#   orthogonal to its null vector $\mathbf 1$. When more than 15% of $P$ passes the threshold, as at
+#   $\varepsilon = 10^{-2}$, a product with the "sparse" part costs what a dense one does, and the step uses all of
+#   $P$: exact Newton.)
 #
 # **What to look at.** Sinkhorn's error shrinks by a roughly constant factor per iteration, a factor close to 1 at
-# small $\varepsilon$ (here about 200 iterations per digit); SNS's error falls off a cliff right after its warm start (the first Newton step may even raise the marginal error: the line search asks for an
-# increase of $L$, not a decrease of the error). Then: how the iteration counts move as $\varepsilon$ shrinks, and how
+# small $\varepsilon$ (here about 200 iterations per digit); SNS's error falls off a cliff right after its warm
+# start (the first Newton step may even raise the marginal error: the line search asks for an increase of $L$, not a
+# decrease of the error). Then: how the iteration counts move as $\varepsilon$ shrinks, and how
 # sparse the Hessian really is.
 
 # %%
@@ -59,6 +64,7 @@ import numpy as np
 
 import hesslab as hl
 from hesslab.experiments import sinkhorn_newton_sparse as ex
+from hesslab.sinkhorn import DENSE_FRACTION
 from hesslab.widgets import panel
 
 generator = hl.seed(0)
@@ -118,10 +124,10 @@ plt.show()
 # $N_1$ steps). After it, each Newton step multiplies the digits gained, while Sinkhorn gains a fixed fraction of a
 # digit per iteration. Against wall time the gap is smaller than in iterations. Both kinds of iteration cost
 # $O(n^2)$, as the paper says, but with different constants: a Sinkhorn iteration here is two matrix-vector
-# products with the kernel, while a Newton step evaluates $\exp$ over the whole $n \times n$ plan (the line search,
-# which also yields the next plan), selects its large entries, and runs conjugate gradient on them — the printout
-# above gives the milliseconds of each. (On a CPU shared with other processes, the wall-time panel moves from run to
-# run; the iteration counts do not.)
+# products with the kernel, while a Newton step selects the plan's large entries (passes over the whole $n \times n$
+# plan), runs conjugate gradient on them (two sparse products per CG iteration), and rescales the plan by the step
+# the line search accepts — the printout above gives the milliseconds of each. (On a CPU shared with other
+# processes, the wall-time panel moves from run to run; the iteration counts do not.)
 #
 # ## W2 between two densities on a grid
 #
@@ -262,8 +268,10 @@ def draw(n, reg, threshold, warm_start):
     ax.set_xlim(0, max(slow.iterations, fast.iterations) * 1.1)
     ax.set_xlabel("iteration")
     ax.set_ylabel("marginal error")
+    exact = kept.density[0] > DENSE_FRACTION  # then SNS's steps use all of P: exact Newton
     ax.set_title(f"n = {n}, reg = {reg:.1e}, ρ = {threshold:.0e}: the Hessian keeps {100 * kept.density[0]:.1f}% "
-                 f"of P (dropping {kept.mass_dropped[0]:.1e} of its mass)", fontsize=10)
+                 f"of P (dropping {kept.mass_dropped[0]:.1e} of its mass)"
+                 + (" — not sparse: exact Newton steps" if exact else ""), fontsize=10)
     ax.legend(frameon=False)
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
