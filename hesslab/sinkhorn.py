@@ -416,8 +416,9 @@ def _newton_direction(S_times: Callable[[Tensor], Tensor], St_times: Callable[[T
     T1 is only the dropped mass, so T is nearly singular along 1; a change of y along 1 (and of x along −1) does
     not change the plan, so CG works orthogonal to 1: the right-hand side, every residual and every preconditioned
     residual are centred (projected PCG). The eigenvalues of diag(c)⁻¹T are 1 − σ_k², σ_k the singular values of
-    diag(r)^−½ S diag(c)^−½, whose second largest squared is the rate of Sinkhorn itself: CG needs about the
-    square root of Sinkhorn's iterations, and each of its iterations costs what a Sinkhorn iteration does.
+    diag(r)^−½ S diag(c)^−½; σ_1 = 1 (for S = P), and σ_2² is the linear rate of Sinkhorn itself. With
+    κ = 1/(1 − σ_2²), Sinkhorn needs about κ iterations per digit and CG about √κ, and a CG iteration costs what a
+    Sinkhorn iteration does (one product with S, one with Sᵀ).
     Stops at ``max_iter`` iterations, once ‖residual‖ <= rtol ‖rhs‖, or at a breakdown (a non-positive or
     non-finite step size). Cost: per iteration one S and one Sᵀ product and O(n + m).
     """
