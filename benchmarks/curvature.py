@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import gc
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -53,7 +51,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 
 import numpy as np
 import torch
@@ -61,8 +58,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import hesslab as hl
+from machine import describe  # benchmarks/machine.py: this script's folder is on sys.path
 
 INPUT_DIM, CLASSES, SAMPLES = 64, 10, 512
+PACKAGES = ("torch", "hesslab", "pyhessian", "curvlinops-for-pytorch", "scipy", "numpy")  # in the header
 WIDTHS = (128, 256)
 TRAIN_STEPS, TRAIN_LR = 200, 0.1
 THREADS = 2
@@ -595,28 +594,6 @@ def repeated_hvp_seconds(f: Callable[[Tensor], Tensor], theta: Tensor, blocks: i
 # ----------------------------------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------------------------------
-def machine(device: torch.device) -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or cpu
-    versions = ", ".join(f"{name} {version(name)}" for name in
-                         ("torch", "hesslab", "pyhessian", "curvlinops-for-pytorch", "scipy", "numpy"))
-    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else "none used"
-    return (f"machine: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
-            f"device {device} ({accelerator}); python {platform.python_version()}\n"
-            f"versions: {versions}\ndate: {datetime.date.today().isoformat()}")
-
-
-def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default=None, help="default: hesslab.device() (CUDA when available)")
@@ -635,7 +612,7 @@ def main() -> None:
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker[0], args.worker[1], device)), flush=True)
         return
-    print(machine(device))
+    print(describe(device, PACKAGES))
     print(f"float32; MLP {INPUT_DIM}-W-W-{CLASSES} tanh, mean cross-entropy, {SAMPLES} samples; "
           f"medians of interleaved rounds\n")
     started = time.perf_counter()

@@ -28,23 +28,21 @@ sinkhorn_log by >= 10x, and below POT's plain sinkhorn at tol 1e-12.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import os
-import platform
 import statistics
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 
 import ot
 import torch
 from threadpoolctl import threadpool_limits
 
 import hesslab as hl
+from machine import describe  # benchmarks/machine.py: this script's folder is on sys.path
 
+PACKAGES = ("torch", "hesslab", "pot", "numpy", "scipy")  # versions printed in the header
 REGS = (1e-2, 1e-3)
 TOLS = (1e-8, 1e-12)
 ITERATION_TARGET, LOG_TIME_TARGET = 10.0, 10.0  # SNS >= 10x fewer iterations; >= 10x faster than POT's log form
@@ -210,28 +208,6 @@ def targets(runs: list[Run]) -> list[str]:
     return lines
 
 
-def machine(device: torch.device, threads: int) -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or cpu
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "hesslab", "pot", "numpy", "scipy"))
-    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else "none used"
-    return (f"machine: {cpu}, {os.cpu_count()} cores, {threads} threads (torch and BLAS), load average {load:.1f} "
-            f"at the start; device {device} ({accelerator}); python {platform.python_version()}\n"
-            f"versions: {versions}\ndate: {datetime.date.today().isoformat()}")
-
-
-def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default=None, help="default: hesslab.device() (CUDA when available)")
@@ -248,7 +224,7 @@ def main() -> None:
     sizes = args.sizes or ((500,) if args.quick else (500, 1000))
     torch.set_num_threads(args.threads)
     with threadpool_limits(args.threads):
-        print(machine(device, args.threads))
+        print(describe(device, PACKAGES))
         started = time.perf_counter()
         warm_up(device)
         runs = []
