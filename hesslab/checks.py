@@ -70,3 +70,17 @@ def check_count(name: str, value, low: int, high: int | None = None, hint: str =
         rng = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name} must be {rng}, got {value}.{(' ' + hint) if hint else ''}")
     return value
+
+
+def check_finite_curvature(what: str, product: Tensor) -> Tensor:
+    """A curvature product ``A v`` must be finite: a NaN or inf means ∇²f itself is not finite at the point (f is
+    not twice differentiable there, or it overflows in this dtype), and every estimate built on it would be NaN.
+    One reduction, as in ``check_finite``."""
+    if bool(torch.isfinite(product.sum())) or bool(torch.isfinite(product).all()):
+        return product
+    bad = int((~torch.isfinite(product)).sum())
+    raise ValueError(
+        f"{what}: a curvature product A v returned {bad} non-finite entries (NaN or inf), so ∇²f is not finite at "
+        "this point (f is not twice differentiable there, or it overflows in this dtype). Evaluate at another "
+        "point, or in float64."
+    )

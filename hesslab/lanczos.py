@@ -24,16 +24,22 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .checks import check_count, check_like
-from .hutchinson import rademacher
+from .checks import check_count, check_finite_curvature, check_like
+from .exact import available_memory
+from .hutchinson import gaussian, rademacher
 from .operators import as_operator
+
+MAX_REDRAWS = 10  # fresh directions tried after a breakdown before the Krylov space is declared exhausted
+RESIDUAL_FLOOR = 1  # a residual below this many units of the operator's eps·‖T‖ is rounding: converged
 
 
 class LanczosResult(NamedTuple):
     """``alphas`` (m,), ``betas`` (m−1,) of the tridiagonal T_m and the orthonormal ``basis`` Q_m (n, m).
 
     With a block of p starting vectors: alphas (p, m), betas (p, m−1), basis (p, n, m).
-    A zero beta marks a breakdown (an invariant subspace was found) followed by a restart orthogonal to the basis.
+    A zero beta marks a breakdown (an invariant subspace was found) followed by a restart from a fresh Gaussian
+    direction orthogonal to the basis. m is smaller than the steps asked for only when the Krylov space is
+    exhausted (no direction orthogonal to the basis is left). Half-precision operators give float32 results.
     """
 
     alphas: Tensor
@@ -41,48 +47,96 @@ class LanczosResult(NamedTuple):
     basis: Tensor
 
 
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the recurrence: the operator's, but at least float32 (a bfloat16 inner product has 3 digits,
+    too few to orthogonalise against; the products A q stay in the operator's dtype)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _random_start(n: int, p: int, dtype, device, generator) -> Tensor:
-    """p random unit vectors (Rademacher / √n) as columns."""
-    return rademacher(n, p, dtype, device, generator) / math.sqrt(n)
+    """p random unit vectors (Gaussian, normalised) as the columns of an (n, p) tensor."""
+    start = gaussian(n, p, dtype, device, generator)
+    return start / start.norm(dim=0)
+
+
+def _apply(A, rows: Tensor, what: str) -> Tensor:
+    """A q for each row q of ``rows`` (p, n): the product in A's dtype, checked finite, returned in rows' dtype."""
+    product = (A @ rows.T.to(A.dtype)).T
+    return check_finite_curvature(what, product).to(rows.dtype)
 
 
 def _lanczos(A, start: Tensor, max_steps: int, generator=None,
-             stop: Callable[[Tensor, Tensor, Tensor], bool] | None = None):
-    """Lanczos with full reorthogonalisation on p independent start vectors at once (the columns of ``start``).
+             stop: Callable[[Tensor, Tensor, Tensor], bool] | None = None, locked: Tensor | None = None,
+             what: str = "lanczos"):
+    """Lanczos with full reorthogonalisation on p independent start vectors at once (the columns of ``start``,
+    unit norm, in the work dtype).
 
+    ``locked`` (l, n), orthonormal rows: every basis vector is also kept orthogonal to them, so the run is Lanczos
+    on the deflated operator (I − VVᵀ) A (I − VVᵀ) restricted to span(V)⊥ (``top_eigen``'s restarts).
     ``stop(alphas (j, p), betas (j−1, p), beta_j (p,))`` is asked after each step j and may end the run early.
+    A breakdown (β_j at rounding level: an invariant subspace) continues from a fresh Gaussian direction
+    orthogonalised twice against the basis, redrawn up to ``MAX_REDRAWS`` times; when none leaves anything the
+    Krylov space is exhausted and the run ends there (a shorter result, never NaN).
     Returns alphas (m, p), betas (m−1, p), the basis (p, m, n) (probe, step, coordinate) and the last residual
     norm β_m (p,). Cost: m batched products, O(m² n p) for the reorthogonalisation, O(m n p) memory.
     """
     n, p = start.shape
-    basis = torch.empty((p, max_steps, n), dtype=A.dtype, device=A.device)  # only written rows are ever read
-    alphas = torch.zeros((max_steps, p), dtype=A.dtype, device=A.device)
-    betas = torch.zeros((max_steps, p), dtype=A.dtype, device=A.device)
-    basis[:, 0] = start.T
-    eps, tiny = torch.finfo(A.dtype).eps, torch.finfo(A.dtype).tiny
-    scale = torch.zeros(p, dtype=A.dtype, device=A.device)  # running max of |α|, β: the size of T
+    dtype, device = start.dtype, start.device
+    l = 0 if locked is None else locked.shape[0]
+    basis = torch.empty((p, l + max_steps, n), dtype=dtype, device=device)  # only written rows are ever read
+    alphas = torch.zeros((max_steps, p), dtype=dtype, device=device)
+    betas = torch.zeros((max_steps, p), dtype=dtype, device=device)
+    if l:
+        basis[:, :l] = locked
+        start, _, _ = _orthogonalise(start.T, basis[:, :l], twice=True)
+        start = (start / start.norm(dim=1, keepdim=True)).T
+    basis[:, l] = start.T
+    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
+    scale = torch.zeros(p, dtype=dtype, device=device)  # running max of |α|, β: the size of T
     for j in range(max_steps):
-        q = basis[:, j]  # (p, n): one row per probe
-        w = (A @ q.T).T
+        q = basis[:, l + j]  # (p, n): one row per probe
+        w = _apply(A, q, what)
         alphas[j] = torch.linalg.vecdot(q, w)
         w = torch.addcmul(w, alphas[j, :, None], q, value=-1)  # the three-term recurrence w − α q − β q_prev ...
         if j > 0:
-            w.addcmul_(betas[j - 1, :, None], basis[:, j - 1], value=-1)
-        w, beta = _orthogonalise(w, basis[:, : j + 1])  # ... and what rounding left along the older vectors
+            w.addcmul_(betas[j - 1, :, None], basis[:, l + j - 1], value=-1)
+        w, beta, clean = _orthogonalise(w, basis[:, : l + j + 1])  # ... and what rounding left along the others
         if j + 1 == max_steps or (stop is not None and stop(alphas[: j + 1], betas[:j], beta)):
-            return alphas[: j + 1], betas[:j], basis[:, : j + 1], beta
+            return alphas[: j + 1], betas[:j], basis[:, l: l + j + 1], beta
         scale = torch.maximum(scale, torch.maximum(alphas[j].abs(), beta))
-        breakdown = beta <= 100 * eps * scale.clamp_min(tiny)
+        breakdown = (beta <= 100 * eps * scale.clamp_min(tiny)) | ~clean
         if breakdown.any():  # invariant subspace: continue from a fresh direction orthogonal to the basis
-            fresh, _ = _orthogonalise(_random_start(n, p, A.dtype, A.device, generator).T, basis[:, : j + 1])
-            fresh, norm = _orthogonalise(fresh, basis[:, : j + 1])
-            w = torch.where(breakdown[:, None], fresh / norm[:, None], w)
+            fresh, found = _fresh_direction(basis[:, : l + j + 1], generator)
+            if not found[breakdown].all():  # nothing is left orthogonal to the basis: the Krylov space is exhausted
+                beta = torch.where(breakdown, torch.zeros_like(beta), beta)
+                return alphas[: j + 1], betas[:j], basis[:, l: l + j + 1], beta
             beta = torch.where(breakdown, torch.zeros_like(beta), beta)
-            basis[:, j + 1] = torch.where(breakdown[:, None], w, w / beta.clamp_min(tiny)[:, None])
+            basis[:, l + j + 1] = torch.where(breakdown[:, None], fresh, w / beta.clamp_min(tiny)[:, None])
         else:
-            basis[:, j + 1] = w / beta[:, None]
+            basis[:, l + j + 1] = w / beta[:, None]
         betas[j] = beta
     raise AssertionError("unreachable: the loop returns at its last step (max_steps >= 1)")
+
+
+def _fresh_direction(Q: Tensor, generator) -> tuple[Tensor, Tensor]:
+    """A unit vector orthogonal to each probe's basis Q (p, j, n), from Gaussian draws orthogonalised twice.
+
+    A draw is kept when the second pass removed less than 30% of what the first left (then the first left a
+    real direction, not rounding); at most ``MAX_REDRAWS`` draws. Returns (p, n) and found (p,) bool."""
+    p, _, n = Q.shape
+    fresh = torch.zeros((p, n), dtype=Q.dtype, device=Q.device)
+    found = torch.zeros(p, dtype=torch.bool, device=Q.device)
+    for _ in range(MAX_REDRAWS):
+        draw = gaussian(n, p, Q.dtype, Q.device, generator).T
+        first = _project_out(draw, Q)
+        second = _project_out(first, Q)
+        norm = second.norm(dim=1)
+        good = (norm >= 0.7 * first.norm(dim=1)) & (norm > 0) & ~found
+        fresh = torch.where(good[:, None], second / norm.clamp_min(torch.finfo(Q.dtype).tiny)[:, None], fresh)
+        found = found | good
+        if found.all():
+            break
+    return fresh, found
 
 
 def _project_out(w: Tensor, Q: Tensor) -> Tensor:
@@ -91,18 +145,24 @@ def _project_out(w: Tensor, Q: Tensor) -> Tensor:
     return torch.baddbmm(w.unsqueeze(-1), Q.transpose(1, 2), coefficients, alpha=-1).squeeze(-1)
 
 
-def _orthogonalise(w: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
-    """Remove from each row of w (p, n) its components along that probe's basis Q (p, j, n); a second pass only
-    where the first cancelled more than 30% of the norm (Daniel, Gragg, Kaufman & Stewart 1976).
-    Returns the new w and its row norms."""
+def _orthogonalise(w: Tensor, Q: Tensor, twice: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Remove from each row of w (p, n) its components along that probe's basis Q (p, j, n); a second pass where
+    the first cancelled more than 30% of the norm (Daniel, Gragg, Kaufman & Stewart 1976), or always if ``twice``.
+
+    Returns the new w, its row norms, and ``clean`` (p,): False where the second pass again cancelled more than
+    30% — then what the first pass left was rounding error, not a new direction (treat it as a breakdown)."""
     before = w.norm(dim=1)
     w = _project_out(w, Q)
     norm = w.norm(dim=1)
-    again = norm < 0.7 * before
+    clean = torch.ones_like(norm, dtype=torch.bool)
+    again = torch.ones_like(clean) if twice else norm < 0.7 * before
     if again.any():
-        w = torch.where(again[:, None], _project_out(w, Q), w)
-        norm = w.norm(dim=1)
-    return w, norm
+        second = _project_out(w, Q)
+        second_norm = second.norm(dim=1)
+        clean = ~again | (second_norm >= 0.7 * norm)
+        w = torch.where(again[:, None], second, w)
+        norm = torch.where(again, second_norm, norm)
+    return w, norm, clean
 
 
 def _tridiagonal(alphas: Tensor, betas: Tensor) -> Tensor:
@@ -111,89 +171,193 @@ def _tridiagonal(alphas: Tensor, betas: Tensor) -> Tensor:
     return torch.diag_embed(alphas) + torch.diag_embed(betas, 1) + torch.diag_embed(betas, -1)
 
 
+def check_basis_fits(n: int, steps: int, probes: int, dtype: torch.dtype, device: torch.device, what: str) -> int:
+    """How many probes' Lanczos bases (steps × n each) fit at once in half the available memory; a ValueError when
+    not even one does."""
+    one = n * steps * torch.empty((), dtype=dtype).element_size()
+    budget = available_memory(device) // 2
+    if one > budget:
+        raise ValueError(f"{what}: {steps} Lanczos steps on n = {n} need a basis of {one / 2**30:.2f} GiB but only "
+                         f"{budget / 2**30:.2f} GiB (half of what is available on {device}) may be used; take fewer "
+                         "steps.")
+    return max(1, min(probes, budget // one))
+
+
 def lanczos(A, num_steps: int, v0: Tensor | None = None, generator: torch.Generator | None = None) -> LanczosResult:
     """Run ``num_steps`` Lanczos steps on the symmetric operator A.
 
     Args:
         A: a ``CurvatureOperator`` or a dense symmetric (n, n) tensor.
         num_steps: m, 1 <= m <= n.
-        v0: starting vector (n,) — or p starting vectors (n, p), run side by side — default one random unit vector.
-        generator: for the random start (and the restart after a breakdown).
-    Returns: ``LanczosResult(alphas, betas, basis)`` with T_m = Q_mᵀ A Q_m = tridiag(betas, alphas, betas).
+        v0: starting vector (n,) — or p starting vectors (n, p), run side by side — default one random unit vector
+            (Gaussian: a ±1 vector can be orthogonal to a structured eigenvector and never see it).
+        generator: for the random start (and the fresh Gaussian direction after a breakdown).
+    Returns: ``LanczosResult(alphas, betas, basis)`` with T_m = Q_mᵀ A Q_m = tridiag(betas, alphas, betas) and
+    Q_mᵀ Q_m = I to rounding; fewer than m steps only if the Krylov space is exhausted first. The recurrence runs
+    in float32 for bfloat16/float16 operators (their products stay in that dtype), so the result is float32 there.
+    Raises ValueError if a product is not finite (∇²f is not finite at the point).
     Cost: m products; O(m² n) for full reorthogonalisation; O(m n) memory for the basis.
     """
     A = as_operator(A)
     n = A.shape[0]
     check_count("num_steps", num_steps, 1, n, hint="Lanczos cannot take more steps than the dimension n.")
+    work = _work_dtype(A.dtype)
     if v0 is None:
-        start = _random_start(n, 1, A.dtype, A.device, generator)
+        start = _random_start(n, 1, work, A.device, generator)
     else:
-        start = check_like("v0", v0, n, A.dtype, A.device).reshape(n, -1)
+        start = check_like("v0", v0, n, A.dtype, A.device).reshape(n, -1).to(work)
         norms = start.norm(dim=0)
         if (norms == 0).any():
             raise ValueError("v0 has a zero column; Lanczos needs a non-zero starting vector.")
         start = start / norms
+    check_basis_fits(n, num_steps, start.shape[1], work, A.device, "lanczos")
     alphas, betas, basis, _ = _lanczos(A, start, num_steps, generator)
     if v0 is None or v0.ndim == 1:
         return LanczosResult(alphas[:, 0], betas[:, 0], basis[0].T)
     return LanczosResult(alphas.T, betas.T, basis.transpose(1, 2))
 
 
-def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, which: str = "LA",
-              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """The k largest eigenvalues of A (descending) and their unit eigenvectors, by Lanczos.
+@dataclass(frozen=True)
+class EigenResult:
+    """Eigenpairs from ``top_eigen``: ``values`` (k,), unit ``vectors`` (n, k), true ``residuals`` (k,)
+    ‖A v_i − λ_i v_i‖, ``converged``, ``reason`` (why it stopped), ``restarts`` (deflated Lanczos runs after the
+    first) and ``num_matvecs`` (products with A, the residual check included).
 
-    Converged when every wanted Ritz value θ_i has the error bound min(r_i, r_i² / gap_i) <= tol·|θ_i|, where
-    r_i = β_m |s_mi| is its residual ‖A y_i − θ_i y_i‖ and gap_i the distance to the other Ritz values
-    (Kahan-Parlett-Jiang; the gap is estimated from the Ritz values, so an eigenvalue not yet seen can hide).
+    Unpacks as before: ``values, vectors = hl.top_eigen(A, k)``, and ``result[0]`` is ``values``.
+    """
+
+    values: Tensor
+    vectors: Tensor
+    residuals: Tensor
+    converged: bool
+    reason: str
+    restarts: int
+    num_matvecs: int
+
+    def __iter__(self):
+        return iter((self.values, self.vectors))
+
+    def __getitem__(self, index):
+        return (self.values, self.vectors)[index]
+
+    def __len__(self) -> int:
+        return 2
+
+
+WHICH = {"LA": "largest algebraic", "SA": "smallest algebraic (most negative: negative curvature)",
+         "LM": "largest magnitude"}
+
+
+def _sort_key(theta: Tensor, which: str) -> Tensor:
+    """Larger key = more wanted: θ for "LA", −θ for "SA", |θ| for "LM"."""
+    return {"LA": theta, "SA": -theta, "LM": theta.abs()}[which]
+
+
+def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, which: str = "LA",
+              generator: torch.Generator | None = None) -> EigenResult:
+    """The k extreme eigenvalues of A and their unit eigenvectors, by Lanczos with locking and restarts.
+
+    A Ritz pair (θ, y = Q s) of T_m is converged when its residual, r = ‖A y − θ y‖ = β_m |s_m|, satisfies
+        r <= tol·|θ| + 10·eps·‖T_m‖        (eps of A's dtype: below that a residual is rounding),
+    which guarantees an eigenvalue of A within r of θ. One Krylov space holds one copy of each eigenvalue, so a
+    repeated one is found by locking: converged pairs are kept, and Lanczos restarts from a fresh Gaussian vector
+    orthogonal to them (on the deflated operator); a restart whose most wanted converged Ritz value is no better
+    than the k-th kept one proves nothing is missing. At most k restarts (none for k = 1), so every eigenvalue of
+    multiplicity <= k comes back as often as it occurs.
 
     Args:
         A: a ``CurvatureOperator`` or a dense symmetric tensor. k: 1 <= k <= n.
-        tol: relative accuracy of the eigenvalues. max_steps: Lanczos steps at most (default min(n, max(300, 4k))).
-        which: ``"LA"`` largest algebraic (default) or ``"LM"`` largest in magnitude.
-        generator: for the random start.
-    Returns: eigenvalues (k,) descending (by value, or by magnitude for "LM"), eigenvectors (n, k).
-    A run that does not converge within max_steps warns and returns its best estimates.
-    Note: one Krylov space holds one copy of each eigenvalue; an exactly repeated eigenvalue is found again only
-    after a breakdown and restart, so for multiplicities prefer ``lanczos(A, n)`` on tiny problems.
-    Cost: one product per step, typically a few tens of steps.
+        tol: relative residual (hence eigenvalue) accuracy. max_steps: Lanczos steps per run (default
+            min(n, max(300, 4k))).
+        which: ``"LA"`` largest algebraic (default), ``"SA"`` smallest algebraic (the most negative: directions of
+            negative curvature) or ``"LM"`` largest in magnitude.
+        generator: for the random starts.
+    Returns: ``EigenResult(values (k,), vectors (n, k), residuals (k,), converged, reason, restarts, num_matvecs)``,
+    values ordered most wanted first (descending for "LA", ascending for "SA", by magnitude for "LM"), in A's dtype;
+    ``values, vectors = top_eigen(...)`` still works. A run that does not converge warns and returns its best
+    estimates. Half-precision operators: the recurrence runs in float32, the products in A's dtype.
+    Raises ValueError if a product is not finite (∇²f is not finite at the point).
+    Cost: one product per step, typically a few tens of steps per run; for k >= 2 one more run (the check that no
+    copy is missing) plus one per missing copy; k products for the residuals. O(max_steps · n) memory.
     """
     A = as_operator(A)
     n = A.shape[0]
     check_count("k", k, 1, n, hint="there are only n eigenvalues.")
-    if not (isinstance(tol, (int, float)) and tol > 0):
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}.")
-    if which not in ("LA", "LM"):
-        raise ValueError(f"which must be 'LA' (largest algebraic) or 'LM' (largest magnitude), got {which!r}.")
+    if which not in WHICH:
+        raise ValueError(f"which must be 'LA' (largest algebraic), 'SA' (smallest algebraic) or 'LM' (largest "
+                         f"magnitude), got {which!r}.")
     max_steps = min(n, max(300, 4 * k)) if max_steps is None else check_count("max_steps", max_steps, k, n)
+    work = _work_dtype(A.dtype)
+    check_basis_fits(n, max_steps, 1, work, A.device, "top_eigen")
+    floor = RESIDUAL_FLOOR * torch.finfo(A.dtype).eps
 
-    def wanted(theta: Tensor) -> Tensor:
-        order = theta.abs() if which == "LM" else theta
-        return torch.argsort(order, descending=True)[:k]
+    locked_values = torch.zeros(0, dtype=torch.float64)
+    locked_vectors = torch.zeros((0, n), dtype=work, device=A.device)
+    num_matvecs, reason, converged = 0, "", False
+    restarts = 0
+    for restarts in range(k + 1 if k > 1 else 1):
+        threshold = (torch.sort(_sort_key(locked_values, which), descending=True).values[k - 1]
+                     if locked_values.numel() >= k else torch.tensor(-math.inf, dtype=torch.float64))
+        need = max(k - locked_values.numel(), 0)
+        # a value better than the k-th kept by less than its own accuracy is that value again: nothing is missing
+        margin = (tol * threshold.abs() + floor * locked_values.abs().max()) if need == 0 else 0.0
 
-    def converged(alphas: Tensor, betas: Tensor, beta: Tensor) -> bool:
-        if alphas.shape[0] < k:
-            return False
+        def wanted(theta: Tensor) -> Tensor:
+            """Most wanted first: at least ``need`` (to fill k), every one better than the k-th kept, and one."""
+            key = _sort_key(theta, which)
+            better = int((key > threshold + margin).sum()) if need == 0 else 0
+            count = min(max(need, better, 1), theta.numel())
+            return torch.argsort(key, descending=True)[:count]
+
+        def residuals_small(alphas: Tensor, betas: Tensor, beta: Tensor) -> bool:
+            if alphas.shape[0] < need:
+                return False
+            theta, S = torch.linalg.eigh(_tridiagonal(alphas[:, 0], betas[:, 0]))
+            idx = wanted(theta)
+            residual = beta[0].double().abs() * S[-1, idx].abs()
+            return bool((residual <= tol * theta[idx].abs() + floor * theta.abs().max()).all())
+
+        room = n - locked_vectors.shape[0]
+        steps = min(max_steps, room)
+        start = _random_start(n, 1, work, A.device, generator)
+        alphas, betas, basis, beta = _lanczos(A, start, steps, generator, stop=residuals_small,
+                                              locked=locked_vectors if locked_vectors.numel() else None,
+                                              what="top_eigen")
+        num_matvecs += alphas.shape[0]
+        exhausted = alphas.shape[0] == room  # the run saw all of span(locked)⊥: its Ritz values are exact
+        run_converged = exhausted or residuals_small(alphas, betas, beta)
         theta, S = torch.linalg.eigh(_tridiagonal(alphas[:, 0], betas[:, 0]))
         idx = wanted(theta)
-        residual = beta[0].double().abs() * S[-1, idx].abs()
-        if theta.numel() == 1:  # no other Ritz value: the gap is unknown, only the residual bounds the error
-            bound = residual
-        else:
-            others = (theta[idx, None] - theta[None, :]).abs()
-            others[torch.arange(k), idx] = math.inf
-            bound = torch.minimum(residual, residual**2 / others.min(dim=1).values)
-        return bool((bound <= tol * theta[idx].abs().clamp_min(torch.finfo(A.dtype).tiny)).all())
+        if restarts > 0 and run_converged and not bool((_sort_key(theta[idx], which) > threshold + margin).any()):
+            converged, reason = True, f"restart {restarts} found nothing beyond the {k} kept eigenvalues"
+            break
+        ritz_vectors = (basis[0].T @ S[:, idx].to(work)).T  # (c, n), orthonormal and orthogonal to locked
+        locked_values = torch.cat([locked_values, theta[idx].cpu()])
+        locked_vectors = torch.cat([locked_vectors, ritz_vectors / ritz_vectors.norm(dim=1, keepdim=True)])
+        if not run_converged:
+            reason = (f"a Lanczos run did not reach tol={tol} within max_steps={max_steps}; the estimates may be "
+                      "inaccurate — raise max_steps or tol.")
+            break
+        if k == 1 or exhausted or locked_vectors.shape[0] == n:
+            converged = True
+            reason = ("the Krylov space was exhausted: the Ritz values are eigenvalues" if exhausted else
+                      f"residuals <= tol·|θ| + {RESIDUAL_FLOOR}·eps·‖T‖")
+            break
+    else:
+        reason = f"still finding missing copies after {k} restarts; the values may miss a repeated eigenvalue."
+    if not converged:
+        warnings.warn(f"top_eigen did not converge: {reason}", RuntimeWarning, stacklevel=2)
 
-    start = _random_start(n, 1, A.dtype, A.device, generator)
-    alphas, betas, basis, beta = _lanczos(A, start, max_steps, generator, stop=converged)
-    if alphas.shape[0] == max_steps and max_steps < n and not converged(alphas, betas, beta):
-        warnings.warn(f"top_eigen did not reach tol={tol} within max_steps={max_steps}; the estimates may be "
-                      "inaccurate — raise max_steps or tol.", RuntimeWarning, stacklevel=2)
-    theta, S = torch.linalg.eigh(_tridiagonal(alphas[:, 0], betas[:, 0]))
-    idx = wanted(theta)
-    vectors = basis[0].T @ S[:, idx].to(A.dtype)
-    return theta[idx].to(A.dtype), vectors / vectors.norm(dim=0)
+    order = torch.argsort(_sort_key(locked_values, which), descending=True)[:k]
+    values = locked_values[order].to(device=A.device)
+    vectors = locked_vectors[order.to(A.device)].T  # (n, k)
+    products = _apply(A, vectors.T, "top_eigen").T.double()
+    num_matvecs += k
+    residuals = (products - vectors.double() * values).norm(dim=0)
+    return EigenResult(values.to(A.dtype), vectors.to(A.dtype), residuals.to(A.dtype), converged, reason,
+                       restarts, num_matvecs)
 
 
 @dataclass(frozen=True)
@@ -225,20 +389,35 @@ def spectral_density(A, num_steps: int, num_probes: int = 1,
                      generator: torch.Generator | None = None) -> SpectralDensity:
     """Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017): the eigenvalue density of A.
 
-    For each of ``num_probes`` random unit probes v (Rademacher/√n), m Lanczos steps give T_m = S Θ Sᵀ; the probe
-    contributes nodes θ_i with weights S_1i² / num_probes. Then Σ w_i θ_i^k is Hutchinson's estimate of tr(A^k)/n,
-    exact for the probes used whenever k <= 2m − 1.
+    For each of ``num_probes`` random unit probes v = z/√n, z Rademacher (±1) — the estimator's definition: then
+    Σ w_i θ_i^k is Hutchinson's estimate of tr(A^k)/n, with Hutchinson's least variance — m Lanczos steps give
+    T_m = S Θ Sᵀ, and the probe contributes nodes θ_i with weights S_1i² / num_probes, exact for the probes used
+    whenever k <= 2m − 1. (A ±1 probe may be orthogonal to a structured eigenvector; that probe then gives it
+    weight 0, and the average over probes is still unbiased.) A breakdown continues from a fresh Gaussian direction,
+    whose nodes get weight 0. Probes run side by side, in blocks whose Lanczos bases fit in memory.
 
     Args:
         A: a ``CurvatureOperator`` or dense symmetric tensor. num_steps: m, 1 <= m <= n. num_probes: >= 1.
         generator: for the probes.
-    Returns: ``SpectralDensity(nodes (p, m), weights (p, m))``; ``.density(grid, sigma)`` for plotting.
-    Cost: m batched products over the p probes, O(m² n p) for reorthogonalisation, O(m n p) memory.
+    Returns: ``SpectralDensity(nodes (p, m), weights (p, m))``; ``.density(grid, sigma)`` for plotting. A probe whose
+    Krylov space is exhausted before m steps (only when m is close to n) has its missing nodes at 0 with weight 0.
+    Raises ValueError if a product is not finite (∇²f is not finite at the point).
+    Cost: m batched products over the p probes, O(m² n p) for reorthogonalisation, O(m n p) memory per block.
     """
     A = as_operator(A)
     n = A.shape[0]
     check_count("num_steps", num_steps, 1, n, hint="Lanczos cannot take more steps than the dimension n.")
     check_count("num_probes", num_probes, 1)
-    alphas, betas, _, _ = _lanczos(A, _random_start(n, num_probes, A.dtype, A.device, generator), num_steps, generator)
-    nodes, S = torch.linalg.eigh(_tridiagonal(alphas.T, betas.T))  # (p, m), (p, m, m)
-    return SpectralDensity(nodes=nodes, weights=S[:, 0, :] ** 2 / num_probes)
+    work = _work_dtype(A.dtype)
+    block = check_basis_fits(n, num_steps, num_probes, work, A.device, "spectral_density")
+    nodes = torch.zeros((num_probes, num_steps), dtype=torch.float64, device=A.device)
+    weights = torch.zeros_like(nodes)
+    for first in range(0, num_probes, block):
+        p = min(block, num_probes - first)
+        probes = rademacher(n, p, work, A.device, generator) / math.sqrt(n)
+        alphas, betas, _, _ = _lanczos(A, probes, num_steps, generator, what="spectral_density")
+        theta, S = torch.linalg.eigh(_tridiagonal(alphas.T, betas.T))  # (p, m'), (p, m', m')
+        m = theta.shape[1]
+        nodes[first: first + p, :m] = theta
+        weights[first: first + p, :m] = S[:, 0, :] ** 2 / num_probes
+    return SpectralDensity(nodes=nodes, weights=weights)
