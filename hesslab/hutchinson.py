@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .checks import check_count
+from .checks import check_count, check_finite_curvature
+from .exact import available_memory
 from .operators import as_operator
 
 
@@ -66,10 +67,54 @@ def gaussian(n: int, num: int, dtype: torch.dtype, device: torch.device,
     return torch.randn((n, num), generator=generator, device=source, dtype=dtype).to(device)
 
 
-def _hutchinson(A, probes: Tensor) -> tuple[float, float]:
-    """Mean and standard error of zᵀ A z over the probe columns."""
-    samples = (probes * (A @ probes)).sum(0).double()
-    return samples.mean().item(), samples.std().item() / math.sqrt(samples.numel())
+PROBE_BLOCK_BYTES = 64 * 2**20  # probes are drawn and multiplied at most this many bytes at a time
+
+
+def _block_size(n: int, dtype: torch.dtype) -> int:
+    """Probe columns per block: an (n × block) block is at most ``PROBE_BLOCK_BYTES``, so any number of probes
+    runs in bounded memory (one block of probes and one of products at a time)."""
+    return max(1, PROBE_BLOCK_BYTES // (n * torch.empty((), dtype=dtype).element_size()))
+
+
+def _products(A, probes: Tensor, what: str) -> Tensor:
+    """A Z for the probe columns Z, checked finite (a NaN or inf means ∇²f is not finite at the point)."""
+    return check_finite_curvature(what, A @ probes)
+
+
+class _RunningMoments:
+    """Count, mean and sum of squared deviations of samples arriving in blocks, combined exactly (Chan, Golub &
+    LeVeque 1979): the mean and variance of all samples without keeping them."""
+
+    def __init__(self):
+        self.count, self.mean, self.squares = 0, 0.0, 0.0
+
+    def add(self, samples: Tensor) -> None:
+        samples = samples.double()
+        count, mean = samples.numel(), samples.mean().item()
+        squares = ((samples - mean) ** 2).sum().item()
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean += delta * count / total
+        self.squares += squares + delta**2 * self.count * count / total
+        self.count = total
+
+    def standard_error(self) -> float:
+        return math.sqrt(self.squares / (self.count - 1) / self.count)
+
+
+def _hutchinson(A, num_probes: int, generator, project: Tensor | None = None,
+                what: str = "hutchinson_trace") -> tuple[float, float]:
+    """Mean and standard error of zᵀ A z over ``num_probes`` Rademacher probes z, drawn and multiplied in blocks;
+    with ``project`` = Q (n, s) orthonormal, over the deflated probes (I − QQᵀ) z instead."""
+    n = A.shape[0]
+    moments = _RunningMoments()
+    block = _block_size(n, A.dtype)
+    for first in range(0, num_probes, block):
+        probes = rademacher(n, min(block, num_probes - first), A.dtype, A.device, generator)
+        if project is not None:
+            probes = probes - project @ (project.T @ probes)  # (I − QQᵀ) z
+        moments.add((probes * _products(A, probes, what)).sum(0))
+    return moments.mean, moments.standard_error()
 
 
 def hutchinson_trace(A, num_probes: int, method: str = "hutchinson",
@@ -85,25 +130,38 @@ def hutchinson_trace(A, num_probes: int, method: str = "hutchinson",
     Returns:
         ``Estimate(value, stderr, num_matvecs)``. For Hutch++ the standard error is that of the remainder's
         Hutchinson estimate, conditional on the sketch.
-    Cost: ``num_probes`` products (batched), O(n · num_probes) memory.
+    Raises ValueError if a product is not finite (∇²f is not finite at the point: f is not twice differentiable
+    there), and for Hutch++ if its (n × ⌊m/3⌋) sketch would not fit in memory.
+    Cost: ``num_probes`` products (batched), probes drawn in blocks of at most 64 MiB (any number of probes runs in
+    bounded memory); Hutch++ also holds its sketch, O(n · m/3).
     """
     A = as_operator(A)
     n = A.shape[0]
     if method == "hutchinson":
         check_count("num_probes", num_probes, 2, hint="Hutchinson needs at least 2 probes to state a standard error.")
-        value, stderr = _hutchinson(A, rademacher(n, num_probes, A.dtype, A.device, generator))
+        value, stderr = _hutchinson(A, num_probes, generator)
         return Estimate(value, stderr, num_probes)
     if method == "hutch++":
         check_count("num_probes", num_probes, 4, hint="Hutch++ splits its products in three; give at least 4.")
         sketch_size = min(num_probes // 3, n)
+        _check_sketch_fits(n, sketch_size, A.dtype, A.device, num_probes)
         sketch = rademacher(n, sketch_size, A.dtype, A.device, generator)
-        Q, _ = torch.linalg.qr(A @ sketch)  # orthonormal basis of the sketched top eigenspace, (n, s)
-        exact_part = (Q * (A @ Q)).sum().item()  # tr(Qᵀ A Q)
-        probes = rademacher(n, num_probes - 2 * sketch_size, A.dtype, A.device, generator)
-        probes = probes - Q @ (Q.T @ probes)  # (I − QQᵀ) z
-        rest, stderr = _hutchinson(A, probes)
+        Q, _ = torch.linalg.qr(_products(A, sketch, "hutchinson_trace"))  # orthonormal basis of the top eigenspace
+        exact_part = (Q * _products(A, Q, "hutchinson_trace")).sum().item()  # tr(Qᵀ A Q)
+        rest, stderr = _hutchinson(A, num_probes - 2 * sketch_size, generator, project=Q)
         return Estimate(exact_part + rest, stderr, num_probes)
     raise ValueError(f"method must be 'hutchinson' or 'hutch++', got {method!r}.")
+
+
+def _check_sketch_fits(n: int, sketch_size: int, dtype: torch.dtype, device: torch.device, num_probes: int) -> None:
+    """Hutch++ holds its sketch S, Q = orth(A S) and A Q, three (n × s) matrices: refuse (ValueError) when they would
+    need more than 90% of the memory available on ``device``."""
+    need = 3 * n * sketch_size * torch.empty((), dtype=dtype).element_size()
+    budget = int(0.9 * available_memory(device))
+    if need > budget:
+        raise ValueError(f"hutchinson_trace: Hutch++ with num_probes={num_probes} sketches {sketch_size} directions "
+                         f"of n = {n}, which needs {need / 2**30:.2f} GiB but only {budget / 2**30:.2f} GiB is "
+                         f"available on {device}; use fewer probes or method='hutchinson' (it runs in blocks).")
 
 
 def hutchinson_diagonal(A, num_probes: int, generator: torch.Generator | None = None) -> Tensor:
@@ -111,9 +169,15 @@ def hutchinson_diagonal(A, num_probes: int, generator: torch.Generator | None = 
 
     Args: A as in ``hutchinson_trace``; num_probes >= 1; generator for the probes.
     Returns: (n,) tensor; entry i has variance Σ_{j≠i} A_ij² / num_probes (exact for diagonal A).
-    Cost: ``num_probes`` products (batched).
+    Raises ValueError if a product is not finite (∇²f is not finite at the point).
+    Cost: ``num_probes`` products (batched), probes drawn in blocks of at most 64 MiB.
     """
     A = as_operator(A)
     check_count("num_probes", num_probes, 1)
-    probes = rademacher(A.shape[0], num_probes, A.dtype, A.device, generator)
-    return (probes * (A @ probes)).mean(1)
+    n = A.shape[0]
+    total = torch.zeros(n, dtype=A.dtype, device=A.device)
+    block = _block_size(n, A.dtype)
+    for first in range(0, num_probes, block):
+        probes = rademacher(n, min(block, num_probes - first), A.dtype, A.device, generator)
+        total += (probes * _products(A, probes, "hutchinson_diagonal")).sum(1)
+    return total / num_probes
