@@ -4,7 +4,7 @@ from .device import device, scale, seed, sized
 from .exact import ggn, hessian
 from .functional import hvp, loss_function, output_function
 from .hutchinson import Estimate, hutchinson_diagonal, hutchinson_trace
-from .lanczos import LanczosResult, SpectralDensity, lanczos, spectral_density, top_eigen
+from .lanczos import EigenResult, LanczosResult, SpectralDensity, lanczos, spectral_density, top_eigen
 from .newton import CostModel, NewtonResult, damped_newton, lazy_newton, newton
 from .operators import CurvatureOperator, GGNOperator, HessianOperator, as_operator
 from .pde import (EllipticProblem, Nonlinearity, PDESolveResult, double_well, elliptic_problem, laplacian_eigenvalues,
@@ -17,7 +17,7 @@ __all__ = [
     "loss_function", "output_function", "hvp", "hessian", "ggn",
     "CurvatureOperator", "HessianOperator", "GGNOperator", "as_operator",
     "Estimate", "hutchinson_trace", "hutchinson_diagonal",
-    "LanczosResult", "SpectralDensity", "lanczos", "top_eigen", "spectral_density",
+    "LanczosResult", "EigenResult", "SpectralDensity", "lanczos", "top_eigen", "spectral_density",
     "newton", "damped_newton", "lazy_newton", "NewtonResult", "CostModel",
     "EllipticProblem", "Nonlinearity", "PDESolveResult", "elliptic_problem", "quartic", "double_well",
     "laplacian_eigenvalues", "pde_newton", "pde_gradient_descent", "pde_preconditioned_gradient_descent",

@@ -171,7 +171,7 @@ def _tridiagonal(alphas: Tensor, betas: Tensor) -> Tensor:
     return torch.diag_embed(alphas) + torch.diag_embed(betas, 1) + torch.diag_embed(betas, -1)
 
 
-def check_basis_fits(n: int, steps: int, probes: int, dtype: torch.dtype, device: torch.device, what: str) -> int:
+def _check_basis_fits(n: int, steps: int, probes: int, dtype: torch.dtype, device: torch.device, what: str) -> int:
     """How many probes' Lanczos bases (steps × n each) fit at once in half the available memory; a ValueError when
     not even one does."""
     one = n * steps * torch.empty((), dtype=dtype).element_size()
@@ -202,6 +202,7 @@ def lanczos(A, num_steps: int, v0: Tensor | None = None, generator: torch.Genera
     n = A.shape[0]
     check_count("num_steps", num_steps, 1, n, hint="Lanczos cannot take more steps than the dimension n.")
     work = _work_dtype(A.dtype)
+    _check_basis_fits(n, num_steps, 1, work, A.device, "lanczos")
     if v0 is None:
         start = _random_start(n, 1, work, A.device, generator)
     else:
@@ -210,7 +211,7 @@ def lanczos(A, num_steps: int, v0: Tensor | None = None, generator: torch.Genera
         if (norms == 0).any():
             raise ValueError("v0 has a zero column; Lanczos needs a non-zero starting vector.")
         start = start / norms
-    check_basis_fits(n, num_steps, start.shape[1], work, A.device, "lanczos")
+    _check_basis_fits(n, num_steps * start.shape[1], 1, work, A.device, "lanczos")
     alphas, betas, basis, _ = _lanczos(A, start, num_steps, generator)
     if v0 is None or v0.ndim == 1:
         return LanczosResult(alphas[:, 0], betas[:, 0], basis[0].T)
@@ -290,7 +291,7 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
                          f"magnitude), got {which!r}.")
     max_steps = min(n, max(300, 4 * k)) if max_steps is None else check_count("max_steps", max_steps, k, n)
     work = _work_dtype(A.dtype)
-    check_basis_fits(n, max_steps, 1, work, A.device, "top_eigen")
+    _check_basis_fits(n, max_steps, 1, work, A.device, "top_eigen")
     floor = RESIDUAL_FLOOR * torch.finfo(A.dtype).eps
 
     locked_values = torch.zeros(0, dtype=torch.float64)
@@ -409,7 +410,7 @@ def spectral_density(A, num_steps: int, num_probes: int = 1,
     check_count("num_steps", num_steps, 1, n, hint="Lanczos cannot take more steps than the dimension n.")
     check_count("num_probes", num_probes, 1)
     work = _work_dtype(A.dtype)
-    block = check_basis_fits(n, num_steps, num_probes, work, A.device, "spectral_density")
+    block = _check_basis_fits(n, num_steps, num_probes, work, A.device, "spectral_density")
     nodes = torch.zeros((num_probes, num_steps), dtype=torch.float64, device=A.device)
     weights = torch.zeros_like(nodes)
     for first in range(0, num_probes, block):

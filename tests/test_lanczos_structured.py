@@ -1,0 +1,246 @@
+"""Lanczos on structured matrices, where a ±1 start, a careless restart or a single Krylov space gives a wrong answer
+that looks right (issue 12). Exact answers are dense float64 eigendecompositions; every case is a few products.
+
+Tolerances: a converged Ritz pair has residual r <= tol·|θ| + eps·‖T‖, and then some eigenvalue lies within r of θ
+(for symmetric A, ‖A y − θ y‖ bounds the distance from θ to the spectrum). With tol = 1e-10 on matrices of norm
+<= 101 we accept |θ − λ| <= 2·tol·|λ|: the guarantee, with room for the rounding in computing r.
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import hesslab as hl
+from conftest import random_symmetric
+
+TOL = 1e-10
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: one thread is fastest
+
+
+def orthonormality_error(Q: torch.Tensor) -> float:
+    return torch.linalg.matrix_norm(Q.T @ Q - torch.eye(Q.shape[1], dtype=Q.dtype), ord=2).item()
+
+
+def hadamard(n: int) -> torch.Tensor:
+    """Sylvester's Hadamard matrix divided by √n: an orthogonal matrix of ±1/√n entries (n a power of 2)."""
+    H = torch.ones(1, 1, dtype=torch.float64)
+    while H.shape[0] < n:
+        H = torch.cat([torch.cat([H, H], 1), torch.cat([H, -H], 1)], 0)
+    return H / math.sqrt(n)
+
+
+# --- start vectors: Gaussian, never orthogonal to a structured eigenvector --------------------------------------
+def test_top_eigen_of_the_textbook_2x2_hessian_for_every_seed():
+    """f = x0² + x1² + x0·x1 has H = [[2, 1], [1, 2]], eigenvalues 3 and 1. A ±1/√2 start is an eigenvector, so with
+    Rademacher starts about half the seeds returned 1, "converged"."""
+    H = torch.tensor([[2.0, 1.0], [1.0, 2.0]])
+    assert torch.equal(hl.hessian(lambda x: x[0] ** 2 + x[1] ** 2 + x[0] * x[1], torch.zeros(2)), H)
+    for seed in range(100):
+        result = hl.top_eigen(H, k=1, tol=TOL, generator=hl.seed(seed, "cpu"))
+        assert result.converged
+        assert abs(result.values[0].item() - 3.0) <= 2 * TOL * 3.0, seed
+
+
+def test_top_eigen_of_identity_plus_ones_for_every_seed():
+    """I + 11ᵀ (n = 100): eigenvalue 101 along 1, and 1 (99 times) on 1⊥, where a ±1 vector often lies."""
+    A = torch.eye(100) + torch.ones(100, 100)
+    for seed in range(50):
+        values, vectors = hl.top_eigen(A, k=1, tol=TOL, generator=hl.seed(seed, "cpu"))
+        assert abs(values[0].item() - 101.0) <= 2 * TOL * 101.0, seed
+        assert abs(abs(vectors[:, 0].sum().item()) - 10.0) <= 1e-8  # the unit vector 1/√100
+
+
+def test_top_eigen_finds_an_eigenvector_with_hadamard_structure():
+    """Top eigenvector a Hadamard column (±1/8 entries, n = 64): a Rademacher start is exactly orthogonal to it with
+    probability C(64, 32)/2⁶⁴ ≈ 0.1, and then Lanczos never sees it."""
+    eigenvalues = torch.cat([torch.tensor([5.0]), torch.linspace(0, 1, 63)])
+    U = hadamard(64)
+    A = (U * eigenvalues) @ U.T
+    for seed in range(40):
+        values, _ = hl.top_eigen(A, k=1, tol=TOL, generator=hl.seed(seed, "cpu"))
+        assert abs(values[0].item() - 5.0) <= 2 * TOL * 5.0, seed
+
+
+# --- breakdown: a fresh direction, never NaN or a non-orthonormal basis ----------------------------------------
+@pytest.mark.parametrize("name", ["2x2", "zeros", "identity plus ones", "identity", "rank one"])
+def test_lanczos_basis_stays_orthonormal_through_breakdowns(name):
+    n = {"2x2": 2}.get(name, 5 if name == "zeros" else 12)
+    A = {"2x2": torch.tensor([[2.0, 1.0], [1.0, 2.0]]), "zeros": torch.zeros(5, 5),
+         "identity plus ones": torch.eye(12) + torch.ones(12, 12), "identity": torch.eye(12),
+         "rank one": torch.outer(torch.arange(1.0, 13.0), torch.arange(1.0, 13.0))}[name]
+    exact = torch.linalg.eigvalsh(A)
+    for seed in range(30):
+        result = hl.lanczos(A, n, generator=hl.seed(seed, "cpu"))
+        Q = result.basis
+        assert Q.shape == (n, n) and torch.isfinite(Q).all()
+        assert orthonormality_error(Q) <= 1e-10, seed
+        T = torch.diag(result.alphas) + torch.diag(result.betas, 1) + torch.diag(result.betas, -1)
+        torch.testing.assert_close(Q.T @ A @ Q, T, atol=1e-12 * (1 + exact.abs().max().item()), rtol=0)
+        torch.testing.assert_close(torch.linalg.eigvalsh(T), exact, atol=1e-12 * (1 + exact.abs().max().item()),
+                                   rtol=0)
+
+
+def test_lanczos_from_an_eigenvector_of_the_2x2_restarts_orthogonally():
+    """From v0 = (1, 1)/√2, an eigenvector, the second basis vector must be ±(1, −1)/√2 (it was −v0 before)."""
+    H = torch.tensor([[2.0, 1.0], [1.0, 2.0]])
+    result = hl.lanczos(H, 2, v0=torch.tensor([1.0, 1.0]), generator=hl.seed(0, "cpu"))
+    assert result.betas[0] == 0
+    assert orthonormality_error(result.basis) <= 1e-10
+    torch.testing.assert_close(torch.sort(result.alphas).values, torch.tensor([1.0, 3.0]), atol=1e-14, rtol=0)
+
+
+def test_lanczos_and_top_eigen_of_the_zero_matrix():
+    """Every step breaks down (A q = 0): each restart is a fresh Gaussian direction; no error about a vector the
+    user never passed, and the eigenvalues are exactly 0."""
+    for seed in range(20):
+        result = hl.lanczos(torch.zeros(5, 5), 5, generator=hl.seed(seed, "cpu"))
+        assert torch.equal(result.alphas, torch.zeros(5)) and torch.equal(result.betas, torch.zeros(4))
+        assert orthonormality_error(result.basis) <= 1e-10
+    top = hl.top_eigen(torch.zeros(5, 5), k=2, generator=hl.seed(0, "cpu"))
+    assert torch.equal(top.values, torch.zeros(2)) and top.converged
+    assert orthonormality_error(top.vectors) <= 1e-10
+
+
+def test_lanczos_ends_cleanly_when_the_krylov_space_is_exhausted():
+    """With every fresh direction cancelled (a basis that already spans everything), the run stops with a shorter,
+    valid result instead of dividing by zero: call the kernel with a locked basis that leaves one dimension."""
+    lanczos_module = __import__("sys").modules["hesslab.lanczos"]
+    A = hl.as_operator(torch.diag(torch.arange(1.0, 6.0)))
+    locked = torch.eye(5)[:4]  # span(e1..e4) locked: only e5 is left
+    start = torch.ones(5, 1) / math.sqrt(5)
+    alphas, betas, basis, beta = lanczos_module._lanczos(A, start, 3, hl.seed(0, "cpu"), locked=locked)
+    assert alphas.shape == (1, 1) and betas.shape == (0, 1) and beta.item() == 0
+    torch.testing.assert_close(alphas[0, 0], torch.tensor(5.0), atol=1e-14, rtol=0)
+    torch.testing.assert_close(basis[0, 0].abs(), torch.eye(5)[4], atol=1e-14, rtol=0)
+
+
+# --- repeated eigenvalues: every copy, by locking and restarting ----------------------------------------------
+def repeated_spectrum(n: int) -> torch.Tensor:
+    return torch.cat([torch.tensor([50.0, 20.0, 10.0, 10.0, 5.0]), torch.linspace(0, 1, n - 5)])
+
+
+@pytest.mark.parametrize("eigenvectors", ["random orthogonal", "hadamard"])
+def test_top_eigen_returns_every_copy_of_a_repeated_eigenvalue(eigenvectors):
+    """Spectrum [50, 20, 10, 10, 5, bulk in [0, 1]], k = 4: one Krylov space holds 10 once, so a single run returned
+    [50, 20, 10, 5]; the restart orthogonal to the locked pairs finds the second 10."""
+    n = 128
+    eigenvalues = repeated_spectrum(n)
+    if eigenvectors == "hadamard":
+        A = (hadamard(n) * eigenvalues) @ hadamard(n).T
+    else:
+        A = random_symmetric(n, seed=12, eigenvalues=eigenvalues)
+    result = hl.top_eigen(A, k=4, tol=TOL, generator=hl.seed(0, "cpu"))
+    expected = torch.tensor([50.0, 20.0, 10.0, 10.0])
+    assert result.converged and 1 <= result.restarts <= 4
+    torch.testing.assert_close(result.values, expected, atol=0, rtol=2 * TOL)
+    assert orthonormality_error(result.vectors) <= 1e-10
+    # the residuals are the true ‖A v − λ v‖, within the stopping rule's bound
+    true = (A @ result.vectors - result.vectors * result.values).norm(dim=0)
+    torch.testing.assert_close(result.residuals, true, atol=1e-13, rtol=0)
+    assert (result.residuals <= TOL * result.values.abs() + 50 * 1e-14).all()
+
+
+def test_top_eigen_with_multiplicity_k():
+    """The top eigenvalue 7 with multiplicity k = 3 (the most restarts: one per missing copy, then a check)."""
+    eigenvalues = torch.cat([torch.full((3,), 7.0), torch.linspace(-1, 1, 57)])
+    A = random_symmetric(60, seed=13, eigenvalues=eigenvalues)
+    result = hl.top_eigen(A, k=3, tol=TOL, generator=hl.seed(1, "cpu"))
+    assert result.converged and result.restarts <= 3
+    torch.testing.assert_close(result.values, torch.full((3,), 7.0), atol=0, rtol=2 * TOL)
+
+
+def test_top_eigen_of_softmax_regression_at_zero():
+    """At θ = 0 every class probability is 1/K, and the Hessian of the mean cross-entropy of a linear softmax
+    classifier is (I/K − 11ᵀ/K²) ⊗ E[x̃ x̃ᵀ] (x̃ = (x, 1)): every eigenvalue σ_i/K of E[x̃x̃ᵀ]/K repeated K − 1 times.
+    A single Krylov space returned two different top values where the exact answer has one twice."""
+    N, d, K = 40, 5, 3
+    generator = torch.Generator().manual_seed(4)
+    inputs = torch.randn(N, d, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, K, (N,), generator=generator)
+    model = nn.Linear(d, K).double()
+    nn.init.zeros_(model.weight), nn.init.zeros_(model.bias)
+    f, theta = hl.loss_function(model, nn.functional.cross_entropy, inputs, targets)
+    assert torch.equal(theta, torch.zeros(K * (d + 1), dtype=torch.float64))
+    lifted = torch.cat([inputs, torch.ones(N, 1, dtype=torch.float64)], 1)
+    sigma = torch.linalg.eigvalsh(lifted.T @ lifted / N).flip(0)
+    expected = (sigma[:2] / K).repeat_interleave(K - 1)  # [σ1, σ1, σ2, σ2] / K
+    torch.testing.assert_close(torch.linalg.eigvalsh(hl.hessian(f, theta)).flip(0)[:4], expected, atol=1e-14, rtol=0)
+    values, vectors = hl.top_eigen(hl.HessianOperator(f, theta), k=4, tol=TOL, generator=hl.seed(0, "cpu"))
+    torch.testing.assert_close(values, expected, atol=0, rtol=2 * TOL)
+    assert orthonormality_error(vectors) <= 1e-10
+
+
+# --- which="SA": the most negative curvature ------------------------------------------------------------------
+def test_smallest_algebraic_eigenvalues_of_an_indefinite_matrix():
+    eigenvalues = torch.cat([torch.tensor([-3.0, -2.5]), torch.linspace(-1, 4, 98)])
+    A = random_symmetric(100, seed=14, eigenvalues=eigenvalues)
+    result = hl.top_eigen(A, k=2, which="SA", tol=TOL, generator=hl.seed(0, "cpu"))
+    torch.testing.assert_close(result.values, torch.tensor([-3.0, -2.5]), atol=0, rtol=2 * TOL)
+    assert (result.residuals <= TOL * 3 + 1e-13).all()
+    # the first vector is a direction of negative curvature: vᵀ A v = −3
+    v = result.vectors[:, 0]
+    assert v @ A @ v == pytest.approx(-3.0, rel=2 * TOL)
+    largest, _ = hl.top_eigen(A, k=1, which="LA", tol=TOL, generator=hl.seed(0, "cpu"))
+    torch.testing.assert_close(largest, torch.tensor([4.0]), atol=0, rtol=2 * TOL)
+
+
+def test_eigen_result_fields_and_backward_compatible_unpacking():
+    A = random_symmetric(20, seed=15)
+    result = hl.top_eigen(A, k=2, generator=hl.seed(0, "cpu"))
+    values, vectors = result
+    assert values is result.values and vectors is result.vectors and result[0] is result.values
+    assert len(result) == 2 and values.shape == (2,) and vectors.shape == (20, 2)
+    assert result.residuals.shape == (2,) and isinstance(result.converged, bool) and result.reason
+    assert result.num_matvecs >= 2 + 2  # at least k Lanczos steps and the k residual products
+    assert isinstance(result, hl.EigenResult)
+
+
+# --- half precision: the recurrence in float32 ----------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_top_eigen_of_a_half_precision_operator(dtype):
+    """Each product with the half-precision matrix rounds its input and its output (unit roundoff u = eps/2), so the
+    run sees A + E with ‖E‖ <= 2u‖A‖ = eps‖A‖, and each eigenvalue moves by at most that (Weyl: a symmetric
+    eigenvalue has condition 1); the value returned in the operator's dtype is rounded once more, by u|λ|.
+    A bfloat16 recurrence restarted at nearly every step and was off by 30-90%."""
+    eigenvalues = torch.cat([torch.tensor([10.0, 8.0, 6.0]), torch.linspace(0, 1, 97)])
+    A = random_symmetric(100, seed=16, eigenvalues=eigenvalues).to(dtype)
+    exact = torch.linalg.eigvalsh(A.double()).flip(0)[:3]  # of the matrix as stored
+    eps = torch.finfo(dtype).eps
+    result = hl.top_eigen(A, k=3, generator=hl.seed(0, "cpu"))
+    assert result.values.dtype == dtype and result.converged
+    error = (result.values.double() - exact).abs()
+    assert (error <= eps * exact[0] + eps / 2 * exact.abs() + 1e-6 * exact.abs()).all(), error
+    lanczos = hl.lanczos(A, 30, generator=hl.seed(0, "cpu"))
+    assert lanczos.basis.dtype == torch.float32
+    assert (lanczos.betas > 0).all()  # no spurious breakdowns
+    assert orthonormality_error(lanczos.basis.double()) <= 30 * torch.finfo(torch.float32).eps
+
+
+# --- non-finite curvature is an error, for every estimator ----------------------------------------------------
+def nan_operator(n: int = 6) -> hl.CurvatureOperator:
+    return hl.CurvatureOperator(lambda V: V * float("nan"), n, torch.float64, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("estimator", [
+    lambda A: hl.hutchinson_trace(A, 4, generator=hl.seed(0, "cpu")),
+    lambda A: hl.hutchinson_trace(A, 6, "hutch++", generator=hl.seed(0, "cpu")),
+    lambda A: hl.hutchinson_diagonal(A, 3, generator=hl.seed(0, "cpu")),
+    lambda A: hl.lanczos(A, 3, generator=hl.seed(0, "cpu")),
+    lambda A: hl.top_eigen(A, 2, generator=hl.seed(0, "cpu")),
+    lambda A: hl.spectral_density(A, 3, 2, generator=hl.seed(0, "cpu")),
+], ids=["hutchinson", "hutch++", "diagonal", "lanczos", "top_eigen", "spectral_density"])
+def test_non_finite_curvature_is_an_error(estimator):
+    with pytest.raises(ValueError, match="∇²f is not finite at this point"):
+        estimator(nan_operator())
+
+
+def test_hessian_of_a_function_not_twice_differentiable_is_an_error():
+    """f = Σ |x_i|^1.5 is finite and differentiable at 0 but its second derivative (0.75 |x|^−0.5) is infinite;
+    Hutchinson gave `nan ± nan`."""
+    op = hl.HessianOperator(lambda x: (x.abs() ** 1.5).sum(), torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="not twice differentiable"):
+        hl.hutchinson_trace(op, 4, generator=hl.seed(0, "cpu"))
+    with pytest.raises(ValueError, match="not twice differentiable"):
+        hl.top_eigen(op, 1, generator=hl.seed(0, "cpu"))
