@@ -92,3 +92,32 @@ def test_estimators_are_reproducible_from_their_generator():
         assert first == again and first.value != other.value
     d1 = hl.hutchinson_diagonal(A, 5, generator=hl.seed(11, "cpu"))
     assert torch.equal(d1, hl.hutchinson_diagonal(A, 5, generator=hl.seed(11, "cpu")))
+
+
+def test_probes_run_in_blocks_with_exactly_combined_moments(monkeypatch):
+    """Any number of probes in bounded memory: with blocks of 3 probes, 10 probes give the mean and standard error
+    of the same 10 samples as if they had been held at once (Chan-Golub-LeVeque combination is exact)."""
+    A = random_symmetric(16, seed=8)
+    monkeypatch.setattr(hl.hutchinson, "PROBE_BLOCK_BYTES", 16 * 8 * 3)
+    estimate = hl.hutchinson_trace(A, 10, generator=hl.seed(13, "cpu"))
+    generator = hl.seed(13, "cpu")
+    probes = torch.cat([hl.hutchinson.rademacher(16, size, A.dtype, A.device, generator) for size in (3, 3, 3, 1)], 1)
+    samples = (probes * (A @ probes)).sum(0)
+    assert estimate.value == pytest.approx(samples.mean().item(), rel=1e-14)
+    assert estimate.stderr == pytest.approx(samples.std().item() / math.sqrt(10), rel=1e-12)
+    diagonal = hl.hutchinson_diagonal(A, 10, generator=hl.seed(13, "cpu"))
+    torch.testing.assert_close(diagonal, (probes * (A @ probes)).mean(1), atol=1e-14, rtol=0)
+
+
+def test_absurd_probe_counts_are_refused_before_any_work():
+    """Hutch++ must hold its (n × m/3) sketch: a count that would need more memory than exists is a ValueError
+    that says so, raised before a single product (the operator here would fail if it were called)."""
+    def never(V):
+        raise AssertionError("no product should be taken")
+    op = hl.CurvatureOperator(never, 10**6, torch.float64, torch.device("cpu"))
+    with pytest.raises(ValueError, match="Hutch\\+\\+ with num_probes=3000000.*method='hutchinson'"):
+        hl.hutchinson_trace(op, 3 * 10**6, "hutch++")
+    with pytest.raises(ValueError, match="take fewer steps"):
+        hl.spectral_density(op, 10**6, 1)
+    with pytest.raises(ValueError, match="take fewer steps"):
+        hl.lanczos(op, 10**6)
