@@ -196,10 +196,11 @@ for size, c in comparisons.items():
 #
 # ## How fast does Lanczos find the top eigenvalues?
 #
-# The error of the top Ritz values of the full Hessian after each step; the estimate `hl.top_eigen` stops on,
+# The error of the top Ritz values of the full Hessian after each step; the a-posteriori estimate
 # $\min(r, r^2/(\theta_1 - \theta_2))$ with the residual $r = \|H y_1 - \theta_1 y_1\| = \beta_j |e_j^\top s_1|$
-# ($s_1$ the eigenvector of $T_j$ for $\theta_1$; no knowledge of $\lambda_1$ needed); and the a-priori
-# Kaniel–Paige–Saad bound
+# ($s_1$ the eigenvector of $T_j$ for $\theta_1$; no knowledge of $\lambda_1$ needed) — `hl.top_eigen` stops on the
+# residual itself, $r \le \mathrm{tol}\,|\theta_1|$, which guarantees an eigenvalue within $r$ of $\theta_1$;
+# and the a-priori Kaniel–Paige–Saad bound
 # $\lambda_1 - \theta_1^{(j)} \le (\lambda_1 - \lambda_n)\,\big(\tan\varphi / T_{j-1}(1 + 2\gamma)\big)^2$,
 # $\gamma = (\lambda_1 - \lambda_2)/(\lambda_2 - \lambda_n)$, $\varphi$ the angle between the start vector and $u_1$.
 
@@ -209,7 +210,7 @@ def draw_ritz(ax, convergence, title):
     for i in range(convergence.ritz.shape[1]):
         error = (convergence.eigenvalues[i] - convergence.ritz[:, i]).abs().clamp_min(floor)
         ax.semilogy(convergence.steps, error, "o-", ms=3, label=f"|λ_{i + 1} − θ_{i + 1}|")
-    ax.semilogy(convergence.steps, convergence.estimate.clamp_min(floor), "k:", label="top_eigen's estimate for θ_1")
+    ax.semilogy(convergence.steps, convergence.estimate.clamp_min(floor), "k:", label="estimate min(r, r²/gap) for θ_1")
     ax.semilogy(convergence.steps, convergence.bound.clamp_min(floor), "--", color="C3",
                 label="Kaniel–Paige bound on λ_1 − θ_1")
     lowest = min((convergence.eigenvalues - convergence.ritz).abs().min().item(), 1.0)
@@ -234,8 +235,10 @@ print(f"the top Ritz value is within 1e-10 relative of λ_1 after {steps_to_conv
 #
 # Pick a batch size, the number of Lanczos steps per probe and the number of probes. Left: the SLQ density of that
 # batch's Hessian against its exact eigenvalues (few steps blur the outliers into the bulk; few probes give noisy
-# weights). Right: the Ritz values' convergence on the same Hessian. With few steps `top_eigen`'s estimate can fall
-# below the true error: it takes the gap from the Ritz values, and an eigenvalue not yet found can hide in it.
+# weights). Right: the Ritz values' convergence on the same Hessian. With few steps the estimate can fall below the
+# true error: it takes the gap from the Ritz values, and an eigenvalue not yet found can hide in it — which is why
+# `top_eigen` stops on the residual $r$, a guaranteed bound, and restarts orthogonal to what it found to look for
+# copies of a repeated eigenvalue.
 
 # %%
 def draw(batch_size, num_steps, num_probes):

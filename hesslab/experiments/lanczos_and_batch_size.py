@@ -339,8 +339,10 @@ class RitzConvergence:
 
     ``steps`` (s,) = k..m; ``ritz`` (s, k) the k largest Ritz values after each step, descending; ``eigenvalues``
     (k,) the exact largest eigenvalues; ``residual`` (s,) the residual norm r = β_j |e_jᵀ y₁| = ‖A y₁ − θ₁ y₁‖ of
-    the top Ritz pair and ``estimate`` (s,) = min(r, r² / (θ₁ − θ₂)), the error bound ``hl.top_eigen`` stops on
-    (it needs no knowledge of λ₁); ``bound`` (s,) the Kaniel-Paige-Saad a-priori bound on λ₁ − θ₁.
+    the top Ritz pair (``hl.top_eigen`` stops when r <= tol·|θ₁|: some eigenvalue lies within r of θ₁) and
+    ``estimate`` (s,) = min(r, r² / (θ₁ − θ₂)), the sharper a-posteriori error estimate (no knowledge of λ₁ needed;
+    the gap comes from the Ritz values, so a not-yet-found eigenvalue can make it too small); ``bound`` (s,) the
+    Kaniel-Paige-Saad a-priori bound on λ₁ − θ₁.
     """
 
     steps: Tensor
