@@ -12,6 +12,12 @@ the nodes θ_i and weights (S_1i)² form an m-point Gauss quadrature for the spe
 q_1ᵀ p(A) q_1 = Σ_i (S_1i)² p(θ_i) for every polynomial p of degree <= 2m − 1 (Golub & Meurant). Averaging over
 random q_1 gives stochastic Lanczos quadrature (SLQ; Ubaru, Chen & Saad 2017; used for Hessians by Ghorbani,
 Krishnan & Xiao 2019 and Papyan 2019).
+
+Starts and restarts are Gaussian: a ±1 vector can be exactly orthogonal to a structured eigenvector ((1, −1) of
+[[2, 1], [1, 2]], the 1⊥ eigenspace of I + 11ᵀ) and then never sees it; SLQ alone keeps Rademacher probes, because
+they define its estimator. One Krylov space holds one copy of each eigenvalue, so ``top_eigen`` locks converged Ritz
+pairs and restarts orthogonally to them until no missing copy is left (Saad, *Numerical Methods for Large Eigenvalue
+Problems*, 2011, ch. 4 and 6).
 """
 
 from __future__ import annotations
@@ -259,7 +265,7 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
     """The k extreme eigenvalues of A and their unit eigenvectors, by Lanczos with locking and restarts.
 
     A Ritz pair (θ, y = Q s) of T_m is converged when its residual, r = ‖A y − θ y‖ = β_m |s_m|, satisfies
-        r <= tol·|θ| + 10·eps·‖T_m‖        (eps of A's dtype: below that a residual is rounding),
+        r <= tol·|θ| + eps·‖T_m‖        (eps of A's dtype: below that a residual is rounding),
     which guarantees an eigenvalue of A within r of θ. One Krylov space holds one copy of each eigenvalue, so a
     repeated one is found by locking: converged pairs are kept, and Lanczos restarts from a fresh Gaussian vector
     orthogonal to them (on the deflated operator); a restart whose most wanted converged Ritz value is no better
