@@ -246,3 +246,21 @@ def test_hessian_of_a_function_not_twice_differentiable_is_an_error():
         hl.hutchinson_trace(op, 4, generator=hl.seed(0, "cpu"))
     with pytest.raises(ValueError, match="not twice differentiable"):
         hl.top_eigen(op, 1, generator=hl.seed(0, "cpu"))
+
+
+def test_slq_through_breakdowns_keeps_rademacher_probes_and_exact_moments():
+    """SLQ's probes stay Rademacher/√n (its estimator's definition). On I + 11ᵀ each probe's Krylov space closes
+    after at most two steps; the fresh Gaussian directions after the breakdown form a decoupled block of T whose
+    nodes have weight S_1i² = 0, so the moments stay exactly those of the probes."""
+    n, p = 12, 8
+    A = torch.eye(n) + torch.ones(n, n)
+    sd = hl.spectral_density(A, n, p, generator=hl.seed(3, "cpu"))
+    assert torch.isfinite(sd.nodes).all() and torch.isfinite(sd.weights).all()
+    probes = hl.hutchinson.rademacher(n, p, A.dtype, A.device, hl.seed(3, "cpu")) / math.sqrt(n)
+    for power in range(6):
+        expected = (probes * (torch.linalg.matrix_power(A, power) @ probes)).sum(0).mean().item()
+        assert sd.moment(power) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    result = hl.lanczos(torch.zeros(5, 5), 5, generator=hl.seed(0, "cpu"))
+    zero_density = hl.spectral_density(torch.zeros(5, 5), 5, 3, generator=hl.seed(0, "cpu"))
+    assert torch.equal(zero_density.nodes, torch.zeros(3, 5)) and result.alphas.shape == (5,)
+    assert zero_density.weights.sum().item() == pytest.approx(1.0, abs=1e-14)
