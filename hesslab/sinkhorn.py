@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checks import check_count
+from .checks import check_count, check_real_number
 
 # |Σa − Σb| above this fraction of the mass is a modelling error (the problem has no feasible plan), not rounding.
 MASS_RTOL = 1e-6
@@ -90,6 +90,7 @@ class _Problem:
     rows: Tensor  # indices of the positive entries of a
     cols: Tensor
     as_numpy: bool
+    tol: float = 1e-9  # the validated tolerance (a float, whatever number type was passed)
 
 
 def _to_tensor(name: str, x, dtype: torch.dtype | None, device: torch.device | None) -> Tensor:
@@ -98,6 +99,9 @@ def _to_tensor(name: str, x, dtype: torch.dtype | None, device: torch.device | N
     elif not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}; wrap it with "
                         f"numpy.asarray({name}) or torch.as_tensor({name}).")
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}; costs and masses are real "
+                        f"(convert with {name}.double(), or take the real part / modulus first).")
     if dtype is None:  # C decides: float32 stays float32, everything else is computed in float64
         dtype = torch.float32 if x.dtype == torch.float32 else torch.float64
     if device is not None and x.device != device:
@@ -143,10 +147,8 @@ def _prepare(a, b, C, reg, tol, max_iter) -> _Problem:
     if abs(mass_a - mass_b) > MASS_RTOL * max(mass_a, mass_b):
         raise ValueError(f"a and b must have the same total mass, got {mass_a:.10g} and {mass_b:.10g}; normalise "
                          "both (a / a.sum(), b / b.sum()) — balanced OT has no plan between unequal masses.")
-    if isinstance(reg, bool) or not isinstance(reg, (int, float)) or not math.isfinite(reg) or reg <= 0:
-        raise ValueError(f"reg must be a positive finite number (the entropic regularisation), got {reg!r}.")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-        raise ValueError(f"tol must be a positive number (the marginal error to reach), got {tol!r}.")
+    reg = check_real_number("reg", reg, 0.0, open="low", hint="reg is the entropic regularisation, e.g. 1e-2.")
+    tol = check_real_number("tol", tol, 0.0, open="low", hint="tol is the marginal error to reach, e.g. 1e-9.")
     check_count("max_iter", max_iter, 1)
     rows, cols = torch.nonzero(a > 0).reshape(-1), torch.nonzero(b > 0).reshape(-1)
     support = C if (len(rows), len(cols)) == C.shape else C[rows][:, cols]  # no copy when every mass is positive
@@ -154,7 +156,7 @@ def _prepare(a, b, C, reg, tol, max_iter) -> _Problem:
     if not _all_finite(neg_k):
         raise ValueError(f"C / reg overflows {C.dtype} (max |C| = {C.abs().max().item():.3g}, reg = {reg:.3g}); "
                          "rescale C (e.g. C / C.max()) or use float64.")
-    return _Problem(a[rows], b[cols], neg_k, float(reg), C, rows, cols, as_numpy)
+    return _Problem(a[rows], b[cols], neg_k, float(reg), C, rows, cols, as_numpy, tol)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -379,6 +381,7 @@ def sinkhorn(a, b, C, reg: float, tol: float = 1e-9, max_iter: int = 10_000,
     Optimal Transport" (2019), §4.4; the stabilisation from B. Schmitzer, SIAM J. Sci. Comput. 41(3), 2019.
     """
     problem = _prepare(a, b, C, reg, tol, max_iter)
+    tol = problem.tol
     log = _Log(max_iter, progress, "sinkhorn")
     alpha, beta, plan = _sinkhorn_iterations(problem, *_start(problem), log, tol, max_iter)
     return _finish(problem, alpha, beta, plan, log, tol, "sinkhorn")
@@ -641,6 +644,7 @@ def sinkhorn_newton_sparse(a, b, C, reg: float, tol: float = 1e-9, max_iter: int
     "Accelerating Sinkhorn algorithm with sparse Newton iterations", ICLR 2024.
     """
     problem = _prepare(a, b, C, reg, tol, max_iter)
+    tol = problem.tol
     check_count("warm_start", warm_start, 1, hint="SNS starts from a Sinkhorn-scaled plan; use warm_start >= 1.")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
         raise ValueError(f"threshold must be in [0, 1) (the fraction of a row's mass below which an entry of the "
