@@ -1,6 +1,7 @@
 """pde.py: the discrete energy, its sparse exact Hessian against autograd, the manufactured solution's order of
 convergence, the three solvers, and bad input. All in float64."""
 
+import importlib
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import scipy.sparse as sparse
 import torch
 
 import hesslab as hl
-from hesslab.pde import laplacian_matrix, manufactured_source
+from hesslab.pde import laplacian_matrix, manufactured_source, negative_curvature
 
 EPS = torch.finfo(torch.float64).eps
 PROBLEMS = [(1, 6, hl.quartic(2.0)), (1, 5, hl.double_well(3.0)), (2, 4, hl.quartic(2.0)), (2, 3, hl.double_well(3.0))]
@@ -245,7 +246,8 @@ def test_bad_strength(strength):
     (dict(u0=torch.zeros(4, dtype=torch.float64)), ValueError, "u0 must have 7 entries"),
     (dict(u0=torch.full((7,), float("nan"), dtype=torch.float64)), ValueError, "non-finite"),
     (dict(u0=torch.zeros(7, 1, dtype=torch.float64)), ValueError, "flat 1-D"),
-    (dict(tol=0.0), ValueError, "tol must be a positive number"),
+    (dict(tol=0.0), ValueError, r"tol must be a finite number in \(0"),
+    (dict(tol=True), TypeError, "tol must be a real number"),
     (dict(max_iter=0), ValueError, "max_iter must be >= 1"),
 ])
 def test_bad_solver_input(kwargs, error, message):
@@ -263,3 +265,44 @@ def test_bad_solver_choices():
     with pytest.raises(ValueError, match="no exact solution"):
         problem = hl.elliptic_problem(7, 1, source=1.0)
         problem.error(hl.pde_newton(problem).u)
+
+
+# --- issue 12: a saddle is never reported as solved -------------------------------------------------------------------
+@pytest.mark.parametrize("solver, kwargs", [
+    (hl.pde_newton, {}), (hl.pde_newton, dict(linear_solver="cg")), (hl.pde_preconditioned_gradient_descent, {}),
+])
+def test_a_saddle_is_not_reported_as_solved(solver, kwargs):
+    """double_well(50), f = 0: u = 0 solves R(u) = 0 exactly but is a saddle (λ_min(A − 50 I) ≈ π² − 50 < 0). Before,
+    pde_newton reported it "converged in 0 iterations". Now the run steps off it along the direction of negative
+    curvature and ends at a local minimiser: positive definite Hessian, lower energy."""
+    problem = hl.elliptic_problem(50, 1, hl.double_well(50.0), source=0.0)
+    zero = torch.zeros(problem.size, dtype=torch.float64)
+    assert problem.residual_norm(zero) == 0 and np.linalg.eigvalsh(problem.hessian(zero).toarray())[0] < 0
+    result = solver(problem, **kwargs)
+    assert result.converged and result.iterations > 0 and "local minimiser" in result.reason
+    assert np.linalg.eigvalsh(problem.hessian(result.u).toarray())[0] > 0
+    assert result.energies[-1] < result.energies[0] and result.residuals[-1] <= (1e-10 if solver is hl.pde_newton
+                                                                               else 1e-6)
+
+
+def test_a_saddle_that_cannot_be_left_is_reported_unconverged(monkeypatch):
+    """Should no step along the negative-curvature direction lower the energy, the run stops at the saddle with
+    converged=False, and the reason and the warning say it is a saddle."""
+    pde_module = importlib.import_module("hesslab.pde")
+    monkeypatch.setattr(pde_module, "_escape", lambda *args: None)
+    problem = hl.elliptic_problem(20, 1, hl.double_well(50.0), source=0.0)
+    with pytest.warns(RuntimeWarning, match="saddle or maximum"):
+        result = hl.pde_newton(problem)
+    assert not result.converged and result.iterations == 0 and "saddle" in result.reason
+
+
+def test_negative_curvature_is_the_smallest_eigenpair():
+    problem = hl.elliptic_problem(12, 2, hl.double_well(60.0), source=0.0)
+    u = 0.1 * random_point(problem, 3)
+    H = problem.hessian(u).toarray() / problem.h**2
+    eigenvalues, eigenvectors = np.linalg.eigh(H)
+    value, d = negative_curvature(problem, u)
+    assert value == pytest.approx(eigenvalues[0], rel=1e-10)
+    assert abs(abs(d @ eigenvectors[:, 0]) - np.linalg.norm(d)) <= 1e-8 * np.linalg.norm(d) and np.abs(d).max() == 1
+    assert negative_curvature(hl.elliptic_problem(12, 2, hl.double_well(1.0), source=0.0), u) is None
+
