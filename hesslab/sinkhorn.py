@@ -622,10 +622,14 @@ def sinkhorn_newton_sparse(a, b, C, reg: float, tol: float = 1e-9, max_iter: int
          Δα = (a − P1 − SΔβ)/P1 and running diagonally preconditioned conjugate gradient on the Schur complement
          for Δβ, orthogonal to the null direction 1; (Δf, Δg) = reg·(Δα, Δβ) is then the Newton step
          −(∇²L)⁻¹∇L with the sparsified Hessian;
-      3. backtracking line search: the largest s in {1, 1/2, 1/4, ...} with L(z + sΔ) − L(z) >= 1e-4·s·⟨∇L, Δ⟩;
-         if 40 halvings find no ascent (rounding in the last digits), a Sinkhorn iteration is taken instead.
-    Each Newton iteration costs a few passes over the n × m plan (selecting its entries, one line-search trial near
-    the optimum, rescaling the plan, its row and column sums), plus one product with S and one with Sᵀ per CG step.
+      3. backtracking line search: the largest s in {1, 1/2, 1/4, ...} with L(z + sΔ) − L(z) >= 1e-4·s·⟨∇L, Δ⟩
+         beyond every rounding error (the increase is computed without cancellation, see ``_line_search``) and a
+         marginal error at most the warm start's (so that SNS is never worse than its warm start); if 40 halvings
+         find no such step, a Sinkhorn iteration is taken instead (and counted: a run that does not converge says
+         why in its warning).
+    Each Newton iteration costs a few passes over the n × m plan (selecting its entries, one line-search trial of three
+    matrix-vector products near the optimum, rescaling the plan, its row and column sums), plus one product with S and
+    one with Sᵀ per CG step.
     When more than 15% of the entries pass the threshold (at reg = 1e-2 for random points, about 40% do), a product
     with them is no cheaper than a dense product with all of P (the CSR/dense crossover is near 20% on a CPU), so
     all of P is used: the exact Newton step, at the cost the sparsified one would have.
