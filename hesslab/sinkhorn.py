@@ -490,7 +490,7 @@ def _factored_trial(plan: Tensor, row_sums: Tensor, col_sums: Tensor, a: Tensor,
     """The trial from three matrix-vector products, with u = expm1(x), v = expm1(y) (rows scaled by 1 + u, columns
     by 1 + v), from e^(x+y) − 1 − x − y = (e^x − 1)(e^y − 1) + φ(x) + φ(y):
 
-        penalty = uᵀ P v + ⟨P1, φ(x)⟩ + ⟨Pᵀ1, φ(y)⟩,     new P1 = (1 + u) ⊙ (P1 + P v),   new Pᵀ1 = (1 + v) ⊙ (Pᵀ1 + Pᵀu).
+        penalty = uᵀ P v + ⟨P1, φ(x)⟩ + ⟨Pᵀ1, φ(y)⟩,  new P1 = (1 + u) ⊙ (P1 + P v),  new Pᵀ1 = (1 + v) ⊙ (Pᵀ1 + Pᵀu).
 
     Rounding: γ = (n + m + 16)·ε times the same sums with |u|, |v| (one more product, P|v|). Tight near the
     optimum, where the step is small — there it keeps every digit of the increase that a difference of two values of
@@ -503,7 +503,8 @@ def _factored_trial(plan: Tensor, row_sums: Tensor, col_sums: Tensor, a: Tensor,
     penalty_rounding = gamma * (u.abs() @ P_abs_v + phi_x + phi_y)
     rows, cols = (1 + u) * (row_sums + Pv), (1 + v) * (col_sums + Ptu)
     error = (rows - a).abs().sum() + (cols - b).abs().sum()
-    # |rows − exact| <= γ (1 + |u|)ᵀ(P1 + P|v|), |cols − exact| <= γ (1 + |v|)ᵀ(Pᵀ1 + Pᵀ|u|) = γ((1 + |v|)ᵀPᵀ1 + |u|ᵀ(P1 + P|v|))
+    # |rows − exact| <= γ (1 + |u|)ᵀ(P1 + P|v|);
+    # |cols − exact| <= γ (1 + |v|)ᵀ(Pᵀ1 + Pᵀ|u|) = γ ((1 + |v|)ᵀPᵀ1 + |u|ᵀ(P1 + P|v|)), with no product Pᵀ|u|
     row_bound = (1 + u.abs()) @ (row_sums + P_abs_v)
     col_bound = (1 + v.abs()) @ col_sums + u.abs() @ (row_sums + P_abs_v)
     error_rounding = gamma * (row_bound + col_bound + error)

@@ -137,7 +137,7 @@ def test_bad_neural_input():
         hl.ritz_energy(energy.problem, 3).energy(theta0)
 
 
-# --- issue 12: training says the truth ---------------------------------------------------------------------------------
+# --- issue 12: training says the truth --------------------------------------------------------------------------------
 def test_adam_divergence_is_flagged_warned_and_stops_at_the_last_good_parameters():
     """lr = 100 on this problem throws the energy up by 4 orders of magnitude at once (before: no flag at all
     while finite, a ValueError, losing the history, once not finite)."""

@@ -570,19 +570,25 @@ def test_sns_never_exceeds_its_warm_start_error_and_needs_fewer_iterations_than_
 
 def test_line_search_is_not_fooled_by_cancellation_along_the_null_direction():
     """Δ = (Δ₀ + t1, Δ'₀ − t1) changes neither the plan nor L (Σa = Σb), but at t = 40 the closed form
-    uᵀPv + ⟨P1, φ(x)⟩ + ⟨Pᵀ1, φ(y)⟩ has terms of size e⁴⁰ ≈ 2e17 cancelling to the true penalty. The step the line
-    search accepts must truly pass the Armijo test, checked here by Σ_ij P_ij φ(z_ij) (non-negative terms, no
-    cancellation) and against the same search without the null component."""
+    uᵀPv + ⟨P1, φ(x)⟩ + ⟨Pᵀ1, φ(y)⟩ that the line search used before has terms of size e⁴⁰ ≈ 2e17 which cancel:
+    at s = 1 it gives −25 (an impossible negative penalty, so a huge "increase"), while the true penalty 0.093
+    exceeds s⟨∇ℓ, Δ⟩ = 0.043 — the dual falls. The step now accepted must truly pass the Armijo test, checked by
+    Σ_ij P_ij φ(z_ij) (non-negative terms, no cancellation), and agree with the search without the null part."""
     a, b, C = uniform_clouds(40, 1)
     plan = hl.sinkhorn(a, b, C, 1e-2, tol=1e-1).plan
     row_sums, col_sums = plan.sum(1), plan.sum(0)
-    d_alpha, d_beta = (a - row_sums) / row_sums, (b - col_sums) / col_sums  # a diagonal-Newton ascent direction
+    d_alpha, d_beta = 4 * (a - row_sums) / row_sums, 4 * (b - col_sums) / col_sums  # 4x a diagonal-Newton step
     slope = float((a - row_sums) @ d_alpha + (b - col_sums) @ d_beta)
+    x, y = d_alpha + 40, d_beta - 40
+    u, v = torch.expm1(x), torch.expm1(y)
+    closed_form = float(u @ (plan @ v) + row_sums @ (u - x) + col_sums @ (v - y))
+    true_at_one = float((plan * sinkhorn_module._phi(x[:, None] + y[None, :])).sum())
+    assert closed_form < 0 < slope < true_at_one  # the old test would have accepted s = 1; it must not
     ls = sinkhorn_module._line_search
     plain, _ = ls(plan, row_sums, col_sums, a, b, d_alpha, d_beta)
-    shifted, _ = ls(plan, row_sums, col_sums, a, b, d_alpha + 40, d_beta - 40)
-    assert plain is not None and shifted is not None and shifted <= plain
-    z = shifted * (d_alpha[:, None] + d_beta[None, :])
+    shifted, _ = ls(plan, row_sums, col_sums, a, b, x, y)
+    assert shifted == plain < 1
+    z = shifted * (x[:, None] + y[None, :])
     true_penalty = float((plan * sinkhorn_module._phi(z)).sum())
     assert shifted * slope - true_penalty >= sinkhorn_module.ARMIJO * shifted * slope
 
@@ -611,6 +617,7 @@ def test_a_run_that_cannot_converge_says_why():
 def test_numpy_scalars_and_0d_tensors_are_numbers(solver):
     a, b, C = point_clouds(12, 9, seed=8)
     reference = solver(a, b, C, 0.05, tol=1e-9)
-    for reg, tol in ((np.float64(0.05), np.float64(1e-9)), (torch.tensor(0.05, dtype=torch.float64), torch.tensor(1e-9))):
+    for reg, tol in ((np.float64(0.05), np.float64(1e-9)),
+                     (torch.tensor(0.05, dtype=torch.float64), torch.tensor(1e-9, dtype=torch.float64))):
         result = solver(a, b, C, reg, tol=tol)
         assert torch.equal(result.plan, reference.plan) and result.iterations == reference.iterations
