@@ -271,11 +271,18 @@ def _finish(problem: _Problem, alpha: Tensor, beta: Tensor, plan: Tensor, log: _
     log.bar.close()
     converged = log.history[-1] <= tol
     if not converged:
+        n, m = problem.neg_k.shape
+        # the rounding of the n + m row and column sums, each of m (n) terms: below this no error can be certified
+        floor = (n + m) * torch.finfo(problem.neg_k.dtype).eps * float(problem.a.sum())
+        advice = (f"; the error is at the rounding level of the plan's row and column sums (about {floor:.1e} in "
+                  f"{problem.neg_k.dtype}), so a tol below it cannot be reached: loosen tol."
+                  if log.history[-1] <= floor else
+                  ". Raise max_iter, loosen tol, or increase reg"
+                  + ("; sinkhorn_newton_sparse needs far fewer iterations at small reg." if name == "sinkhorn"
+                     else "."))
         warnings.warn(f"{name} did not reach the marginal error tol={tol:.1e} within max_iter={log.iterations} "
-                      f"iterations (reached {log.history[-1]:.2e}); the plan is approximate. Raise max_iter, "
-                      "loosen tol, or increase reg"
-                      + ("; sinkhorn_newton_sparse needs far fewer iterations at small reg."
-                         if name == "sinkhorn" else ".") + note, RuntimeWarning, stacklevel=3)
+                      f"iterations (reached {log.history[-1]:.2e}); the plan is approximate{advice}" + note,
+                      RuntimeWarning, stacklevel=3)
     C = problem.C
     if plan.shape != C.shape:  # zero masses were left out: their rows and columns of the plan are zero
         plan = torch.zeros_like(C).index_put_((problem.rows[:, None], problem.cols[None, :]), plan)
@@ -548,8 +555,9 @@ def _line_search(plan: Tensor, row_sums: Tensor, col_sums: Tensor, a: Tensor, b:
     The increase is s⟨∇ℓ, Δ⟩ − Σ_ij P_ij φ(sΔα_i + sΔβ_j), φ(t) = e^t − 1 − t >= 0. The sum is taken from
     matrix-vector products (``_factored_trial``), exact to the last digits near the optimum; where its rounding bound
     cannot decide the test (large steps along near-null directions), from the scaled plan itself
-    (``_direct_trial``). A trial passes only when the increase minus every rounding bound (of the penalty, and of
-    ⟨∇ℓ, Δ⟩ through the rounding of P1 and Pᵀ1) still passes.
+    (``_direct_trial``). A trial passes only when it passes with the penalty and the new marginal error raised by
+    their rounding bounds. (⟨∇ℓ, Δ⟩ is taken as computed: the rounding of the marginals it comes from is the
+    error's own floor, and the Newton direction is computed from the same numbers.)
     Returns (s, "") or (None, why no step was accepted). Cost per trial: three matrix-vector products (rarely a few
     passes over P).
     """
@@ -557,15 +565,13 @@ def _line_search(plan: Tensor, row_sums: Tensor, col_sums: Tensor, a: Tensor, b:
     gamma = (n + m + 16) * torch.finfo(plan.dtype).eps
     grad_alpha, grad_beta = a - row_sums, b - col_sums
     slope = float(grad_alpha @ d_alpha + grad_beta @ d_beta)
-    # P1 and Pᵀ1 are sums of m (n) positive terms: each is off by at most γ times itself, and so is ∇ℓ
-    slope_rounding = gamma * float((a + row_sums) @ d_alpha.abs() + (b + col_sums) @ d_beta.abs())
-    if not slope > slope_rounding:  # ℓ is concave, ℓ(z + sΔ) − ℓ(z) <= s⟨∇ℓ, Δ⟩: no step can be shown to ascend
-        return None, (f"the Newton direction is not an ascent direction beyond rounding (⟨∇L, Δ⟩/reg = {slope:.2e}, "
-                      f"its rounding {slope_rounding:.1e}): the marginal error is at the rounding level of the plan")
+    if not slope > 0:  # ℓ is concave, ℓ(z + sΔ) − ℓ(z) <= s⟨∇ℓ, Δ⟩ <= 0: no step can ascend
+        return None, (f"the Newton direction is not an ascent direction (⟨∇L, Δ⟩/reg = {slope:.2e} <= 0): the "
+                      "marginal error is at the rounding level of the plan's sums, or the Newton solve failed")
     step, ascended = 1.0, False
     for _ in range(MAX_HALVINGS):
         x, y = step * d_alpha, step * d_beta
-        margin = (1 - ARMIJO) * step * slope - step * slope_rounding  # what the penalty and its rounding may use
+        margin = (1 - ARMIJO) * step * slope  # what the penalty and its rounding may use up
         trial = _factored_trial(plan, row_sums, col_sums, a, b, x, y, gamma)
         if not trial.finite() or not (trial.surely_passes(margin, error_cap) or trial.surely_fails(margin, error_cap)):
             trial = _direct_trial(plan, a, b, row_sums, col_sums, x, y, gamma)

@@ -603,14 +603,19 @@ def test_phi_is_accurate_for_small_and_large_arguments():
         assert abs(got - exact) <= 8 * EPS * exact, (value, got, exact)
 
 
-def test_a_run_that_cannot_converge_says_why():
-    """tol = 1e-17 is below the rounding of the plan's row sums: Newton steps cannot be certified any more, SNS falls
-    back to Sinkhorn iterations, and the warning says so (with the reason) instead of only "did not reach"."""
+def test_a_run_that_cannot_converge_says_why(monkeypatch):
+    """tol = 1e-17 is below the rounding of the plan's row sums: the warning says so (both solvers). And when Newton
+    steps are refused (here: no line-search trial allowed), the warning counts them and gives the last reason."""
     a, b, C = point_clouds(30, 30, seed=12)
-    with pytest.warns(RuntimeWarning, match=r"did not reach.*Newton steps were replaced by Sinkhorn iterations; the "
-                                            r"last because .*rounding"):
-        result = hl.sinkhorn_newton_sparse(a, b, C, 1e-2, tol=1e-17, max_iter=60)
-    assert not result.converged and all(math.isfinite(e) for e in result.history)
+    for solver in SOLVERS:
+        with pytest.warns(RuntimeWarning, match=r"did not reach.*rounding level of the plan's row and column sums.*"
+                                                r"loosen tol"):
+            result = solver(a, b, C, 0.1, tol=1e-17, max_iter=400)
+        assert not result.converged and all(math.isfinite(e) for e in result.history)
+    monkeypatch.setattr(sinkhorn_module, "MAX_HALVINGS", 0)
+    with pytest.warns(RuntimeWarning, match=r"Raise max_iter.* 10 Newton steps were replaced by Sinkhorn "
+                                            r"iterations; the last because no step size"):
+        hl.sinkhorn_newton_sparse(a, b, C, 1e-3, tol=1e-12, max_iter=30)
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
