@@ -75,10 +75,7 @@ def double_well(strength: float = 1.0) -> Nonlinearity:
 
 
 def _check_strength(strength) -> float:
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
-            or strength < 0:
-        raise ValueError(f"strength must be a finite number >= 0, got {strength!r}.")
-    return float(strength)
+    return check_real_number("strength", strength, 0.0, hint="It is the factor s of the potential F.")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -212,8 +209,8 @@ def elliptic_problem(n: int, dim: int = 1, nonlinearity: Nonlinearity | None = N
             raise TypeError(f"solution must be a function of points (M, d) -> (M,) or 'sine', got {solution!r}.")
         _check_vanishes_on_boundary(solution, dim)
         source = manufactured_source(solution, nonlinearity)
-    elif isinstance(source, (int, float)) and not isinstance(source, bool):
-        value = float(source)
+    elif isinstance(source, (int, float, np.integer, np.floating)) or (isinstance(source, Tensor) and source.ndim == 0):
+        value = check_real_number("source", source, hint="A constant source f is one finite real number.")
         source = lambda x, value=value: torch.full(x.shape[:1], value, dtype=x.dtype, device=x.device)  # noqa: E731
     elif not callable(source):
         raise TypeError(f"source must be a function of points (M, d) -> (M,) or a number, got {type(source).__name__}.")

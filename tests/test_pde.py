@@ -221,7 +221,8 @@ def test_starting_point_is_used():
     (dict(n=5, dim=3), ValueError, "dim must be 1 or 2"),
     (dict(n=5, dim=0), ValueError, "dim must be 1 or 2"),
     (dict(n=5, dim=1.0), ValueError, "dim must be 1 or 2"),
-    (dict(n=5, source=float("nan")), ValueError, "non-finite"),
+    (dict(n=5, source=float("nan")), ValueError, "source must be a finite number"),
+    (dict(n=5, source=True), TypeError, "source must be a real number"),
     (dict(n=5, source=lambda x: 1 / (x[:, 0] - x[:, 0])), ValueError, "non-finite"),
     (dict(n=5, source=lambda x: x), ValueError, "shape"),
     (dict(n=5, source="one"), TypeError, "source must be"),
@@ -234,12 +235,22 @@ def test_bad_problem(kwargs, error, message):
         hl.elliptic_problem(**kwargs)
 
 
-@pytest.mark.parametrize("strength", [-1.0, float("nan"), float("inf"), "1"])
-def test_bad_strength(strength):
-    with pytest.raises(ValueError, match="strength"):
+@pytest.mark.parametrize("strength, error", [(-1.0, ValueError), (float("nan"), ValueError),
+                                             (float("inf"), ValueError), ("1", TypeError), (True, TypeError)])
+def test_bad_strength(strength, error):
+    """A str was a ValueError before; it is a type error (like a bool, which is not a number here)."""
+    with pytest.raises(error, match="strength"):
         hl.quartic(strength)
-    with pytest.raises(ValueError, match="strength"):
+    with pytest.raises(error, match="strength"):
         hl.double_well(strength)
+
+
+def test_numpy_scalars_and_0d_tensors_are_numbers_for_problems_and_solvers():
+    reference = hl.pde_newton(hl.elliptic_problem(9, 1, hl.quartic(2.0), source=1.0))
+    for number in (np.float64, lambda v: torch.tensor(v, dtype=torch.float64)):
+        problem = hl.elliptic_problem(9, 1, hl.quartic(number(2.0)), source=number(1.0))
+        result = hl.pde_newton(problem, tol=number(1e-10))
+        assert torch.equal(result.u, reference.u)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
