@@ -23,6 +23,11 @@ sinkhorn_log by >= 10x, and below POT's plain sinkhorn at tol 1e-12.
     .venv/bin/python benchmarks/sinkhorn.py              # the full table, ~3 minutes on a 2-core CPU
     .venv/bin/python benchmarks/sinkhorn.py --quick      # n = 500 only
     .venv/bin/python benchmarks/sinkhorn.py --device cuda --sizes 10000   # on a GPU (POT then runs on torch/CUDA)
+    .venv/bin/python benchmarks/sinkhorn.py --soundness  # issue 12's grid: SNS never worse than its warm start
+
+``--soundness`` checks issue 12's requirement instead of timing anything: on n = 300, 500, 1000 uniform points
+(seeds 0, 1, 2), reg = 1e-4, 3e-4, 1e-3, SNS's marginal error never exceeds its warm-start error and SNS reaches
+tol 1e-8 where Sinkhorn, given as many iterations, has not (so Sinkhorn needs more).
 """
 
 from __future__ import annotations
@@ -208,6 +213,32 @@ def targets(runs: list[Run]) -> list[str]:
     return lines
 
 
+SOUNDNESS_SIZES, SOUNDNESS_REGS, SOUNDNESS_SEEDS = (300, 500, 1000), (1e-4, 3e-4, 1e-3), (0, 1, 2)
+
+
+def soundness() -> bool:
+    """Issue 12's grid; prints one row per problem and returns whether every row passed."""
+    from hesslab.experiments.sinkhorn_newton_sparse import random_point_clouds
+    print("| n | reg | seed | warm-start error | max error after | SNS iterations | final | Sinkhorn at as many | ok |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    passed = True
+    for n in SOUNDNESS_SIZES:
+        for reg in SOUNDNESS_REGS:
+            for seed in SOUNDNESS_SEEDS:
+                problem = random_point_clouds(n, torch.Generator().manual_seed(seed))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    sns = hl.sinkhorn_newton_sparse(problem.a, problem.b, problem.C, reg, tol=1e-8, max_iter=5000)
+                    plain = hl.sinkhorn(problem.a, problem.b, problem.C, reg, tol=1e-8, max_iter=sns.iterations)
+                warm, worst = sns.history[20], max(sns.history[20:])
+                ok = sns.converged and worst <= warm and not plain.converged
+                passed &= ok
+                print(f"| {n} | {reg:g} | {seed} | {warm:.3g} | {worst:.3g} | {sns.iterations} | "
+                      f"{sns.history[-1]:.2g} | {plain.history[-1]:.2g} | {'yes' if ok else 'NO'} |", flush=True)
+    print(f"\nissue 12 SNS soundness: {'MET' if passed else 'MISSED'}")
+    return passed
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default=None, help="default: hesslab.device() (CUDA when available)")
@@ -215,11 +246,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="point counts (default: 500 1000)")
     parser.add_argument("--threads", type=int, default=2, help="torch and BLAS threads (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the fast competitors (default 3)")
+    parser.add_argument("--soundness", action="store_true", help="issue 12's SNS grid instead of the timings")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.soundness:
+        torch.set_num_threads(args.threads)
+        raise SystemExit(0 if soundness() else 1)
     device = torch.device(args.device) if args.device else hl.device()
     sizes = args.sizes or ((500,) if args.quick else (500, 1000))
     torch.set_num_threads(args.threads)

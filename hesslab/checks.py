@@ -84,3 +84,36 @@ def check_finite_curvature(what: str, product: Tensor) -> Tensor:
         "this point (f is not twice differentiable there, or it overflows in this dtype). Evaluate at another "
         "point, or in float64."
     )
+
+
+def check_real_number(name: str, value, low: float | None = None, high: float | None = None, *,
+                      open: str = "neither", hint: str = "") -> float:
+    """A finite real number in the interval from ``low`` to ``high`` (None: unbounded on that side), as a float.
+
+    Accepts Python ints and floats, numpy real scalars and 0-d (or one-element) real tensors; refuses bools (True is
+    not a number here), complex values and NaN/inf. ``open`` says which ends are excluded: "neither" ([low, high]),
+    "low" ((low, high]), "high" ([low, high)) or "both" ((low, high))."""
+    import math  # local imports: this helper is appended to a file that others edit
+
+    import numpy as np
+
+    if open not in ("neither", "low", "high", "both"):
+        raise ValueError(f"open must be 'neither', 'low', 'high' or 'both', got {open!r}.")
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)} and dtype "
+                            f"{value.dtype}; pass a float (e.g. {name}=1e-3).")
+        number = value.item()
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number (int or float), got {type(value).__name__} {value!r}.")
+    else:
+        number = value.item() if isinstance(value, np.generic) else value
+    number = float(number)
+    below = low is not None and (number <= low if open in ("low", "both") else number < low)
+    above = high is not None and (number >= high if open in ("high", "both") else number > high)
+    if not math.isfinite(number) or below or above:
+        left = "(" if low is None or open in ("low", "both") else "["
+        right = ")" if high is None or open in ("high", "both") else "]"
+        interval = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}.{(' ' + hint) if hint else ''}")
+    return number

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checks import check_count, check_flat_vector
+from .checks import check_count, check_flat_vector, check_real_number
 from .exact import hessian
 
 
@@ -126,8 +126,9 @@ class _Oracle:
         self.eps = torch.finfo(x0.dtype).eps
         self.gradients = self.hessians = self.factorizations = self.solves = 0
 
-    def value_and_gradient(self, x: Tensor) -> tuple[float, Tensor]:
-        """(f(x), ∇f(x)); a non-finite value is returned as it is (with a NaN gradient) for the caller to judge."""
+    def value_and_gradient(self, x: Tensor, where: str = "this point") -> tuple[float, Tensor]:
+        """(f(x), ∇f(x)); a non-finite value is returned as it is (with a NaN gradient) for the caller to judge; a
+        finite value with a non-finite gradient raises ValueError (f is not differentiable at x)."""
         self.gradients += 1
         point = x.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -142,11 +143,21 @@ class _Oracle:
             if not value.requires_grad:
                 raise ValueError("f(x) does not depend on x (no gradient graph); check that f uses its argument.")
             (gradient,) = torch.autograd.grad(value, point)
+        if not bool(torch.isfinite(gradient).all()):
+            raise ValueError(f"the gradient of f at {where} has non-finite entries although f is finite there: f is "
+                             "not differentiable there (e.g. √|x| at 0). Start elsewhere or smooth f.")
         return value.item(), gradient.detach()
 
     def hessian(self, x: Tensor) -> Tensor:
+        """∇²f(x), dense (d, d); a NaN or inf entry (f is not twice differentiable at x, e.g. ‖x‖ at 0) raises."""
         self.hessians += 1
-        return hessian(self.f, x)
+        H = hessian(self.f, x)
+        if not bool(torch.isfinite(H).all()):
+            bad = int((~torch.isfinite(H)).sum())
+            raise ValueError(f"∇²f is not finite at this point ({bad} of its {H.numel()} entries are NaN or inf): f is "
+                             "not twice differentiable there (e.g. ‖x‖ at x = 0). Start elsewhere "
+                             "or smooth f (e.g. √(‖x‖² + ε²) for ‖x‖).")
+        return H
 
     def record(self, f: float, gradient: Tensor, step: float, stepsize: float, regularization: float) -> Record:
         counts = dict(gradients=self.gradients, hessians=self.hessians, factorizations=self.factorizations,
@@ -160,26 +171,23 @@ def _start(f, x0: Tensor, tol, max_iter: int, cost_model: CostModel | None):
     if not callable(f):
         raise TypeError(f"f must be a callable f(x) -> scalar tensor, got {type(f).__name__}.")
     x0 = check_flat_vector("x0", x0)
-    if not (isinstance(tol, (int, float)) and tol >= 0 and math.isfinite(tol)):
-        raise ValueError(f"tol must be a finite number >= 0 (the gradient norm to stop at), got {tol!r}.")
+    tol = check_real_number("tol", tol, 0.0, hint="tol is the gradient norm to stop at.")
     check_count("max_iter", max_iter, 0)
     cost_model = CostModel() if cost_model is None else cost_model
     if not isinstance(cost_model, CostModel):
         raise TypeError(f"cost_model must be a hesslab.newton.CostModel or None, got {type(cost_model).__name__}.")
     oracle = _Oracle(f, x0, cost_model)
-    value, gradient = oracle.value_and_gradient(x0)
+    value, gradient = oracle.value_and_gradient(x0, "x0")
     if not math.isfinite(value):
         raise ValueError(f"f(x0) is not finite ({value}); start from a point where f is defined.")
     if not bool(torch.isfinite(gradient).all()):
         raise ValueError("the gradient of f at x0 has non-finite entries; start from a point where f is smooth.")
-    return x0.detach().clone(), value, gradient, oracle
+    return x0.detach().clone(), value, gradient, oracle, tol
 
 
 def _positive(name: str, value, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}.")
-    return float(value)
+    """A finite number > 0 (>= 0 with ``allow_zero``): Python or numpy scalar or 0-d tensor, not a bool."""
+    return check_real_number(name, value, 0.0, open="neither" if allow_zero else "low")
 
 
 def _decreased(f_new: float, f_old: float, required: float, eps: float) -> bool:
@@ -201,18 +209,26 @@ def _finish(x, converged, reason, history, shifted=0) -> NewtonResult:
 # ----------------------------------------------------------------------------------------------------------------------
 # newton: Armijo backtracking and Levenberg–Marquardt damping
 # ----------------------------------------------------------------------------------------------------------------------
+MAX_SHIFTS = 64  # doublings of the shift τ: from 10⁻³·scale they reach 10¹⁶·scale, beyond any finite ‖H‖/scale met
+
+
 def _shifted_cholesky(H: Tensor, damping: float, oracle: _Oracle) -> tuple[Tensor, float]:
-    """Cholesky factor of H + τI with τ = damping, raised (τ ← max(2τ, 10⁻³·mean|H_ii|)) until it is positive
-    definite (Nocedal & Wright 2006, Algorithm 3.3). Every attempt is one factorisation."""
-    scale = H.diagonal().abs().mean().item() or 1.0
+    """Cholesky factor of H + τI with τ = damping, raised (τ ← max(2τ, 10⁻³·scale), scale = mean|H_ii|, or max|H_ij|
+    when the diagonal is zero) until it is positive definite (Nocedal & Wright 2006, Algorithm 3.3). Every attempt is
+    one factorisation; after MAX_SHIFTS raises (τ > ‖H‖ makes H + τI positive definite, so this happens only for a
+    badly scaled or non-finite H) a ValueError says so."""
+    scale = H.diagonal().abs().mean().item() or H.abs().max().item() or 1.0
     shift = damping
     eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
-    while True:
+    for _ in range(MAX_SHIFTS + 1):
         oracle.factorizations += 1
         factor, info = torch.linalg.cholesky_ex(H + shift * eye)
         if int(info) == 0:
             return factor, shift
         shift = max(2 * shift, 1e-3 * scale)
+    raise ValueError(f"∇²f + τI was not positive definite for any shift τ up to {shift:.3g} ({MAX_SHIFTS} doublings; "
+                     f"mean |diagonal| of ∇²f = {scale:.3g}): the Hessian is too badly scaled for a shifted Cholesky "
+                     "factorisation. Rescale f or its variables, or pass a larger damping.")
 
 
 def newton(
@@ -245,11 +261,13 @@ def newton(
     Cost per iteration: one Hessian (d), one or more factorisations (d³/F), one solve, one gradient per trial step.
     Locally quadratic: ‖x_{k+1} − x*‖ <= C‖x_k − x*‖² near a minimiser with positive definite, Lipschitz Hessian.
     """
-    x, fx, g, oracle = _start(f, x0, tol, max_iter, cost_model)
+    x, fx, g, oracle, tol = _start(f, x0, tol, max_iter, cost_model)
     damping = _positive("damping", damping, allow_zero=True)
-    armijo = _positive("armijo", armijo)
-    if not (0 < backtrack < 1):
-        raise ValueError(f"backtrack must be in (0, 1) (the factor that shrinks the stepsize), got {backtrack!r}.")
+    armijo = check_real_number("armijo", armijo, 0.0, 1.0, open="both",
+                               hint="It is the fraction of the predicted decrease a step must achieve; the usual "
+                                    "value is 1e-4 (below 0.5, so that full Newton steps pass near a minimiser).")
+    backtrack = check_real_number("backtrack", backtrack, 0.0, 1.0, open="both",
+                                  hint="It is the factor that shrinks the stepsize, e.g. 0.5.")
     check_count("max_backtracks", max_backtracks, 1)
     history, shifted = [oracle.record(fx, g, 0.0, 1.0, damping)], 0
     for _ in tqdm(range(max_iter), desc="newton", disable=not progress, leave=False):
@@ -333,12 +351,11 @@ def damped_newton(
     Cost per iteration: one Hessian, one Cholesky factorisation, one solve, one gradient per trial of L.
     A Hessian that is not positive definite stops the run (f is not convex there).
     """
-    x, fx, g, oracle = _start(f, x0, tol, max_iter, cost_model)
+    x, fx, g, oracle, tol = _start(f, x0, tol, max_iter, cost_model)
     if schedule not in ("aicn", "holder"):
         raise ValueError(f"schedule must be 'aicn' or 'holder', got {schedule!r}.")
-    if not (isinstance(degree, (int, float)) and 2 < degree <= 4):
-        raise ValueError(f"degree must be in (2, 4] (3: Lipschitz Hessian, 4: Lipschitz third derivative), "
-                         f"got {degree!r}.")
+    degree = check_real_number("degree", degree, 2.0, 4.0, open="low",
+                               hint="3: Lipschitz Hessian, 4: Lipschitz third derivative.")
     adaptive = smoothness is None
     L = _positive("initial_smoothness" if adaptive else "smoothness",
                   initial_smoothness if adaptive else smoothness)
@@ -479,7 +496,7 @@ def lazy_newton(
     Returns: ``NewtonResult``; ``Record.regularization`` is the M of the step.
     Cost: per snapshot one Hessian and one eigendecomposition; per step (tried) one gradient and one solve.
     """
-    x, fx, g, oracle = _start(f, x0, tol, max_iter, cost_model)
+    x, fx, g, oracle, tol = _start(f, x0, tol, max_iter, cost_model)
     m = check_count("update_every", update_every, 1, hint="m = 1 recomputes the Hessian at every step.")
     if regularization not in ("cubic", "quadratic"):
         raise ValueError(f"regularization must be 'cubic' or 'quadratic', got {regularization!r}.")

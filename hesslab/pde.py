@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checks import check_count, check_flat_vector
+from .checks import check_count, check_flat_vector, check_real_number
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -75,10 +75,7 @@ def double_well(strength: float = 1.0) -> Nonlinearity:
 
 
 def _check_strength(strength) -> float:
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
-            or strength < 0:
-        raise ValueError(f"strength must be a finite number >= 0, got {strength!r}.")
-    return float(strength)
+    return check_real_number("strength", strength, 0.0, hint="It is the factor s of the potential F.")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -212,8 +209,8 @@ def elliptic_problem(n: int, dim: int = 1, nonlinearity: Nonlinearity | None = N
             raise TypeError(f"solution must be a function of points (M, d) -> (M,) or 'sine', got {solution!r}.")
         _check_vanishes_on_boundary(solution, dim)
         source = manufactured_source(solution, nonlinearity)
-    elif isinstance(source, (int, float)) and not isinstance(source, bool):
-        value = float(source)
+    elif isinstance(source, (int, float, np.integer, np.floating)) or (isinstance(source, Tensor) and source.ndim == 0):
+        value = check_real_number("source", source, hint="A constant source f is one finite real number.")
         source = lambda x, value=value: torch.full(x.shape[:1], value, dtype=x.dtype, device=x.device)  # noqa: E731
     elif not callable(source):
         raise TypeError(f"source must be a function of points (M, d) -> (M,) or a number, got {type(source).__name__}.")
@@ -277,6 +274,8 @@ class PDESolveResult:
 
     u (N,); residuals, energies, seconds: (iterations + 1,) — ‖R(u_k)‖_h, E_h(u_k), wall-clock time since the start;
     step_sizes, inner_iterations: (iterations,) — the accepted step t_k and the CG steps of a Newton-CG iteration.
+    ``converged`` means ‖R(u)‖_h <= tol at a local minimiser (∇²E_h(u) positive definite), never at a saddle or a
+    maximum; ``reason`` says why the run stopped.
     """
 
     method: str
@@ -288,6 +287,7 @@ class PDESolveResult:
     step_sizes: Tensor
     inner_iterations: Tensor
     seconds: Tensor
+    reason: str = ""
 
 
 class _GridFunctions:
@@ -328,63 +328,134 @@ def _on_numpy(g: Callable[[Tensor], Tensor]) -> Callable[[np.ndarray], np.ndarra
     return g if same else via_torch
 
 
-def _check_solver_input(problem, u0, tol, max_iter) -> np.ndarray:
+def _check_solver_input(problem, u0, tol, max_iter) -> tuple[np.ndarray, float]:
+    """u0 as a float64 numpy copy (zeros by default) and tol as a float."""
     if not isinstance(problem, EllipticProblem):
         raise TypeError(f"problem must be an EllipticProblem (hl.elliptic_problem(...)), got {type(problem).__name__}.")
-    if not (isinstance(tol, (int, float)) and tol > 0):
-        raise ValueError(f"tol must be a positive number, got {tol!r}.")
+    tol = check_real_number("tol", tol, 0.0, open="low", hint="tol is the residual norm ‖R(u)‖_h to reach.")
     check_count("max_iter", max_iter, 1)
     if u0 is None:
-        return np.zeros(problem.size)
+        return np.zeros(problem.size), tol
     u0 = check_flat_vector("u0", u0)
     if u0.numel() != problem.size:
         raise ValueError(f"u0 must have {problem.size} entries (n^d grid values), got {u0.numel()}.")
-    return u0.detach().double().cpu().numpy().copy()
+    return u0.detach().double().cpu().numpy().copy(), tol
+
+
+def negative_curvature(problem: EllipticProblem, u: Tensor | np.ndarray) -> tuple[float, np.ndarray] | None:
+    """None when ∇²E_h(u) is positive definite (u is a strict local minimiser if R(u) = 0); else (λ_min, d): the
+    smallest eigenvalue of A + diag F''(u) (<= 0) and its eigenvector d (N,), scaled to max|d_i| = 1.
+
+    Weyl's inequality λ_min >= λ_1 + min F''(u) settles most cases for free; otherwise the signs of the pivots of a
+    symmetric factorisation decide (Sylvester's law of inertia), and only for an indefinite Hessian is the eigenpair
+    computed, by shift-invert Lanczos about σ = λ_1 + min F'' − 1 < λ_min (``scipy.sparse.linalg.eigsh``, a fixed
+    start vector: deterministic). Cost: none, or one sparse factorisation, or a few more solves with one."""
+    u = u.detach().double().cpu().numpy() if isinstance(u, Tensor) else np.asarray(u, dtype=np.float64)
+    grid = _GridFunctions(problem)
+    c = grid.d2F(u)
+    lam_1 = float(laplacian_eigenvalues(problem.n, problem.dim)[0])
+    if c.min() > -lam_1:
+        return None
+    H = problem.laplacian + sparse.diags(c)
+    if bool((_factorise(H).U.diagonal() > 0).all()):
+        return None
+    sigma = lam_1 + float(c.min()) - 1.0
+    values, vectors = sparse_linalg.eigsh(sparse.csc_matrix(H), k=1, sigma=sigma, which="LM", v0=np.ones(problem.size))
+    d = vectors[:, 0]
+    return float(values[0]), d / np.abs(d).max()
+
+
+def _escape(grid: _GridFunctions, u: np.ndarray, energy: float, rounding: float, r: np.ndarray, d: np.ndarray):
+    """A step u + t d along a direction of negative curvature d (the sign that does not raise the energy to first
+    order), t = 1, 1/2, ... (60 at most), that lowers the energy by more than its rounding; None if there is none."""
+    d = -d if float(r @ d) > 0 else d
+    t = 1.0
+    for _ in range(60):
+        trial = u + t * d
+        trial_energy, trial_rounding, trial_r = grid.evaluate(trial)
+        if trial_energy < energy - rounding - trial_rounding:
+            return t, trial, trial_energy, trial_rounding, trial_r
+        t /= 2
+    return None
 
 
 def _descent(problem: EllipticProblem, u0, direction, tol: float, max_iter: int, method: str,
              progress: bool) -> PDESolveResult:
     """u_{k+1} = u_k + t_k d_k until ‖R(u_k)‖_h <= tol, with ``direction(u, R) -> (d, t_initial, inner)`` and a
-    backtracking (Armijo) search on the energy: halve t until E(u + t d) <= E(u) + 10⁻⁴ t Rᵀd (up to rounding)."""
+    backtracking (Armijo) search on the energy: halve t until E(u + t d) <= E(u) + 10⁻⁴ t Rᵀd (up to rounding).
+
+    A point with ‖R‖_h <= tol counts as solved only where ∇²E_h is positive definite: at a saddle or a maximum
+    (``negative_curvature``) the run steps along a direction of negative curvature, which lowers the energy, and
+    goes on (each such step counts as an iteration); if no such step lowers the energy, it stops unconverged."""
     grid = _GridFunctions(problem)
     u = u0
     energy, rounding, r = grid.evaluate(u)
     residuals, energies, steps, inners, seconds = [grid.norm(r)], [energy], [], [], [0.0]
     start = time.perf_counter()
     bar = tqdm(total=max_iter, desc=method, disable=not progress, leave=False)
-    converged = residuals[-1] <= tol
+    reason = ""
+
+    def solved() -> bool:
+        """‖R‖ <= tol at a local minimiser; at a saddle, the escape step is left in ``escape``."""
+        nonlocal reason, escape
+        if not residuals[-1] <= tol:
+            return False
+        curvature = negative_curvature(problem, u)
+        if curvature is None:
+            reason = f"‖R(u)‖_h <= tol = {tol:g} at a local minimiser (∇²E_h positive definite)"
+            return True
+        escape = _escape(grid, u, energy, rounding, r, curvature[1])
+        reason = (f"‖R(u)‖_h <= tol = {tol:g}, but at a saddle or maximum of the energy (λ_min(∇²E_h)/h^d = "
+                  f"{curvature[0]:.3g} < 0), and no step along its direction of negative curvature lowers the energy")
+        return False
+
+    escape = None
+    converged = solved()
     while not converged and len(steps) < max_iter:
-        d, t, inner = direction(u, r)
-        slope = float(r @ d)
-        for _ in range(60):
-            trial = u + t * d
-            trial_energy, trial_rounding, trial_r = grid.evaluate(trial)
-            if trial_energy <= energy + 1e-4 * t * slope + rounding + trial_rounding:
+        if residuals[-1] <= tol:  # a saddle: step along the direction of negative curvature, or give up
+            if escape is None:
                 break
-            t /= 2
+            t, trial, trial_energy, trial_rounding, trial_r = escape
+            inner, escape = 0, None
         else:
-            break  # no decrease along d even for tiny steps: stop and report non-convergence
+            d, t, inner = direction(u, r)
+            slope = float(r @ d)
+            for _ in range(60):
+                trial = u + t * d
+                trial_energy, trial_rounding, trial_r = grid.evaluate(trial)
+                if trial_energy <= energy + 1e-4 * t * slope + rounding + trial_rounding:
+                    break
+                t /= 2
+            else:
+                reason = "the line search found no decrease of the energy along the search direction"
+                break  # no decrease along d even for tiny steps: stop and report non-convergence
         u, energy, rounding, r = trial, trial_energy, trial_rounding, trial_r
         residuals.append(grid.norm(r))
         energies.append(energy)
         steps.append(t)
         inners.append(inner)
         seconds.append(time.perf_counter() - start)
-        converged = residuals[-1] <= tol
         if not np.isfinite(residuals[-1]):
+            reason = "the residual is not finite (diverged)"
             break
+        converged = solved()
         bar.update()
     bar.close()
     if not converged:
-        warnings.warn(f"{method} stopped after {len(steps)} iterations with residual {residuals[-1]:.3g} > tol={tol:g};"
-                      " raise max_iter or tol.", RuntimeWarning, stacklevel=3)
+        if not reason or (residuals[-1] > tol and len(steps) >= max_iter):
+            reason = f"max_iter = {max_iter} reached"
+        advice = "" if residuals[-1] <= tol else "; raise max_iter or tol"
+        warnings.warn(f"{method} stopped after {len(steps)} iterations with residual {residuals[-1]:.3g} "
+                      f"({'<=' if residuals[-1] <= tol else '>'} tol={tol:g}): {reason}{advice}.", RuntimeWarning,
+                      stacklevel=3)
 
     def history(values, dtype=torch.float64):
         return torch.tensor(values, dtype=dtype)
 
     h_d = problem.h**problem.dim
     return PDESolveResult(method, torch.from_numpy(u), bool(converged), len(steps), history(residuals),
-                          h_d * history(energies), history(steps), history(inners, torch.int64), history(seconds))
+                          h_d * history(energies), history(steps), history(inners, torch.int64), history(seconds),
+                          reason)
 
 
 def pde_gradient_descent(problem: EllipticProblem, u0: Tensor | None = None, tol: float = 1e-6,
@@ -395,7 +466,7 @@ def pde_gradient_descent(problem: EllipticProblem, u0: Tensor | None = None, tol
     Converges at the rate 1 − μ/L, μ ≈ λ_1 + min F'': about κ log(‖R_0‖/tol) iterations with κ = L/μ ≈ 4/(π²h²) ~ n².
     Cost per iteration: O(N). Returns a ``PDESolveResult``; warns when ``max_iter`` is reached first.
     """
-    u0 = _check_solver_input(problem, u0, tol, max_iter)
+    u0, tol = _check_solver_input(problem, u0, tol, max_iter)
     grid = _GridFunctions(problem)
     lam_max = float(laplacian_eigenvalues(problem.n, problem.dim)[-1])
 
@@ -414,7 +485,7 @@ def pde_preconditioned_gradient_descent(problem: EllipticProblem, u0: Tensor | N
     that does not depend on h: the iteration count is grid-independent. The step is t = 1 / (that upper bound) with a
     backtracking search. Cost: one sparse factorisation of P, then one pair of triangular solves per iteration.
     """
-    u0 = _check_solver_input(problem, u0, tol, max_iter)
+    u0, tol = _check_solver_input(problem, u0, tol, max_iter)
     grid = _GridFunctions(problem)
     lam_1 = float(laplacian_eigenvalues(problem.n, problem.dim)[0])
     solve_P = _factorise(problem.laplacian + sparse.identity(problem.size)).solve
@@ -445,11 +516,11 @@ def pde_newton(problem: EllipticProblem, u0: Tensor | None = None, tol: float = 
     Rounding: R(u) is computed to about ε λ_max(A) max|u| ≈ 8dε/h² max|u| (2·10⁻¹¹ on a 256 × 256 grid, 10⁻¹⁰ on
     1000 nodes in 1-D); a ``tol`` below that cannot be reached and ends in a non-convergence warning.
     """
-    u0 = _check_solver_input(problem, u0, tol, max_iter)
+    u0, tol = _check_solver_input(problem, u0, tol, max_iter)
     if linear_solver not in ("direct", "cg"):
         raise ValueError(f"linear_solver must be 'direct' or 'cg', got {linear_solver!r}.")
     grid = _GridFunctions(problem)
-    first_norm = grid.norm(grid.evaluate(u0)[2])
+    first_norm = [grid.norm(grid.evaluate(u0)[2])]  # CG's tolerance is relative to it (the first non-zero one)
     solve_P: list = []  # (A + I)⁻¹, factorised once when first needed
 
     def preconditioner():
@@ -470,10 +541,11 @@ def pde_newton(problem: EllipticProblem, u0: Tensor | None = None, tol: float = 
             positive_definite = c.min() > -lam_1 or bool((factors.U.diagonal() > 0).all())
             d = -factors.solve(r) if positive_definite else None
         else:
-            d, inner, negative_curvature = conjugate_gradient(
-                lambda v: H @ v, -r, problem.size, rtol=min(0.1, grid.norm(r) / first_norm),
+            first_norm[0] = first_norm[0] or grid.norm(r)  # 0 when u0 was a saddle (R = 0) left by an escape step
+            d, inner, non_positive = conjugate_gradient(
+                lambda v: H @ v, -r, problem.size, rtol=min(0.1, grid.norm(r) / first_norm[0]),
                 preconditioner=preconditioner())
-            d = None if negative_curvature else d
+            d = None if non_positive else d
         if d is None:  # H is not positive definite here: Newton could head for a saddle or a maximum
             d = -preconditioner()(r)
         return d, 1.0, inner

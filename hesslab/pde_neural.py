@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checks import check_count, check_flat_vector
+from .checks import check_count, check_flat_vector, check_real_number
 from .operators import GGNOperator, HessianOperator
 from .pde import EllipticProblem, conjugate_gradient
 
@@ -148,7 +148,9 @@ def ritz_energy(problem: EllipticProblem, width: int, points_per_axis: int = 64,
 class RitzTrainingResult:
     """A training run of the Deep Ritz network: θ (P,) at the end; per step (index 0 = θ_0) the energy, the L² error
     (empty when there is no exact solution) and the wall-clock seconds; for the second-order method also the CG
-    steps and the Levenberg-Marquardt damping of each step (steps,)."""
+    steps and the Levenberg-Marquardt damping of each step (steps,). ``diverged``: the energy became non-finite or
+    rose far above its start (see ``DIVERGENCE``); training then stopped at the θ before that step (the last one
+    recorded), and ``reason`` says why."""
 
     method: str
     theta: Tensor
@@ -157,6 +159,22 @@ class RitzTrainingResult:
     seconds: Tensor
     inner_iterations: Tensor
     dampings: Tensor
+    diverged: bool = False
+    reason: str = ""
+
+
+DIVERGENCE = 1e3  # E_k − E_0 > DIVERGENCE · max(|E_0|, |min_j E_j|): the run has diverged (E is not descending)
+
+
+def _divergence(energies: list[float], energy: float) -> str:
+    """Why the energy ``energy`` after the recorded ``energies`` means divergence, or "" if it does not."""
+    if not math.isfinite(energy):
+        return f"the energy became {energy}"
+    scale = max(abs(energies[0]), abs(min(energies)))
+    if energy - energies[0] > DIVERGENCE * scale:
+        return (f"the energy rose from {energies[0]:.3g} to {energy:.3g}, more than {DIVERGENCE:g} times "
+                f"{scale:.3g} above its start")
+    return ""
 
 
 def _record(ritz: RitzEnergy, u: Tensor, energy: float, history: dict, start: float) -> None:
@@ -167,12 +185,16 @@ def _record(ritz: RitzEnergy, u: Tensor, energy: float, history: dict, start: fl
     history["seconds"].append(time.perf_counter() - start)
 
 
-def _result(method: str, theta: Tensor, history: dict) -> RitzTrainingResult:
+def _result(method: str, theta: Tensor, history: dict, reason: str = "") -> RitzTrainingResult:
+    """The result; a divergence (``reason`` non-empty) is flagged in it and warned about (RuntimeWarning)."""
     def tensor(values, dtype=torch.float64):
         return torch.tensor(values, dtype=dtype)
+    if reason:
+        warnings.warn(f"{method} diverged: {reason}; training stopped at the parameters before that step. Lower the "
+                      "learning rate (or raise the damping).", RuntimeWarning, stacklevel=3)
     return RitzTrainingResult(method, theta.detach(), tensor(history["energies"]), tensor(history["errors"]),
                               tensor(history["seconds"]), tensor(history["inner"], torch.int64),
-                              tensor(history["dampings"]))
+                              tensor(history["dampings"]), diverged=bool(reason), reason=reason)
 
 
 def _check_training_input(ritz, theta0) -> Tensor:
@@ -188,28 +210,37 @@ def _check_training_input(ritz, theta0) -> Tensor:
 def train_ritz_adam(ritz: RitzEnergy, theta0: Tensor, steps: int = 2000, lr: float = 1e-2, final_lr: float = 1e-4,
                     progress: bool = False) -> RitzTrainingResult:
     """Minimise E(θ) with Adam (Kingma & Ba 2015), full batch (the quadrature is fixed), the learning rate decaying
-    geometrically from ``lr`` to ``final_lr`` over ``steps``. Cost: one gradient per step."""
+    geometrically from ``lr`` to ``final_lr`` over ``steps``. Cost: one gradient per step.
+
+    Divergence — a non-finite energy, or one more than ``DIVERGENCE`` times its scale above the start — stops the
+    run at the last parameters with a finite energy, sets ``diverged`` and ``reason``, and warns."""
     theta = _check_training_input(ritz, theta0).clone().requires_grad_(True)
     check_count("steps", steps, 1)
-    if not (lr > 0 and final_lr > 0):
-        raise ValueError(f"lr and final_lr must be > 0, got lr={lr}, final_lr={final_lr}.")
+    lr = check_real_number("lr", lr, 0.0, open="low")
+    final_lr = check_real_number("final_lr", final_lr, 0.0, open="low")
     optimiser = torch.optim.Adam([theta], lr=lr)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=(final_lr / lr) ** (1 / steps))
     history: dict = {"energies": [], "errors": [], "seconds": [], "inner": [], "dampings": []}
     start = time.perf_counter()
-    for _ in tqdm(range(steps), desc="Adam", disable=not progress, leave=False):
+    last_finite = theta.detach().clone()
+    for step in tqdm(range(steps + 1), desc="Adam", disable=not progress, leave=False):
         optimiser.zero_grad()
-        z = ritz.outputs(theta)
-        energy = ritz.energy_of_outputs(z)
-        if not torch.isfinite(energy):
-            raise ValueError(f"Adam diverged: the energy became {energy.item()}; lower lr (now {lr}).")
-        _record(ritz, z[:, 0], energy.item(), history, start)
+        with torch.set_grad_enabled(step < steps):
+            z = ritz.outputs(theta)
+            energy = ritz.energy_of_outputs(z)
+        if step == 0 and not torch.isfinite(energy):
+            raise ValueError(f"the energy at theta0 is not finite ({energy.item()}); start from "
+                             "ritz.initial_parameters(generator).")
+        reason = _divergence(history["energies"], energy.item()) if step else ""
+        if reason:
+            return _result("Adam", last_finite, history, reason)  # θ_k, whose energy was the last recorded
+        _record(ritz, z[:, 0].detach(), energy.item(), history, start)
+        if step == steps:
+            break
+        last_finite = theta.detach().clone()
         energy.backward()
         optimiser.step()
         schedule.step()
-    with torch.no_grad():
-        z = ritz.outputs(theta)
-        _record(ritz, z[:, 0], ritz.energy_of_outputs(z).item(), history, start)
     return _result("Adam", theta, history)
 
 
@@ -229,11 +260,14 @@ def train_ritz_gauss_newton(ritz: RitzEnergy, theta0: Tensor, steps: int = 100, 
     check_count("cg_steps", cg_steps, 1)
     if curvature not in ("ggn", "hessian"):
         raise ValueError(f"curvature must be 'ggn' (Gauss-Newton) or 'hessian' (Newton-CG), got {curvature!r}.")
-    if not damping > 0:
-        raise ValueError(f"damping must be > 0, got {damping}.")
+    damping = check_real_number("damping", damping, 0.0, open="low",
+                                hint="It is the initial Levenberg-Marquardt damping μ, e.g. 1e-3.")
     history: dict = {"energies": [], "errors": [], "seconds": [], "inner": [], "dampings": []}
     start = time.perf_counter()
     energy, gradient, u = _value_and_gradient(ritz, theta)
+    if not (math.isfinite(energy) and bool(torch.isfinite(gradient).all())):
+        raise ValueError(f"the energy or its gradient at theta0 is not finite (E = {energy}); start from "
+                         "ritz.initial_parameters(generator).")
     _record(ritz, u, energy, history, start)
     mu = damping
     for _ in tqdm(range(steps), desc=f"{curvature} CG", disable=not progress, leave=False):
@@ -242,7 +276,8 @@ def train_ritz_gauss_newton(ritz: RitzEnergy, theta0: Tensor, steps: int = 100, 
         d, inner, _ = conjugate_gradient(lambda v: operator @ v + mu * v, -gradient, cg_steps)
         predicted = float(gradient @ d + 0.5 * d @ (operator @ d))
         trial_energy = ritz.energy(theta + d).item()
-        ratio = (trial_energy - energy) / predicted if predicted < 0 else -1.0
+        finite = math.isfinite(trial_energy) and math.isfinite(predicted)
+        ratio = (trial_energy - energy) / predicted if finite and predicted < 0 else -1.0  # NaN trial: raise μ
         if trial_energy < energy and math.isfinite(trial_energy):
             theta = theta + d
             energy, gradient, u = _value_and_gradient(ritz, theta)

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checks import check_count
+from .checks import check_count, check_real_number
 
 # |Σa − Σb| above this fraction of the mass is a modelling error (the problem has no feasible plan), not rounding.
 MASS_RTOL = 1e-6
@@ -90,6 +90,7 @@ class _Problem:
     rows: Tensor  # indices of the positive entries of a
     cols: Tensor
     as_numpy: bool
+    tol: float = 1e-9  # the validated tolerance (a float, whatever number type was passed)
 
 
 def _to_tensor(name: str, x, dtype: torch.dtype | None, device: torch.device | None) -> Tensor:
@@ -98,6 +99,9 @@ def _to_tensor(name: str, x, dtype: torch.dtype | None, device: torch.device | N
     elif not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}; wrap it with "
                         f"numpy.asarray({name}) or torch.as_tensor({name}).")
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}; costs and masses are real "
+                        f"(convert with {name}.double(), or take the real part / modulus first).")
     if dtype is None:  # C decides: float32 stays float32, everything else is computed in float64
         dtype = torch.float32 if x.dtype == torch.float32 else torch.float64
     if device is not None and x.device != device:
@@ -143,10 +147,8 @@ def _prepare(a, b, C, reg, tol, max_iter) -> _Problem:
     if abs(mass_a - mass_b) > MASS_RTOL * max(mass_a, mass_b):
         raise ValueError(f"a and b must have the same total mass, got {mass_a:.10g} and {mass_b:.10g}; normalise "
                          "both (a / a.sum(), b / b.sum()) — balanced OT has no plan between unequal masses.")
-    if isinstance(reg, bool) or not isinstance(reg, (int, float)) or not math.isfinite(reg) or reg <= 0:
-        raise ValueError(f"reg must be a positive finite number (the entropic regularisation), got {reg!r}.")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-        raise ValueError(f"tol must be a positive number (the marginal error to reach), got {tol!r}.")
+    reg = check_real_number("reg", reg, 0.0, open="low", hint="reg is the entropic regularisation, e.g. 1e-2.")
+    tol = check_real_number("tol", tol, 0.0, open="low", hint="tol is the marginal error to reach, e.g. 1e-9.")
     check_count("max_iter", max_iter, 1)
     rows, cols = torch.nonzero(a > 0).reshape(-1), torch.nonzero(b > 0).reshape(-1)
     support = C if (len(rows), len(cols)) == C.shape else C[rows][:, cols]  # no copy when every mass is positive
@@ -154,7 +156,7 @@ def _prepare(a, b, C, reg, tol, max_iter) -> _Problem:
     if not _all_finite(neg_k):
         raise ValueError(f"C / reg overflows {C.dtype} (max |C| = {C.abs().max().item():.3g}, reg = {reg:.3g}); "
                          "rescale C (e.g. C / C.max()) or use float64.")
-    return _Problem(a[rows], b[cols], neg_k, float(reg), C, rows, cols, as_numpy)
+    return _Problem(a[rows], b[cols], neg_k, float(reg), C, rows, cols, as_numpy, tol)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -263,17 +265,24 @@ class _Log:
 
 
 def _finish(problem: _Problem, alpha: Tensor, beta: Tensor, plan: Tensor, log: _Log, tol: float,
-            name: str) -> SinkhornResult:
+            name: str, note: str = "") -> SinkhornResult:
     """Embed the support's solution (the potentials and the plan at them) into full-size outputs of the input's
     kind; warn when not converged."""
     log.bar.close()
     converged = log.history[-1] <= tol
     if not converged:
+        n, m = problem.neg_k.shape
+        # the rounding of the n + m row and column sums, each of m (n) terms: below this no error can be certified
+        floor = (n + m) * torch.finfo(problem.neg_k.dtype).eps * float(problem.a.sum())
+        advice = (f"; the error is at the rounding level of the plan's row and column sums (about {floor:.1e} in "
+                  f"{problem.neg_k.dtype}), so a tol below it cannot be reached: loosen tol."
+                  if log.history[-1] <= floor else
+                  ". Raise max_iter, loosen tol, or increase reg"
+                  + ("; sinkhorn_newton_sparse needs far fewer iterations at small reg." if name == "sinkhorn"
+                     else "."))
         warnings.warn(f"{name} did not reach the marginal error tol={tol:.1e} within max_iter={log.iterations} "
-                      f"iterations (reached {log.history[-1]:.2e}); the plan is approximate. Raise max_iter, "
-                      "loosen tol, or increase reg"
-                      + ("; sinkhorn_newton_sparse needs far fewer iterations at small reg."
-                         if name == "sinkhorn" else "."), RuntimeWarning, stacklevel=3)
+                      f"iterations (reached {log.history[-1]:.2e}); the plan is approximate{advice}" + note,
+                      RuntimeWarning, stacklevel=3)
     C = problem.C
     if plan.shape != C.shape:  # zero masses were left out: their rows and columns of the plan are zero
         plan = torch.zeros_like(C).index_put_((problem.rows[:, None], problem.cols[None, :]), plan)
@@ -379,6 +388,7 @@ def sinkhorn(a, b, C, reg: float, tol: float = 1e-9, max_iter: int = 10_000,
     Optimal Transport" (2019), §4.4; the stabilisation from B. Schmitzer, SIAM J. Sci. Comput. 41(3), 2019.
     """
     problem = _prepare(a, b, C, reg, tol, max_iter)
+    tol = problem.tol
     log = _Log(max_iter, progress, "sinkhorn")
     alpha, beta, plan = _sinkhorn_iterations(problem, *_start(problem), log, tol, max_iter)
     return _finish(problem, alpha, beta, plan, log, tol, "sinkhorn")
@@ -450,39 +460,142 @@ def _newton_direction(S_times: Callable[[Tensor], Tensor], St_times: Callable[[T
     return inverse_rows * (p - S_times(y)), y
 
 
-def _line_search(plan: Tensor, row_sums: Tensor, col_sums: Tensor, d_alpha: Tensor, d_beta: Tensor,
-                 slope: Tensor) -> float | None:
-    """Backtracking: the largest s in {1, 1/2, 1/4, ...} (at most MAX_HALVINGS of them) with
-    ℓ(z + sΔ) − ℓ(z) >= ARMIJO · s · ⟨∇ℓ, Δ⟩, for ℓ = L/reg = ⟨α, a⟩ + ⟨β, b⟩ − Σ_ij P_ij and ``slope`` = ⟨∇ℓ, Δ⟩.
+def _phi(z: Tensor) -> Tensor:
+    """φ(z) = e^z − 1 − z >= 0, to a few ulps for every z: by its Taylor series z²/2! + z³/3! + ... + z¹⁴/14! where
+    |z| < 1/2 (there expm1(z) − z would lose the digits of z²/2 to the rounding of z), by expm1(z) − z elsewhere."""
+    small = z.abs() < 0.5
+    t = torch.where(small, z, torch.zeros_like(z))
+    series = torch.full_like(z, 1 / math.factorial(14))
+    for k in range(13, 1, -1):
+        series = series * t + 1 / math.factorial(k)
+    return torch.where(small, series * t * t, torch.expm1(z) - z)
 
-    The step multiplies the plan's rows by 1 + u and its columns by 1 + v, u = expm1(sΔα), v = expm1(sΔβ), and the
-    increase is computed exactly — never as the difference of two values of L, which loses every digit once the
-    marginal error is near 1e-8 — from e^(x+y) − 1 − x − y = (e^x − 1)(e^y − 1) + φ(x) + φ(y), φ(x) = e^x − 1 − x:
-        ℓ(z + sΔ) − ℓ(z) = s⟨∇ℓ, Δ⟩ − Σ_ij P_ij φ(sΔα_i + sΔβ_j)
-                         = s⟨∇ℓ, Δ⟩ − uᵀ P v − ⟨P1, φ(sΔα)⟩ − ⟨Pᵀ1, φ(sΔβ)⟩.
-    Returns s, or None when no trial ascends. Cost: one matrix-vector product per trial.
+
+@dataclass(frozen=True)
+class _Trial:
+    """A trial step z + (x, y) of the line search: the decrease of ℓ's linear model, penalty = s⟨∇ℓ, Δ⟩ − (ℓ(z + sΔ)
+    − ℓ(z)) = Σ_ij P_ij φ(x_i + y_j) >= 0, the marginal error at the trial point, and bounds on the rounding errors
+    of both, so that a step is accepted only when the increase and the error bound are true, not artefacts."""
+
+    penalty: float
+    penalty_rounding: float
+    error: float
+    error_rounding: float
+
+    def finite(self) -> bool:
+        return all(math.isfinite(v) for v in (self.penalty, self.penalty_rounding, self.error, self.error_rounding))
+
+    def surely_passes(self, margin: float, error_cap: float) -> bool:
+        return self.penalty + self.penalty_rounding <= margin and self.error + self.error_rounding <= error_cap
+
+    def surely_fails(self, margin: float, error_cap: float) -> bool:
+        return self.penalty - self.penalty_rounding > margin or self.error - self.error_rounding > error_cap
+
+
+def _factored_trial(plan: Tensor, row_sums: Tensor, col_sums: Tensor, a: Tensor, b: Tensor, x: Tensor, y: Tensor,
+                    gamma: float) -> _Trial:
+    """The trial from three matrix-vector products, with u = expm1(x), v = expm1(y) (rows scaled by 1 + u, columns
+    by 1 + v), from e^(x+y) − 1 − x − y = (e^x − 1)(e^y − 1) + φ(x) + φ(y):
+
+        penalty = uᵀ P v + ⟨P1, φ(x)⟩ + ⟨Pᵀ1, φ(y)⟩,  new P1 = (1 + u) ⊙ (P1 + P v),  new Pᵀ1 = (1 + v) ⊙ (Pᵀ1 + Pᵀu).
+
+    Rounding: γ = (n + m + 16)·ε times the same sums with |u|, |v| (one more product, P|v|). Tight near the
+    optimum, where the step is small — there it keeps every digit of the increase that a difference of two values of
+    L would lose. Along a near-null direction with large |x| ≈ |y| (x_i ≈ −y_j where P has its mass) uᵀPv cancels
+    φ(x) + φ(y), each ~e^{|x|} while the penalty is ~0: the bound then says so, and ``_direct_trial`` decides."""
+    u, v = torch.expm1(x), torch.expm1(y)
+    Pv, P_abs_v, Ptu = plan @ v, plan @ v.abs(), plan.T @ u
+    phi_x, phi_y = row_sums @ _phi(x), col_sums @ _phi(y)
+    penalty = u @ Pv + phi_x + phi_y
+    penalty_rounding = gamma * (u.abs() @ P_abs_v + phi_x + phi_y)
+    rows, cols = (1 + u) * (row_sums + Pv), (1 + v) * (col_sums + Ptu)
+    error = (rows - a).abs().sum() + (cols - b).abs().sum()
+    # |rows − exact| <= γ (1 + |u|)ᵀ(P1 + P|v|);
+    # |cols − exact| <= γ (1 + |v|)ᵀ(Pᵀ1 + Pᵀ|u|) = γ ((1 + |v|)ᵀPᵀ1 + |u|ᵀ(P1 + P|v|)), with no product Pᵀ|u|
+    row_bound = (1 + u.abs()) @ (row_sums + P_abs_v)
+    col_bound = (1 + v.abs()) @ col_sums + u.abs() @ (row_sums + P_abs_v)
+    error_rounding = gamma * (row_bound + col_bound + error)
+    return _Trial(float(penalty), float(penalty_rounding), float(error), float(error_rounding))
+
+
+def _direct_trial(plan: Tensor, a: Tensor, b: Tensor, row_sums: Tensor, col_sums: Tensor, x: Tensor, y: Tensor,
+                  gamma: float) -> _Trial:
+    """The trial from the scaled plan Q_ij = P_ij e^(x_i + y_j) itself: its row and column sums are the new
+    marginals (sums of positive terms), and penalty = ΣQ − ΣP − ⟨P1, x⟩ − ⟨Pᵀ1, y⟩, which is off by at most
+    γ (ΣQ + ΣP + ⟨P1, |x|⟩ + ⟨Pᵀ1, |y|⟩) — relative to the size of the new plan, so no e^{|x|} appears where
+    x_i + y_j ≈ 0. Cost: three passes over P (add, exp, multiply) and two matrix-vector products, in blocks of about
+    2¹⁶ entries (little extra memory); used only where the factored form cannot decide (large steps far from the
+    optimum), where the increase is far above this rounding."""
+    n, m = plan.shape
+    block = max(1, (1 << 16) // m)
+    rows, cols = torch.empty_like(a), torch.zeros_like(b)
+    ones_n, ones_m = torch.ones(min(block, n), dtype=plan.dtype, device=plan.device), torch.ones_like(b)
+    for start in range(0, n, block):
+        scaled = (x[start:start + block, None] + y[None, :]).exp_().mul_(plan[start:start + block])
+        rows[start:start + block] = scaled @ ones_m
+        cols += scaled.T @ ones_n[:scaled.shape[0]]
+    mass, new_mass = row_sums.sum(), rows.sum()
+    linear = row_sums @ x + col_sums @ y
+    penalty = new_mass - mass - linear
+    penalty_rounding = gamma * (new_mass + mass + row_sums @ x.abs() + col_sums @ y.abs())
+    error = (rows - a).abs().sum() + (cols - b).abs().sum()
+    error_rounding = gamma * (new_mass + cols.sum() + a.sum() + b.sum())
+    return _Trial(float(penalty), float(penalty_rounding), float(error), float(error_rounding))
+
+
+def _line_search(plan: Tensor, row_sums: Tensor, col_sums: Tensor, a: Tensor, b: Tensor, d_alpha: Tensor,
+                 d_beta: Tensor, error_cap: float = math.inf) -> tuple[float | None, str]:
+    """Backtracking: the largest s in {1, 1/2, 1/4, ...} (at most MAX_HALVINGS of them) at which, provably despite
+    rounding,
+        ℓ(z + sΔ) − ℓ(z) >= ARMIJO · s · ⟨∇ℓ, Δ⟩      (ℓ = L/reg = ⟨α, a⟩ + ⟨β, b⟩ − Σ_ij P_ij, ∇ℓ = (a − P1, b − Pᵀ1))
+    and the marginal error at z + sΔ is at most ``error_cap`` (SNS passes its warm-start error: a Newton step on
+    this very curved dual can raise the error many-fold while it raises ℓ; the cap keeps every iterate at least as
+    good as the warm start).
+
+    The increase is s⟨∇ℓ, Δ⟩ − Σ_ij P_ij φ(sΔα_i + sΔβ_j), φ(t) = e^t − 1 − t >= 0. The sum is taken from
+    matrix-vector products (``_factored_trial``), exact to the last digits near the optimum; where its rounding bound
+    cannot decide the test (large steps along near-null directions), from the scaled plan itself
+    (``_direct_trial``). A trial passes only when it passes with the penalty and the new marginal error raised by
+    their rounding bounds. (⟨∇ℓ, Δ⟩ is taken as computed: the rounding of the marginals it comes from is the
+    error's own floor, and the Newton direction is computed from the same numbers.)
+    Returns (s, "") or (None, why no step was accepted). Cost per trial: three matrix-vector products (rarely a few
+    passes over P).
     """
-    if not slope > 0:  # ℓ is concave, so ℓ(z + sΔ) − ℓ(z) <= s⟨∇ℓ, Δ⟩ <= 0: no step can ascend
-        return None
-    step = 1.0
+    n, m = plan.shape
+    gamma = (n + m + 16) * torch.finfo(plan.dtype).eps
+    grad_alpha, grad_beta = a - row_sums, b - col_sums
+    slope = float(grad_alpha @ d_alpha + grad_beta @ d_beta)
+    if not slope > 0:  # ℓ is concave, ℓ(z + sΔ) − ℓ(z) <= s⟨∇ℓ, Δ⟩ <= 0: no step can ascend
+        return None, (f"the Newton direction is not an ascent direction (⟨∇L, Δ⟩/reg = {slope:.2e} <= 0): the "
+                      "marginal error is at the rounding level of the plan's sums, or the Newton solve failed")
+    step, ascended = 1.0, False
     for _ in range(MAX_HALVINGS):
-        u, v = torch.expm1(step * d_alpha), torch.expm1(step * d_beta)
-        penalty = u @ (plan @ v) + row_sums @ (u - step * d_alpha) + col_sums @ (v - step * d_beta)
-        if step * slope - penalty >= ARMIJO * step * slope:  # False for NaN as well (an overflowing trial)
-            return step
+        x, y = step * d_alpha, step * d_beta
+        margin = (1 - ARMIJO) * step * slope  # what the penalty and its rounding may use up
+        trial = _factored_trial(plan, row_sums, col_sums, a, b, x, y, gamma)
+        if not trial.finite() or not (trial.surely_passes(margin, error_cap) or trial.surely_fails(margin, error_cap)):
+            trial = _direct_trial(plan, a, b, row_sums, col_sums, x, y, gamma)
+        if trial.finite() and trial.surely_passes(margin, error_cap):
+            return step, ""
+        ascended = ascended or (trial.finite() and trial.penalty + trial.penalty_rounding <= margin)
         step /= 2
-    return None
+    last = f"s = 1, 1/2, ..., 2^-{MAX_HALVINGS - 1}"
+    if ascended:
+        return None, f"every step size {last} that increases the dual raises the marginal error above the warm start's"
+    return None, f"no step size {last} gave an increase of the dual that rounding could not explain"
 
 
 def _newton_step(problem: _Problem, plan: Tensor, row_sums: Tensor, col_sums: Tensor, error: float,
-                 threshold: float, cg_max_iter: int) -> tuple[Tensor, Tensor] | None:
+                 threshold: float, cg_max_iter: int, error_cap: float = math.inf) -> tuple[Tensor, Tensor] | str:
     """One SNS Newton step at the plan P: sparsify, solve, line search. Returns the step (s·Δα, s·Δβ) and rescales
     P in place to the plan there, diag(e^(sΔα)) P diag(e^(sΔβ)) (the n × m plan is the one big array a step would
-    otherwise allocate anew); returns None, with P unchanged, when the line search finds no ascent.
+    otherwise allocate anew); returns why not (a str), with P unchanged, when the line search finds no step.
 
     Inexact Newton (Dembo, Eisenstat & Steihaug 1982): CG stops at the relative residual min(0.1, relative marginal
     error), so far from the optimum a rough direction is enough, and near it the solve is as exact as the step
-    needs; never below CG_FLOOR, where rounding stalls CG.
+    needs; never below CG_FLOOR, where rounding stalls CG. The direction is defined only up to the null direction
+    (1, −1) of the Hessian, which changes neither the plan nor L (Σa = Σb); its component along it is removed,
+    so that the step's row and column factors stay as close to 1 as they can.
     """
     grad_alpha, grad_beta = problem.a - row_sums, problem.b - col_sums  # ∇ℓ = ∇L in the units of α, β
     S_times, St_times = _kept_products(plan, row_sums, col_sums, threshold)
@@ -490,10 +603,12 @@ def _newton_step(problem: _Problem, plan: Tensor, row_sums: Tensor, col_sums: Te
     d_alpha, d_beta = _newton_direction(S_times, St_times, row_sums, col_sums, grad_alpha, grad_beta, rtol,
                                         cg_max_iter)
     if not (torch.isfinite(d_alpha).all() and torch.isfinite(d_beta).all()):  # a row or column sum underflowed
-        return None
-    step = _line_search(plan, row_sums, col_sums, d_alpha, d_beta, grad_alpha @ d_alpha + grad_beta @ d_beta)
+        return "a row or column of the plan underflowed to 0, so the Newton direction is not finite"
+    null = (d_beta.sum() - d_alpha.sum()) / (d_alpha.numel() + d_beta.numel())
+    d_alpha, d_beta = d_alpha + null, d_beta - null
+    step, why = _line_search(plan, row_sums, col_sums, problem.a, problem.b, d_alpha, d_beta, error_cap)
     if step is None:
-        return None
+        return why
     d_alpha, d_beta = step * d_alpha, step * d_beta
     # the factors as exp, not 1 + expm1, which loses digits where a factor is near 0
     plan.mul_(d_alpha.exp()[:, None]).mul_(d_beta.exp()[None, :])
@@ -514,10 +629,14 @@ def sinkhorn_newton_sparse(a, b, C, reg: float, tol: float = 1e-9, max_iter: int
          Δα = (a − P1 − SΔβ)/P1 and running diagonally preconditioned conjugate gradient on the Schur complement
          for Δβ, orthogonal to the null direction 1; (Δf, Δg) = reg·(Δα, Δβ) is then the Newton step
          −(∇²L)⁻¹∇L with the sparsified Hessian;
-      3. backtracking line search: the largest s in {1, 1/2, 1/4, ...} with L(z + sΔ) − L(z) >= 1e-4·s·⟨∇L, Δ⟩;
-         if 40 halvings find no ascent (rounding in the last digits), a Sinkhorn iteration is taken instead.
-    Each Newton iteration costs a few passes over the n × m plan (selecting its entries, one line-search trial near
-    the optimum, rescaling the plan, its row and column sums), plus one product with S and one with Sᵀ per CG step.
+      3. backtracking line search: the largest s in {1, 1/2, 1/4, ...} with L(z + sΔ) − L(z) >= 1e-4·s·⟨∇L, Δ⟩
+         beyond every rounding error (the increase is computed without cancellation, see ``_line_search``) and a
+         marginal error at most the warm start's (so that SNS is never worse than its warm start); if 40 halvings
+         find no such step, a Sinkhorn iteration is taken instead (and counted: a run that does not converge says
+         why in its warning).
+    Each Newton iteration costs a few passes over the n × m plan (selecting its entries, one line-search trial of three
+    matrix-vector products near the optimum, rescaling the plan, its row and column sums), plus one product with S and
+    one with Sᵀ per CG step.
     When more than 15% of the entries pass the threshold (at reg = 1e-2 for random points, about 40% do), a product
     with them is no cheaper than a dense product with all of P (the CSR/dense crossover is near 20% on a CPU), so
     all of P is used: the exact Newton step, at the cost the sparsified one would have.
@@ -536,6 +655,7 @@ def sinkhorn_newton_sparse(a, b, C, reg: float, tol: float = 1e-9, max_iter: int
     "Accelerating Sinkhorn algorithm with sparse Newton iterations", ICLR 2024.
     """
     problem = _prepare(a, b, C, reg, tol, max_iter)
+    tol = problem.tol
     check_count("warm_start", warm_start, 1, hint="SNS starts from a Sinkhorn-scaled plan; use warm_start >= 1.")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
         raise ValueError(f"threshold must be in [0, 1) (the fraction of a row's mass below which an entry of the "
@@ -545,9 +665,11 @@ def sinkhorn_newton_sparse(a, b, C, reg: float, tol: float = 1e-9, max_iter: int
     log = _Log(max_iter, progress, "sinkhorn_newton_sparse")
     alpha, beta, plan = _sinkhorn_iterations(problem, *_start(problem), log, tol, min(warm_start, max_iter))
     row_sums, col_sums = _margins(plan)
+    error_cap, refusals, why = log.history[-1], 0, ""
     while log.history[-1] > tol and log.iterations < max_iter:
-        step = _newton_step(problem, plan, row_sums, col_sums, log.history[-1], threshold, cg_max_iter)
-        if step is None:  # no ascent along the Newton direction: one Sinkhorn iteration instead
+        step = _newton_step(problem, plan, row_sums, col_sums, log.history[-1], threshold, cg_max_iter, error_cap)
+        if isinstance(step, str):  # no acceptable step along the Newton direction: one Sinkhorn iteration instead
+            refusals, why = refusals + 1, step
             alpha, beta, plan = _sinkhorn_iterations(problem, alpha, beta, plan, log, 0.0, log.iterations + 1)
             row_sums, col_sums = _margins(plan)
             continue
@@ -555,4 +677,6 @@ def sinkhorn_newton_sparse(a, b, C, reg: float, tol: float = 1e-9, max_iter: int
         alpha, beta = alpha + d_alpha, beta + d_beta
         row_sums, col_sums = _margins(plan)
         log.record((row_sums - problem.a).abs().sum() + (col_sums - problem.b).abs().sum())
-    return _finish(problem, alpha, beta, plan, log, tol, "sinkhorn_newton_sparse")
+    note = (f" {refusals} Newton steps were replaced by Sinkhorn iterations; the last because {why}."
+            if refusals else "")
+    return _finish(problem, alpha, beta, plan, log, tol, "sinkhorn_newton_sparse", note)

@@ -50,8 +50,9 @@
 #
 # **What to look at.** Sinkhorn's error shrinks by a roughly constant factor per iteration, a factor close to 1 at
 # small $\varepsilon$ (here about 200 iterations per digit); SNS's error falls off a cliff right after its warm
-# start (the first Newton step may even raise the marginal error: the line search asks for an increase of $L$, not a
-# decrease of the error). Then: how the iteration counts move as $\varepsilon$ shrinks, and how
+# start (a Newton step may raise the marginal error — the line search asks for an increase of $L$, certified
+# against rounding, not a decrease of the error — but never above the error at the end of the warm start, which
+# caps every step). Then: how the iteration counts move as $\varepsilon$ shrinks, and how
 # sparse the Hessian really is.
 
 # %%

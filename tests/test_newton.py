@@ -353,3 +353,70 @@ def test_quadratic_regularisation_on_a_non_convex_function_is_reported_not_nan()
     assert not result.converged and np.all(np.isfinite(result.trace("f")))
     adaptive = hl.lazy_newton(f, torch.tensor([0.1, 1.0]), regularization="quadratic", M=1e-3, tol=1e-10)
     assert adaptive.converged  # doubling M makes λ large enough
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# non-finite curvature is an error, every loop is bounded, numbers are numbers (issue 12)
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("solver", ["newton", "damped_newton", "lazy_newton"])
+def test_a_non_finite_hessian_is_an_error_not_a_hang(solver):
+    """f = ‖x − 1‖² + 0.1‖x‖ is finite with a finite (sub)gradient at 0, but its Hessian there is all NaN (the norm is
+    not twice differentiable at 0). Before, newton looped forever shifting a NaN matrix."""
+    f = lambda x: ((x - 1) ** 2).sum() + 0.1 * x.norm()  # noqa: E731
+    assert torch.isnan(hl.hessian(f, torch.zeros(3, dtype=torch.float64))).all()
+    with pytest.raises(ValueError, match="∇²f is not finite at this point.*not twice differentiable"):
+        getattr(hl, solver)(f, torch.zeros(3, dtype=torch.float64))
+
+
+def test_a_non_finite_gradient_at_an_iterate_is_an_error():
+    """f = ½‖x‖² + 0·Σ√|x_i| has ∇²f = I away from 0, so the first Newton step from x0 = 1 lands exactly on 0, where f
+    is finite but the autograd gradient is 0·∞ = NaN: a ValueError, not a "diverged" result."""
+    f = lambda x: 0.5 * (x**2).sum() + 0.0 * x.abs().sqrt().sum()  # noqa: E731
+    with pytest.raises(ValueError, match="gradient of f at this point has non-finite entries.*not differentiable"):
+        hl.newton(f, torch.ones(2, dtype=torch.float64), line_search=False)
+
+
+def test_the_shift_loop_is_bounded():
+    """A NaN matrix is never positive definite; a finite one needing a shift 10³⁰ times its diagonal is too far.
+    Both end in a ValueError after MAX_SHIFTS + 1 factorisations (before: an endless loop for NaN)."""
+    oracle = hn._Oracle(lambda x: (x**2).sum(), torch.ones(2, dtype=torch.float64), hn.CostModel())
+    for H in (torch.full((2, 2), math.nan, dtype=torch.float64),
+              torch.tensor([[1e-20, 1e10], [1e10, 1e-20]], dtype=torch.float64)):
+        oracle.factorizations = 0
+        with pytest.raises(ValueError, match="not positive definite for any shift"):
+            hn._shifted_cholesky(H, 0.0, oracle)
+        assert oracle.factorizations == hn.MAX_SHIFTS + 1
+    # a zero diagonal is scaled by the largest entry: [[0, 1], [1, 0]] + τI is positive definite for τ > 1
+    factor, shift = hn._shifted_cholesky(torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64), 0.0, oracle)
+    assert 1.0 < shift <= 2.048
+
+
+@pytest.mark.parametrize("solver, kwargs", [
+    ("newton", dict(tol=np.float64(1e-9), damping=torch.tensor(1e-3, dtype=torch.float64),
+                    armijo=np.float32(1e-4), backtrack=torch.tensor(0.5))),
+    ("damped_newton", dict(tol=torch.tensor(1e-9), smoothness=np.float64(1.0), degree=np.int64(3),
+                           schedule="holder")),
+    ("lazy_newton", dict(tol=np.float64(1e-9), M=torch.tensor(1.0, dtype=torch.float64))),
+])
+def test_numpy_scalars_and_0d_tensors_are_numbers(solver, kwargs):
+    f, A, b = quadratic_problem(d=5)
+    floats = {key: (float(value) if not isinstance(value, str) else value) for key, value in kwargs.items()}
+    x0 = torch.zeros(5, dtype=torch.float64)
+    assert torch.equal(getattr(hl, solver)(f, x0, **kwargs).x, getattr(hl, solver)(f, x0, **floats).x)
+
+
+@pytest.mark.parametrize("solver, kwargs, error, message", [
+    ("newton", dict(tol=True), TypeError, "tol must be a real number"),
+    ("newton", dict(damping=False), TypeError, "damping must be a real number"),
+    ("newton", dict(armijo=1.0), ValueError, r"armijo must be a finite number in \(0, 1\)"),
+    ("newton", dict(armijo=2.0), ValueError, "armijo"),
+    ("newton", dict(armijo=0.0), ValueError, "armijo"),
+    ("newton", dict(tol=1j), TypeError, "tol must be a real number"),
+    ("newton", dict(tol=torch.ones(2)), TypeError, "tol must be a real number"),
+    ("newton", dict(tol=math.nan), ValueError, "tol must be a finite number"),
+    ("damped_newton", dict(degree=True), TypeError, "degree"),
+    ("lazy_newton", dict(M=np.bool_(True)), TypeError, "M must be a real number"),
+])
+def test_bools_and_out_of_range_numbers_are_refused(solver, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        getattr(hl, solver)(square, torch.ones(3, dtype=torch.float64), **kwargs)

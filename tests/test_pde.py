@@ -1,6 +1,7 @@
 """pde.py: the discrete energy, its sparse exact Hessian against autograd, the manufactured solution's order of
 convergence, the three solvers, and bad input. All in float64."""
 
+import importlib
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import scipy.sparse as sparse
 import torch
 
 import hesslab as hl
-from hesslab.pde import laplacian_matrix, manufactured_source
+from hesslab.pde import laplacian_matrix, manufactured_source, negative_curvature
 
 EPS = torch.finfo(torch.float64).eps
 PROBLEMS = [(1, 6, hl.quartic(2.0)), (1, 5, hl.double_well(3.0)), (2, 4, hl.quartic(2.0)), (2, 3, hl.double_well(3.0))]
@@ -220,7 +221,8 @@ def test_starting_point_is_used():
     (dict(n=5, dim=3), ValueError, "dim must be 1 or 2"),
     (dict(n=5, dim=0), ValueError, "dim must be 1 or 2"),
     (dict(n=5, dim=1.0), ValueError, "dim must be 1 or 2"),
-    (dict(n=5, source=float("nan")), ValueError, "non-finite"),
+    (dict(n=5, source=float("nan")), ValueError, "source must be a finite number"),
+    (dict(n=5, source=True), TypeError, "source must be a real number"),
     (dict(n=5, source=lambda x: 1 / (x[:, 0] - x[:, 0])), ValueError, "non-finite"),
     (dict(n=5, source=lambda x: x), ValueError, "shape"),
     (dict(n=5, source="one"), TypeError, "source must be"),
@@ -233,19 +235,30 @@ def test_bad_problem(kwargs, error, message):
         hl.elliptic_problem(**kwargs)
 
 
-@pytest.mark.parametrize("strength", [-1.0, float("nan"), float("inf"), "1"])
-def test_bad_strength(strength):
-    with pytest.raises(ValueError, match="strength"):
+@pytest.mark.parametrize("strength, error", [(-1.0, ValueError), (float("nan"), ValueError),
+                                             (float("inf"), ValueError), ("1", TypeError), (True, TypeError)])
+def test_bad_strength(strength, error):
+    """A str was a ValueError before; it is a type error (like a bool, which is not a number here)."""
+    with pytest.raises(error, match="strength"):
         hl.quartic(strength)
-    with pytest.raises(ValueError, match="strength"):
+    with pytest.raises(error, match="strength"):
         hl.double_well(strength)
+
+
+def test_numpy_scalars_and_0d_tensors_are_numbers_for_problems_and_solvers():
+    reference = hl.pde_newton(hl.elliptic_problem(9, 1, hl.quartic(2.0), source=1.0))
+    for number in (np.float64, lambda v: torch.tensor(v, dtype=torch.float64)):
+        problem = hl.elliptic_problem(9, 1, hl.quartic(number(2.0)), source=number(1.0))
+        result = hl.pde_newton(problem, tol=number(1e-10))
+        assert torch.equal(result.u, reference.u)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(u0=torch.zeros(4, dtype=torch.float64)), ValueError, "u0 must have 7 entries"),
     (dict(u0=torch.full((7,), float("nan"), dtype=torch.float64)), ValueError, "non-finite"),
     (dict(u0=torch.zeros(7, 1, dtype=torch.float64)), ValueError, "flat 1-D"),
-    (dict(tol=0.0), ValueError, "tol must be a positive number"),
+    (dict(tol=0.0), ValueError, r"tol must be a finite number in \(0"),
+    (dict(tol=True), TypeError, "tol must be a real number"),
     (dict(max_iter=0), ValueError, "max_iter must be >= 1"),
 ])
 def test_bad_solver_input(kwargs, error, message):
@@ -263,3 +276,44 @@ def test_bad_solver_choices():
     with pytest.raises(ValueError, match="no exact solution"):
         problem = hl.elliptic_problem(7, 1, source=1.0)
         problem.error(hl.pde_newton(problem).u)
+
+
+# --- issue 12: a saddle is never reported as solved -------------------------------------------------------------------
+@pytest.mark.parametrize("solver, kwargs", [
+    (hl.pde_newton, {}), (hl.pde_newton, dict(linear_solver="cg")), (hl.pde_preconditioned_gradient_descent, {}),
+])
+def test_a_saddle_is_not_reported_as_solved(solver, kwargs):
+    """double_well(50), f = 0: u = 0 solves R(u) = 0 exactly but is a saddle (λ_min(A − 50 I) ≈ π² − 50 < 0). Before,
+    pde_newton reported it "converged in 0 iterations". Now the run steps off it along the direction of negative
+    curvature and ends at a local minimiser: positive definite Hessian, lower energy."""
+    problem = hl.elliptic_problem(50, 1, hl.double_well(50.0), source=0.0)
+    zero = torch.zeros(problem.size, dtype=torch.float64)
+    assert problem.residual_norm(zero) == 0 and np.linalg.eigvalsh(problem.hessian(zero).toarray())[0] < 0
+    result = solver(problem, **kwargs)
+    assert result.converged and result.iterations > 0 and "local minimiser" in result.reason
+    assert np.linalg.eigvalsh(problem.hessian(result.u).toarray())[0] > 0
+    assert result.energies[-1] < result.energies[0] and result.residuals[-1] <= (1e-10 if solver is hl.pde_newton
+                                                                               else 1e-6)
+
+
+def test_a_saddle_that_cannot_be_left_is_reported_unconverged(monkeypatch):
+    """Should no step along the negative-curvature direction lower the energy, the run stops at the saddle with
+    converged=False, and the reason and the warning say it is a saddle."""
+    pde_module = importlib.import_module("hesslab.pde")
+    monkeypatch.setattr(pde_module, "_escape", lambda *args: None)
+    problem = hl.elliptic_problem(20, 1, hl.double_well(50.0), source=0.0)
+    with pytest.warns(RuntimeWarning, match="saddle or maximum"):
+        result = hl.pde_newton(problem)
+    assert not result.converged and result.iterations == 0 and "saddle" in result.reason
+
+
+def test_negative_curvature_is_the_smallest_eigenpair():
+    problem = hl.elliptic_problem(12, 2, hl.double_well(60.0), source=0.0)
+    u = 0.1 * random_point(problem, 3)
+    H = problem.hessian(u).toarray() / problem.h**2
+    eigenvalues, eigenvectors = np.linalg.eigh(H)
+    value, d = negative_curvature(problem, u)
+    assert value == pytest.approx(eigenvalues[0], rel=1e-10)
+    assert abs(abs(d @ eigenvectors[:, 0]) - np.linalg.norm(d)) <= 1e-8 * np.linalg.norm(d) and np.abs(d).max() == 1
+    assert negative_curvature(hl.elliptic_problem(12, 2, hl.double_well(1.0), source=0.0), u) is None
+

@@ -135,3 +135,58 @@ def test_bad_neural_input():
         hl.ritz_energy(hl.elliptic_problem(7, 1, source=1.0), energy.width).l2_error(theta0)
     with pytest.raises(ValueError, match="theta must have shape"):
         hl.ritz_energy(energy.problem, 3).energy(theta0)
+
+
+# --- issue 12: training says the truth --------------------------------------------------------------------------------
+def test_adam_divergence_is_flagged_warned_and_stops_at_the_last_good_parameters():
+    """lr = 100 on this problem throws the energy up by 4 orders of magnitude at once (before: no flag at all
+    while finite, a ValueError, losing the history, once not finite)."""
+    energy = ritz(width=6, points=24)
+    theta0 = energy.initial_parameters(torch.Generator().manual_seed(7))
+    with pytest.warns(RuntimeWarning, match="Adam diverged: the energy"):
+        run = hl.train_ritz_adam(energy, theta0, steps=200, lr=100.0, final_lr=100.0)
+    assert run.diverged and run.reason and run.energies.numel() < 201
+    assert torch.isfinite(run.energies).all() and torch.isfinite(run.theta).all()
+    assert run.energies[-1].item() == pytest.approx(energy.energy(run.theta).item(), rel=1e-14)
+    calm = hl.train_ritz_adam(energy, theta0, steps=50)
+    assert not calm.diverged and calm.reason == ""
+
+
+def test_divergence_rule():
+    from hesslab.pde_neural import DIVERGENCE, _divergence
+    assert _divergence([-1.0, -2.0], math.nan) == "the energy became nan"
+    assert _divergence([-1.0, -2.0], -1.0 + 0.5 * DIVERGENCE * 2.0) == ""  # within 1e3 × max(|E_0|, |min E|) = 2e3
+    assert "rose" in _divergence([-1.0, -2.0], -1.0 + 1.01 * DIVERGENCE * 2.0)
+
+
+def test_gauss_newton_raises_the_damping_after_a_non_finite_trial(monkeypatch):
+    """A NaN trial energy used to leave μ unchanged (NaN compares False both ways), so the same NaN step was retried
+    every iteration; now μ doubles, as after any rejected step."""
+    energy = ritz()
+    theta0 = energy.initial_parameters(torch.Generator().manual_seed(8))
+    calls = []
+    original = type(energy).energy
+
+    def energy_nan_first(self, theta):
+        calls.append(1)
+        return original(self, theta) * (math.nan if len(calls) == 1 else 1.0)
+
+    monkeypatch.setattr(type(energy), "energy", energy_nan_first)
+    run = hl.train_ritz_gauss_newton(energy, theta0, steps=2, curvature="ggn", damping=1e-3)
+    assert run.dampings[0].item() == pytest.approx(2e-3)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(lr=True), TypeError, "lr must be a real number"),
+    (dict(lr=np.float64(1e-2)), None, None),
+    (dict(lr=torch.tensor(1e-2, dtype=torch.float64)), None, None),
+])
+def test_adam_numbers(kwargs, error, message):
+    energy = ritz()
+    theta0 = energy.initial_parameters(torch.Generator().manual_seed(8))
+    if error is None:
+        assert torch.equal(hl.train_ritz_adam(energy, theta0, steps=3, **kwargs).theta,
+                           hl.train_ritz_adam(energy, theta0, steps=3, lr=1e-2).theta)
+    else:
+        with pytest.raises(error, match=message):
+            hl.train_ritz_adam(energy, theta0, steps=3, **kwargs)

@@ -459,17 +459,20 @@ def test_a_newton_step_with_an_empty_row_is_refused():
     plan = torch.tensor([[0.4, 0.1, 0.0], [0.0, 0.0, 0.0], [0.1, 0.0, 0.2]], dtype=torch.float64)
     before = plan.clone()
     row_sums, col_sums = plan.sum(1), plan.sum(0)
-    assert sinkhorn_module._newton_step(problem, plan, row_sums, col_sums, 0.3, 0.0, 10) is None
+    why = sinkhorn_module._newton_step(problem, plan, row_sums, col_sums, 0.3, 0.0, 10)
+    assert isinstance(why, str) and "underflowed" in why  # refused, and why (for the non-convergence warning)
     assert torch.equal(plan, before)
 
 
 def test_line_search_refuses_a_direction_that_does_not_ascend():
     """ℓ is concave, so ℓ(z + sΔ) − ℓ(z) <= s⟨∇ℓ, Δ⟩: with ⟨∇ℓ, Δ⟩ <= 0 no step is tried at all."""
-    plan = torch.full((2, 2), 0.25)
+    plan = torch.full((2, 2), 0.25, dtype=torch.float64)
     sums = plan.sum(1)
-    for slope in (-1.0, 0.0, math.nan):
-        assert sinkhorn_module._line_search(plan, sums, sums, torch.ones(2), torch.ones(2),
-                                            torch.tensor(slope)) is None
+    a = torch.tensor([0.75, 0.25], dtype=torch.float64)  # ∇ℓ = (a − P1, b − Pᵀ1) = (0.25, −0.25, 0.25, −0.25)
+    for d_alpha in ([-1.0, 1.0], [0.0, 0.0], [math.nan, 0.0]):  # ⟨∇ℓ, Δ⟩ = −0.5, 0, NaN
+        step, why = sinkhorn_module._line_search(plan, sums, sums, a, a, torch.tensor(d_alpha, dtype=torch.float64),
+                                                 torch.zeros(2, dtype=torch.float64))
+        assert step is None and "not an ascent direction" in why
 
 
 def test_sns_keeps_every_entry_with_threshold_zero():
@@ -493,10 +496,19 @@ C33 = torch.rand(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.f
     ((A3, torch.full((2,), 0.5), C33, 0.1), {}, ValueError, "b must be a 1-D vector of length 3"),
     ((A3, A3, torch.ones(3), 0.1), {}, ValueError, "C must be a non-empty 2-D cost matrix"),
     ((A3, A3, torch.ones(0, 3), 0.1), {}, ValueError, "C must be a non-empty 2-D cost matrix"),
-    ((A3, A3, C33, 0.0), {}, ValueError, "reg must be a positive finite number"),
-    ((A3, A3, C33, -1.0), {}, ValueError, "reg must be a positive"),
-    ((A3, A3, C33, math.nan), {}, ValueError, "reg must be a positive"),
-    ((A3, A3, C33, "0.1"), {}, ValueError, "reg must be a positive"),
+    ((A3, A3, C33, 0.0), {}, ValueError, r"reg must be a finite number in \(0, inf\).*entropic regularisation"),
+    ((A3, A3, C33, -1.0), {}, ValueError, r"reg must be a finite number in \(0"),
+    ((A3, A3, C33, math.nan), {}, ValueError, r"reg must be a finite number in \(0"),
+    ((A3, A3, C33, "0.1"), {}, TypeError, "reg must be a real number"),  # was a ValueError: a str is a type error
+    ((A3, A3, C33, True), {}, TypeError, "reg must be a real number"),
+    ((A3, A3, C33, np.bool_(True)), {}, TypeError, "reg must be a real number"),
+    ((A3, A3, C33, 0.1 + 0j), {}, TypeError, "reg must be a real number"),
+    ((A3, A3, C33, 0.1), {"tol": True}, TypeError, "tol must be a real number"),
+    ((A3, A3, C33.to(torch.complex128)), {"reg": 0.1}, TypeError, "C must hold real numbers.*complex128"),
+    ((A3, A3, C33.numpy() + 1j), {"reg": 0.1}, TypeError, "C must hold real numbers"),
+    ((A3, A3, C33 > 0.5, 0.1), {}, TypeError, "C must hold real numbers, got dtype torch.bool"),
+    ((A3 > 0, A3, C33, 0.1), {}, TypeError, "a must hold real numbers"),
+    ((torch.ones(0), torch.ones(0), torch.ones(0, 0), 0.1), {}, ValueError, "C must be a non-empty 2-D cost matrix"),
     ((A3, A3, torch.tensor([[0.0, 1, 2], [1, math.inf, 1], [2, 1, 0]]), 0.1), {}, ValueError, "C has non-finite"),
     ((A3, A3, torch.tensor([[0.0, 1, 2], [1, math.nan, 1], [2, 1, 0]]), 0.1), {}, ValueError, "C has non-finite"),
     ((torch.tensor([0.5, math.nan, 0.5]), A3, C33, 0.1), {}, ValueError, "a has non-finite"),
@@ -505,7 +517,7 @@ C33 = torch.rand(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.f
     ((A3, A3, C33.tolist(), 0.1), {}, TypeError, "C must be a torch.Tensor or a numpy.ndarray"),
     ((A3.to("meta"), A3, C33, 0.1), {}, ValueError, "a is on meta but C is on cpu"),
     ((A3.float(), A3.float(), C33.float(), 1e-40), {}, ValueError, "C / reg overflows"),
-    ((A3, A3, C33, 0.1), {"tol": 0.0}, ValueError, "tol must be a positive number"),
+    ((A3, A3, C33, 0.1), {"tol": 0.0}, ValueError, r"tol must be a finite number in \(0"),
     ((A3, A3, C33, 0.1), {"max_iter": 0}, ValueError, "max_iter must be >= 1"),
     ((A3, A3, C33, 0.1), {"max_iter": 2.5}, TypeError, "max_iter must be an int"),
 ])
@@ -531,3 +543,86 @@ def test_no_warning_when_converged():
         warnings.simplefilter("error")
         hl.sinkhorn(a, b, C, 0.1)
         hl.sinkhorn_newton_sparse(a, b, C, 0.1)
+
+
+# --- issue 12: the SNS line search is numerically sound; numbers are numbers -----------------------------------------
+def uniform_clouds(n: int, seed: int):
+    """The issue's problem: n uniform points in [0, 1]² on each side, squared-Euclidean cost / its max, weights 1/n."""
+    from hesslab.experiments.sinkhorn_newton_sparse import random_point_clouds
+    problem = random_point_clouds(n, torch.Generator().manual_seed(seed))
+    return problem.a, problem.b, problem.C
+
+
+@pytest.mark.parametrize("reg, seed", [(1e-3, 0), (3e-4, 0), (1e-4, 3)])
+def test_sns_never_exceeds_its_warm_start_error_and_needs_fewer_iterations_than_sinkhorn(reg, seed):
+    """n = 300 (benchmarks/sinkhorn.py --soundness runs n = 300, 500, 1000 and three seeds). Before, at reg = 3e-4
+    (seed 0) the first Newton step "ascended" by a cancellation in the closed-form increase while the dual truly fell
+    by 4e31: the marginal error jumped from 0.17 to 8e31. Now every accepted step truly raises the dual and keeps the
+    error at most the warm start's; SNS reaches tol = 1e-8 where Sinkhorn, given as many iterations, has not."""
+    a, b, C = uniform_clouds(300, seed)
+    sns = hl.sinkhorn_newton_sparse(a, b, C, reg, tol=1e-8, max_iter=2000)
+    warm = sns.history[20]
+    assert sns.converged and max(sns.history[20:]) <= warm
+    with pytest.warns(RuntimeWarning, match="sinkhorn did not reach"):
+        sinkhorn = hl.sinkhorn(a, b, C, reg, tol=1e-8, max_iter=sns.iterations)
+    assert not sinkhorn.converged  # so Sinkhorn needs more iterations than SNS took
+
+
+def test_line_search_is_not_fooled_by_cancellation_along_the_null_direction():
+    """Δ = (Δ₀ + t1, Δ'₀ − t1) changes neither the plan nor L (Σa = Σb), but at t = 40 the closed form
+    uᵀPv + ⟨P1, φ(x)⟩ + ⟨Pᵀ1, φ(y)⟩ that the line search used before has terms of size e⁴⁰ ≈ 2e17 which cancel:
+    at s = 1 it gives −25 (an impossible negative penalty, so a huge "increase"), while the true penalty 0.093
+    exceeds s⟨∇ℓ, Δ⟩ = 0.043 — the dual falls. The step now accepted must truly pass the Armijo test, checked by
+    Σ_ij P_ij φ(z_ij) (non-negative terms, no cancellation), and agree with the search without the null part."""
+    a, b, C = uniform_clouds(40, 1)
+    plan = hl.sinkhorn(a, b, C, 1e-2, tol=1e-1).plan
+    row_sums, col_sums = plan.sum(1), plan.sum(0)
+    d_alpha, d_beta = 4 * (a - row_sums) / row_sums, 4 * (b - col_sums) / col_sums  # 4x a diagonal-Newton step
+    slope = float((a - row_sums) @ d_alpha + (b - col_sums) @ d_beta)
+    x, y = d_alpha + 40, d_beta - 40
+    u, v = torch.expm1(x), torch.expm1(y)
+    closed_form = float(u @ (plan @ v) + row_sums @ (u - x) + col_sums @ (v - y))
+    true_at_one = float((plan * sinkhorn_module._phi(x[:, None] + y[None, :])).sum())
+    assert closed_form < 0 < slope < true_at_one  # the old test would have accepted s = 1; it must not
+    ls = sinkhorn_module._line_search
+    plain, _ = ls(plan, row_sums, col_sums, a, b, d_alpha, d_beta)
+    shifted, _ = ls(plan, row_sums, col_sums, a, b, x, y)
+    assert shifted == plain < 1
+    z = shifted * (x[:, None] + y[None, :])
+    true_penalty = float((plan * sinkhorn_module._phi(z)).sum())
+    assert shifted * slope - true_penalty >= sinkhorn_module.ARMIJO * shifted * slope
+
+
+def test_phi_is_accurate_for_small_and_large_arguments():
+    """φ(z) = e^z − 1 − z against its series in exact rational arithmetic (float64 inputs), to a few ulps."""
+    from fractions import Fraction
+    z = torch.tensor([-30.0, -1.0, -0.4999, -1e-3, -1e-9, 0.0, 1e-12, 1e-5, 0.3, 0.5, 2.0, 20.0], dtype=torch.float64)
+    phi = sinkhorn_module._phi(z)
+    for value, got in zip(z.tolist(), phi.tolist()):
+        exact = float(sum(Fraction(value) ** k / math.factorial(k) for k in range(2, 120)))  # converges for |z| <= 30
+        assert abs(got - exact) <= 8 * EPS * exact, (value, got, exact)
+
+
+def test_a_run_that_cannot_converge_says_why(monkeypatch):
+    """tol = 1e-17 is below the rounding of the plan's row sums: the warning says so (both solvers). And when Newton
+    steps are refused (here: no line-search trial allowed), the warning counts them and gives the last reason."""
+    a, b, C = point_clouds(30, 30, seed=12)
+    for solver in SOLVERS:
+        with pytest.warns(RuntimeWarning, match=r"did not reach.*rounding level of the plan's row and column sums.*"
+                                                r"loosen tol"):
+            result = solver(a, b, C, 0.1, tol=1e-17, max_iter=400)
+        assert not result.converged and all(math.isfinite(e) for e in result.history)
+    monkeypatch.setattr(sinkhorn_module, "MAX_HALVINGS", 0)
+    with pytest.warns(RuntimeWarning, match=r"Raise max_iter.* 10 Newton steps were replaced by Sinkhorn "
+                                            r"iterations; the last because no step size"):
+        hl.sinkhorn_newton_sparse(a, b, C, 1e-3, tol=1e-12, max_iter=30)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_numpy_scalars_and_0d_tensors_are_numbers(solver):
+    a, b, C = point_clouds(12, 9, seed=8)
+    reference = solver(a, b, C, 0.05, tol=1e-9)
+    for reg, tol in ((np.float64(0.05), np.float64(1e-9)),
+                     (torch.tensor(0.05, dtype=torch.float64), torch.tensor(1e-9, dtype=torch.float64))):
+        result = solver(a, b, C, reg, tol=tol)
+        assert torch.equal(result.plan, reference.plan) and result.iterations == reference.iterations
