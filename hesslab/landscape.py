@@ -325,3 +325,39 @@ def taylor_coefficients(function: Callable[[Tensor], Tensor], order: int, radius
     values = function(radius * torch.exp(1j * phi))
     coefficients = torch.fft.fft(values) / num_points
     return coefficients[: order + 1].real / radius ** torch.arange(order + 1, dtype=torch.float64)
+
+
+def cross_entropy_taylor_coefficients(z: Tensor, a: Tensor, targets: Tensor, order: int, radius: float,
+                                      num_points: int = 512) -> Tensor:
+    """Taylor coefficients c_0..c_order of the linearised cross-entropy ℓ(t) (``linearised_cross_entropy``) at t = 0.
+
+    Cauchy's formula on |t| = radius, which may exceed ρ_a as long as it stays below the true radius of convergence
+    (for two classes min_i ``binary_radius``): each sample's log partition function is evaluated on the circle and
+    its phase unwrapped along it — continuous there because the partition function has no zero inside the disc —
+    so the principal logarithm's 2π jumps do not enter. Returns (order+1,) float64. Cost: num_points · N · C.
+    """
+    check_count("order", order, 0)
+    check_count("num_points", num_points, 2 * order + 2)
+    if not radius > 0:
+        raise ValueError(f"radius must be positive and below the radius of convergence, got {radius}.")
+    z, a = z.double(), a.double()
+    phi = 2 * math.pi * torch.arange(num_points, dtype=torch.float64) / num_points
+    t = (radius * torch.exp(1j * phi)).reshape(-1, 1, 1)
+    top = z.max(dim=1, keepdim=True).values
+    low = a.min(dim=1, keepdim=True).values
+    partition = torch.exp((z - top) + t * (a - low)).sum(-1)            # (M, N), no zero inside the disc
+    phase = partition.angle()
+    jumps = torch.remainder(phase.diff(dim=0) + math.pi, 2 * math.pi) - math.pi
+    unwrapped = torch.cat([phase[:1], phase[:1] + jumps.cumsum(0)])
+    closing = torch.remainder(phase[0] - phase[-1] + math.pi, 2 * math.pi) - math.pi
+    winding = (unwrapped[-1] - unwrapped[0] + closing) / (2 * math.pi)         # zeros of the sample's F inside
+    if winding.abs().max() > 0.5:
+        raise ValueError(f"radius {radius} encloses a zero of the partition function: take a smaller radius.")
+    log_partition = torch.complex(partition.abs().log(), unwrapped) + top[:, 0] + t[..., 0] * low[:, 0]
+    picked_z = z.gather(1, targets.reshape(-1, 1))[:, 0]
+    picked_a = a.gather(1, targets.reshape(-1, 1))[:, 0]
+    values = (log_partition - picked_z - t[..., 0] * picked_a).mean(-1)
+    coefficients = torch.fft.fft(values) / num_points
+    result = coefficients[: order + 1].real / radius ** torch.arange(order + 1, dtype=torch.float64)
+    # the unwrapped phase is the analytic log up to 2πk per sample: a constant, imaginary, so only Im c_0 — dropped
+    return result

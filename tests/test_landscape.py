@@ -210,3 +210,23 @@ def test_softmax_convergence_radius_of_a_net_uses_one_jvp():
     assert landscape.softmax_convergence_radius(model, X, v).radius == landscape.convergence_radius(a).radius
     with pytest.raises(ValueError, match="shape"):
         landscape.logit_derivatives(model, X, v[:-1])
+
+
+def test_cross_entropy_taylor_coefficients_beyond_rho_a_reach_the_exact_binary_radius():
+    """Between ρ_a and the exact radius the principal log jumps; the unwrapped phase does not. Two samples; the
+    coefficients must equal those from a small circle (inside ρ_a, where no unwrapping is needed)."""
+    z = torch.tensor([[0.4, -3.6], [2.0, 1.0]], dtype=torch.float64)
+    a = torch.tensor([[1.5, -0.5], [0.2, -0.3]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    rho = landscape.convergence_radius(a).radius
+    exact = float(landscape.binary_radius(z, a).min())
+    assert exact > 1.5 * rho
+    small = landscape.taylor_coefficients(lambda s: landscape.linearised_cross_entropy(z, a, y, s), 12, 0.5 * rho,
+                                          num_points=512)
+    large = landscape.cross_entropy_taylor_coefficients(z, a, y, 60, 0.9 * exact)
+    torch.testing.assert_close(large[:13], small, rtol=1e-9, atol=1e-12)
+    n = torch.arange(45, 61)
+    estimate = float((large[45:61].abs() * n).pow(-1.0 / n).mean())
+    assert abs(estimate - exact) < 0.03 * exact, (estimate, exact)
+    with pytest.raises(ValueError, match="encloses a zero"):
+        landscape.cross_entropy_taylor_coefficients(z, a, y, 10, 1.1 * exact)
