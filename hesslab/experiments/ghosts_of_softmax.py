@@ -10,7 +10,7 @@ capped at ρ_a (measured on the step's own mini-batch by one Jacobian-vector pro
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data import breast_cancer, digits
-from ..functional import flatten_parameters, select_parameters, unflatten
-from ..landscape import convergence_radius, linearised_cross_entropy, logit_derivatives, taylor_coefficients
+from ..functional import flatten_parameters, loss_function, select_parameters, unflatten
+from ..landscape import (binary_radius, convergence_radius, cross_entropy_taylor_coefficients, linearised_cross_entropy,
+                         logit_derivatives, loss_slice)
 from ..models import mlp
 
 METHODS = ("plain", "clipped", "rho-capped")
@@ -29,7 +30,7 @@ METHODS = ("plain", "clipped", "rho-capped")
 class SpikeRun:
     """One SGD run: full-data ``losses`` (every ``eval_every`` steps, at ``steps``), per-step ``step_norms`` ‖Δθ‖ and
     ``radii`` ρ_a of the step taken (nan for methods that do not measure it), and the final loss and accuracy
-    (nan when the run diverged)."""
+    (nan when the run diverged), and the trained ``model``."""
 
     method: str
     spike: float
@@ -39,6 +40,7 @@ class SpikeRun:
     radii: np.ndarray
     final_loss: float
     final_accuracy: float
+    model: nn.Module = field(compare=False, repr=False)   # the net at the end of the run
 
     @property
     def diverged(self) -> bool:
@@ -105,7 +107,7 @@ def spike_run(method: str, spike: float = 1000.0, num_steps: int = 600, spike_at
     steps.append(len(step_norms))
     losses.append(final[0])
     return SpikeRun(method, float(spike), np.array(steps), np.array(losses), np.array(step_norms), np.array(radii),
-                    final[0], final[1])
+                    final[0], final[1], model)
 
 
 def _load(model: nn.Module, named, theta: Tensor) -> None:
@@ -119,40 +121,44 @@ def _load(model: nn.Module, named, theta: Tensor) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TaylorAlongStep:
-    """The linearised loss ℓ(t) on a grid of real t, its Taylor polynomials of several ``degrees`` at t = 0, the
-    bound ρ_a and, for two classes, the exact radius (nan otherwise)."""
+    """The linearised loss ℓ(t) and the true loss L(θ + t v) on a grid of real t; ℓ's Taylor polynomials of several
+    ``degrees`` at t = 0; the bound ρ_a and, for two classes, the exact radius R* = min_i √(δ_i² + π²)/Δ_a,i (nan
+    otherwise)."""
 
     t: np.ndarray
-    loss: np.ndarray
+    linearised: np.ndarray
+    true_loss: np.ndarray
     degrees: tuple[int, ...]
     polynomials: np.ndarray        # (len(degrees), len(t))
-    coefficients: np.ndarray
+    coefficients: np.ndarray       # (order + 1,)
     rho: float
     exact_radius: float
 
 
-def taylor_along_step(z: Tensor, a: Tensor, targets: Tensor, degrees=(2, 4, 8, 16, 32), span: float = 2.5,
-                      num_t: int = 401, order: int = 64) -> TaylorAlongStep:
-    """ℓ(t) (``linearised_cross_entropy``) and its Taylor polynomials on t ∈ [−span ρ_a, span ρ_a].
+def taylor_along_step(model: nn.Module, inputs: Tensor, targets: Tensor, direction: Tensor,
+                      degrees=(2, 4, 8, 16, 32), span: float = 2.5, num_t: int = 301, order: int = 64) -> TaylorAlongStep:
+    """Along θ + t·direction: the linearised cross-entropy, the true loss, and Taylor polynomials on |t| <= span·ρ_a.
 
-    The coefficients come from Cauchy's formula on |t| = 0.8 ρ_a (inside the guaranteed disc). Polynomial values
-    beyond the radius of convergence grow without bound; they are returned as they are.
+    The coefficients come from Cauchy's formula on |t| = 0.9 R* (two classes) or 0.9 ρ_a (more classes, where
+    only the bound is known). Polynomial values beyond the radius of convergence grow without bound; they are
+    returned as they are. Cost: one JVP, num_t forward passes.
     """
+    z, a = logit_derivatives(model, inputs, direction)
     rho = convergence_radius(a).radius
-    coefficients = taylor_coefficients(lambda s: linearised_cross_entropy(z, a, targets, s), order, 0.8 * rho)
+    exact = float(binary_radius(z, a).min()) if z.shape[1] == 2 else math.nan
+    cauchy = 0.9 * (exact if z.shape[1] == 2 else rho)
+    coefficients = cross_entropy_taylor_coefficients(z, a, targets, order, cauchy)
     t = torch.linspace(-span * rho, span * rho, num_t, dtype=torch.float64)
-    loss = linearised_cross_entropy(z, a, targets, t)
+    f, theta = loss_function(model, nn.functional.cross_entropy, inputs, targets)
+    true_loss = loss_slice(f, theta, [direction], [t.numpy()]).losses
     powers = t[None, :] ** torch.arange(order + 1, dtype=torch.float64)[:, None]
     polynomials = np.stack([(coefficients[: d + 1, None] * powers[: d + 1]).sum(0).numpy() for d in degrees])
-    exact = math.nan
-    if z.shape[-1] == 2:
-        from ..landscape import binary_radius
-        exact = float(binary_radius(z, a).min())
-    return TaylorAlongStep(t.numpy(), loss.numpy(), tuple(degrees), polynomials, coefficients.numpy(), rho, exact)
+    return TaylorAlongStep(t.numpy(), linearised_cross_entropy(z, a, targets, t).numpy(), true_loss, tuple(degrees),
+                           polynomials, coefficients.numpy(), rho, exact)
 
 
 @lru_cache(maxsize=4)
-def trained_binary_net(width: int = 16, steps: int = 300, lr: float = 0.1, seed: int = 0):
+def trained_binary_net(width: int = 16, steps: int = 200, lr: float = 0.1, seed: int = 0):
     """An MLP 30-width-2 (tanh) trained by full-batch gradient descent on scikit-learn's breast-cancer set.
 
     Returns ``(model, inputs, targets)``.
@@ -166,3 +172,10 @@ def trained_binary_net(width: int = 16, steps: int = 300, lr: float = 0.1, seed:
         nn.functional.cross_entropy(model(inputs), targets).backward()
         optimiser.step()
     return model, inputs, targets
+
+
+def gradient_direction(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+    """−∇L/‖∇L‖, the unit direction of a gradient-descent step on the whole batch."""
+    f, theta = loss_function(model, nn.functional.cross_entropy, inputs, targets)
+    gradient = torch.func.grad(f)(theta)
+    return -gradient / gradient.norm()
