@@ -182,7 +182,9 @@ def loss_slice(f: Callable[[Tensor], Tensor], theta: Tensor, directions: Sequenc
                 point.add_(d, alpha=float(g[i]))
             try:
                 losses[index] = float(f(point))
-            except ValueError:  # hesslab's losses refuse a non-finite value; here it is a point of the picture
+            except ValueError as error:  # hesslab's losses refuse a non-finite value; here it is part of the picture
+                if "not finite" not in str(error):
+                    raise
                 losses[index] = math.nan
     return LossSlice(tuple(grids), losses, center)
 

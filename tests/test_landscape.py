@@ -230,3 +230,15 @@ def test_cross_entropy_taylor_coefficients_beyond_rho_a_reach_the_exact_binary_r
     assert abs(estimate - exact) < 0.03 * exact, (estimate, exact)
     with pytest.raises(ValueError, match="encloses a zero"):
         landscape.cross_entropy_taylor_coefficients(z, a, y, 10, 1.1 * exact)
+
+
+def test_a_slice_does_not_hide_other_errors_as_nan():
+    x = torch.zeros(3, dtype=torch.float64)
+
+    def f(point):
+        if point[0] > 0.5:
+            raise ValueError("some other problem")
+        return (point**2).sum()
+
+    with pytest.raises(ValueError, match="other problem"):
+        landscape.loss_slice(f, x, [torch.ones(3, dtype=torch.float64)], [[0.0, 1.0]])
