@@ -102,6 +102,17 @@ draw_taylor(ax, taylor, "breast cancer, 2 classes: Taylor series of the loss alo
 fig.tight_layout()
 
 # %% [markdown]
+# The degree-2 polynomial is the quadratic model of a second-order method: its curvature $2c_2 = \ell''(0)$ is the
+# Gauss-Newton curvature $v^\top G v$ along the step (the logits are linearised); the Hessian's $v^\top H v$ adds the
+# logits' own curvature. Either way, a parabola knows nothing of the ghost.
+
+# %%
+G = hl.GGNOperator.from_model(binary_model, nn.functional.cross_entropy, (binary_inputs, binary_targets))
+H = hl.HessianOperator.from_model(binary_model, nn.functional.cross_entropy, (binary_inputs, binary_targets))
+gauss_newton, hessian_curvature = float(direction @ (G @ direction)), float(direction @ (H @ direction))
+print(f"2 c_2 = {2 * taylor.coefficients[2]:.10f}; vᵀGv = {gauss_newton:.10f}; vᵀHv = {hessian_curvature:.10f}")
+
+# %% [markdown]
 # The root test reads the radius off the coefficients: $|c_n|^{-1/n} \to \rho^*$ (a logarithmic singularity gives
 # $c_n \sim \rho^{*-n}/n$, hence the factor n below). It falls towards the exact radius from above — slowly, as the
 # ghosts come in a conjugate pair and many samples have theirs nearly as close — and stays above the bound ρ_a.
@@ -184,7 +195,8 @@ panel(draw, spike=widgets.FloatLogSlider(value=1000.0, base=10, min=0, max=4, st
 # ## The phenomenon, as numbers
 #
 # 1. The JVP's directional logit derivatives equal finite differences of the logits (relative 1e-6).
-# 2. Two classes: the partition function vanishes at the predicted complex step t* (relative 1e-10), and ρ* >= ρ_a.
+# 2. Two classes: the partition function vanishes at the predicted complex step t* (relative 1e-10), and ρ* >= ρ_a;
+#    the Taylor series' quadratic term is the Gauss-Newton curvature vᵀGv (relative 1e-8).
 # 3. Under the ×1000 spike the ρ-capped run ends within 1.5× the unspiked loss, plain SGD ends NaN or above loss 1,
 #    and clipping ends above twice the ρ-capped loss.
 
@@ -204,6 +216,7 @@ print(f"max |F(t*)| / |terms| = {float((partition.abs() / size).max()):.1e}; ρ*
       f"ρ_a = {taylor.rho:.4f}")
 assert float((partition.abs() / size).max()) < 1e-10
 assert taylor.exact_radius >= taylor.rho
+assert abs(2 * taylor.coefficients[2] / gauss_newton - 1) < 1e-8
 
 # %%
 capped, plain, clipped = runs["rho-capped"], runs["plain"], runs["clipped"]

@@ -5,6 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
+import hesslab as hl
 
 from hesslab import landscape
 from hesslab.experiments.ghosts_of_softmax import gradient_direction, spike_run, taylor_along_step, trained_binary_net
@@ -57,3 +60,11 @@ def test_binary_ghosts_are_zeros_of_the_partition_function():
     size = torch.exp(z[:, 0] + t.real * a[:, 0]) + torch.exp(z[:, 1] + t.real * a[:, 1])
     assert float((partition.abs() / size).max()) < 1e-10
     assert math.isclose(float(t.abs().min()), float(landscape.binary_radius(z, a).min()))
+
+
+def test_the_quadratic_term_is_the_gauss_newton_curvature_along_the_step():
+    model, inputs, targets = trained_binary_net()
+    v = gradient_direction(model, inputs, targets)
+    taylor = taylor_along_step(model, inputs, targets, v)
+    G = hl.GGNOperator.from_model(model, nn.functional.cross_entropy, (inputs, targets))
+    assert abs(2 * taylor.coefficients[2] / float(v @ (G @ v)) - 1) < 1e-8
