@@ -68,3 +68,8 @@ def test_the_quadratic_term_is_the_gauss_newton_curvature_along_the_step():
     taylor = taylor_along_step(model, inputs, targets, v)
     G = hl.GGNOperator.from_model(model, nn.functional.cross_entropy, (inputs, targets))
     assert abs(2 * taylor.coefficients[2] / float(v @ (G @ v)) - 1) < 1e-8
+
+
+@pytest.mark.parametrize("spike", [10.0, 100.0, 10000.0])
+def test_the_rho_capped_run_ends_near_the_baseline_at_every_spike_size(spike):
+    assert spike_run("rho-capped", spike).final_loss <= 1.5 * spike_run("plain", 1.0).final_loss
