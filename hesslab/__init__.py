@@ -11,6 +11,7 @@ from .pde import (EllipticProblem, Nonlinearity, PDESolveResult, double_well, el
                   pde_gradient_descent, pde_newton, pde_preconditioned_gradient_descent, quartic)
 from .pde_neural import RitzEnergy, RitzTrainingResult, ritz_energy, train_ritz_adam, train_ritz_gauss_newton
 from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_newton_sparse
+from . import landscape
 
 __all__ = [
     "device", "seed", "scale", "sized",
@@ -23,5 +24,6 @@ __all__ = [
     "laplacian_eigenvalues", "pde_newton", "pde_gradient_descent", "pde_preconditioned_gradient_descent",
     "RitzEnergy", "RitzTrainingResult", "ritz_energy", "train_ritz_adam", "train_ritz_gauss_newton",
     "SinkhornResult", "sinkhorn", "sinkhorn_newton_sparse",
+    "landscape",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,365 @@
+"""The loss around a point: directions to look along, 1-D/2-D slices, curvature along a line, and how far a step along
+a line may go before softmax cross-entropy stops being analytic.
+
+Directions (all flat vectors laid out like ``hl.loss_function``'s θ):
+
+    Hessian axes          v_1, …, v_k, the top-k eigenvectors of H = ∇²L(θ) (``hessian_directions``; Lanczos)
+    filter-normalised     d_f ← g_f · ‖θ_f‖ / ‖g_f‖ for every filter f (row of a weight matrix, output channel of a
+                          convolution), g ~ N(0, I); biases and other 1-D parameters (batch norm's γ, β) get d = 0
+                          (Li, Xu, Taylor, Studer & Goldstein 2018, *Visualizing the Loss Landscape of Neural Nets*)
+    layer-normalised      the same with one "filter" per parameter tensor
+
+Slices ``L(θ + α d_1 + β d_2)`` are evaluated point by point under ``no_grad`` (memory: one point and one batch; the
+loss over a data set is averaged batch by batch with ``loss_over_batches``). Along a direction d the second difference
+(L(θ + h d) − 2 L(θ) + L(θ − h d)) / h² = dᵀ H d + O(h²): for a unit eigenvector, its eigenvalue.
+
+Softmax cross-entropy along θ + t v (Sao 2026, *Ghosts of Softmax: Complex Singularities That Limit Safe Step Sizes
+in Cross-Entropy*): with the logits linearised, z_k(t) = z_k + t a_k, a_k = ∇z_k · v (one Jacobian-vector product),
+
+    ℓ(t) = log Σ_k exp(z_k + t a_k) − (z_y + t a_y)
+
+is analytic except where the partition function Σ_k exp(z_k + t a_k) vanishes — only at complex t. For |Im t| <
+π / Δ_a, Δ_a = max_k a_k − min_k a_k, the phases t a_k lie in an arc shorter than π, so the sum cannot vanish: the
+Taylor series of ℓ at t = 0 converges at least for |t| < ρ_a = π / Δ_a. For two classes the zeros are exactly
+t = (−δ + iπ(2m + 1)) / (a_1 − a_0), δ = z_1 − z_0, the nearest at |t| = √(δ² + π²) / Δ_a. A batch's mean loss
+is bounded by its worst sample: ρ_a = π / max_i Δ_a,i.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .checks import check_count, check_flat_vector
+from .functional import loss_function, output_function, select_parameters
+from .lanczos import top_eigen
+
+NORMALIZATIONS = ("filter", "layer", None)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# directions
+# ----------------------------------------------------------------------------------------------------------------------
+def hessian_directions(op, k: int = 2, tol: float = 1e-8,
+                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """The top-k eigenpairs of a Hessian operator: the axes along which the loss curves most.
+
+    Args:
+        op: ``hl.HessianOperator`` (or any symmetric operator / dense tensor). k: how many axes.
+        tol: relative accuracy of the eigenvalues (``hl.top_eigen``). generator: for Lanczos' random start.
+    Returns: eigenvalues (k,) descending and unit eigenvectors (n, k); a slice along column i curves like λ_i.
+    Cost: one Lanczos run, typically a few tens of Hessian-vector products.
+    """
+    values, vectors = top_eigen(op, k=k, tol=tol, generator=generator)
+    return values, vectors
+
+
+def random_direction(model: nn.Module, normalization: str | None = "filter", params: str | Sequence[str] | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """A Gaussian direction in parameter space, rescaled per filter or per layer to the weights' norms (Li et al. 2018).
+
+    For every weight tensor W (ndim >= 2) with a Gaussian draw G of its shape:
+    ``"filter"``: each slice G[i] (row of a linear layer, output channel of a convolution) ← G[i] ‖W[i]‖ / ‖G[i]‖;
+    ``"layer"``: G ← G ‖W‖ / ‖G‖; for both, 1-D parameters (biases, batch norm's γ and β) get 0;
+    ``None``: the plain N(0, I) draw everywhere.
+
+    Args:
+        model: the net; the direction is laid out like ``hl.loss_function(model, ...)``'s θ (same ``params``).
+        normalization: "filter", "layer" or None. params: parameter names, default all that require grad.
+        generator: for the Gaussian draw; drawn on the generator's device and moved to the parameters'.
+    Returns: d (n,), the parameters' dtype and device. Cost: O(n).
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be 'filter', 'layer' or None, got {normalization!r}.")
+    pieces = []
+    for _, p in select_parameters(model, params):
+        draw_on = generator.device if generator is not None else torch.device("cpu")
+        g = torch.randn(p.shape, generator=generator, device=draw_on, dtype=torch.float64).to(p.device)
+        w = p.detach().to(torch.float64)
+        if normalization is None:
+            d = g
+        elif p.ndim <= 1:
+            d = torch.zeros_like(g)
+        elif normalization == "layer":
+            d = g * (w.norm() / g.norm())
+        else:
+            w_rows, g_rows = w.reshape(w.shape[0], -1), g.reshape(g.shape[0], -1)
+            scale = w_rows.norm(dim=1, keepdim=True) / g_rows.norm(dim=1, keepdim=True)
+            d = (g_rows * scale).reshape(p.shape)
+        pieces.append(d.to(p.dtype).reshape(-1))
+    return torch.cat(pieces)
+
+
+def filter_norms(model: nn.Module, vector: Tensor, params: str | Sequence[str] | None = None) -> list[Tensor]:
+    """The per-filter norms ‖vector_f‖ of a flat vector laid out like θ: one tensor per parameter (1-D: per entry's |·|).
+
+    ``filter_norms(model, d)`` equals ``filter_norms(model, θ)`` for a filter-normalised d on every weight tensor.
+    """
+    named = select_parameters(model, params)
+    vector = check_flat_vector("vector", vector)
+    total = sum(p.numel() for _, p in named)
+    if vector.numel() != total:
+        raise ValueError(f"vector has {vector.numel()} entries but the chosen parameters have {total}.")
+    norms, start = [], 0
+    for _, p in named:
+        piece = vector[start:start + p.numel()].reshape(p.shape)
+        start += p.numel()
+        norms.append(piece.reshape(p.shape[0], -1).norm(dim=1) if p.ndim >= 2 else piece.abs())
+    return norms
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the loss along directions
+# ----------------------------------------------------------------------------------------------------------------------
+def loss_over_batches(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], batches: Iterable,
+                      params: str | Sequence[str] | None = None) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+    """``f(θ) = Σ_b N_b L_b(θ) / Σ_b N_b``, the mean loss over a re-iterable of ``(inputs, targets)`` batches.
+
+    ``loss_fn`` must be a mean over its batch. Memory: one batch at a time. Returns ``(f, theta)`` like
+    ``hl.loss_function``. Cost of f: one forward pass over the data.
+    """
+    batches = list(batches) if not isinstance(batches, (list, tuple)) else batches
+    if not batches:
+        raise ValueError("batches is empty; give at least one (inputs, targets) pair.")
+    functions = [(loss_function(model, loss_fn, inputs, targets, params=params)[0], len(targets))
+                 for inputs, targets in batches]
+    total = sum(size for _, size in functions)
+    theta = loss_function(model, loss_fn, *batches[0], params=params)[1]
+
+    def f(point: Tensor) -> Tensor:
+        return sum(size * f_b(point) for f_b, size in functions) / total
+
+    return f, theta
+
+
+@dataclass(frozen=True)
+class LossSlice:
+    """L(θ + Σ_i c_i d_i) on a grid: ``coordinates`` one array per direction, ``losses`` of shape (m_1[, m_2])."""
+
+    coordinates: tuple[np.ndarray, ...]
+    losses: np.ndarray
+    center_loss: float
+
+
+def loss_slice(f: Callable[[Tensor], Tensor], theta: Tensor, directions: Sequence[Tensor],
+               coordinates: Sequence, progress: bool = False) -> LossSlice:
+    """The loss on a 1-D line or 2-D plane through θ: ``losses[i(, j)] = f(θ + α_i d_1 (+ β_j d_2))``.
+
+    Args:
+        f: scalar function of the flat parameters (``hl.loss_function``, ``loss_over_batches``).
+        theta: (n,) the centre. directions: one or two (n,) vectors. coordinates: one 1-D grid per direction.
+        progress: show a tqdm bar over the points.
+    Returns: ``LossSlice`` with numpy arrays. A non-finite loss is kept as NaN/inf in ``losses`` (a diverging
+        landscape is a finding, not an error); the centre's loss must be finite.
+    Cost: Π m_i forward passes; memory one point (n) and one forward pass, whatever the grid's size.
+    """
+    theta = check_flat_vector("theta", theta)
+    if len(directions) not in (1, 2) or len(coordinates) != len(directions):
+        raise ValueError(f"give one or two directions and as many coordinate grids, got {len(directions)} directions "
+                         f"and {len(coordinates)} grids.")
+    directions = [check_flat_vector(f"directions[{i}]", d) for i, d in enumerate(directions)]
+    for i, d in enumerate(directions):
+        if d.shape != theta.shape or d.dtype != theta.dtype:
+            raise ValueError(f"directions[{i}] must have theta's shape {tuple(theta.shape)} and dtype {theta.dtype}, "
+                             f"got {tuple(d.shape)} and {d.dtype}.")
+    grids = [np.asarray(c, dtype=np.float64).reshape(-1) for c in coordinates]
+    if any(g.size == 0 for g in grids):
+        raise ValueError("every coordinate grid needs at least one point.")
+    shape = tuple(g.size for g in grids)
+    losses = np.empty(shape)
+    with torch.no_grad():
+        center = float(f(theta))
+        for index in tqdm(np.ndindex(*shape), total=int(np.prod(shape)), desc="loss slice", disable=not progress,
+                          leave=False):
+            point = theta.clone()
+            for d, g, i in zip(directions, grids, index):
+                point.add_(d, alpha=float(g[i]))
+            try:
+                losses[index] = float(f(point))
+            except ValueError as error:  # hesslab's losses refuse a non-finite value; here it is part of the picture
+                if "not finite" not in str(error):
+                    raise
+                losses[index] = math.nan
+    return LossSlice(tuple(grids), losses, center)
+
+
+def second_difference(f: Callable[[Tensor], Tensor], theta: Tensor, direction: Tensor, step: float = 1e-3) -> Tensor:
+    """dᵀ H d by the central second difference (f(θ + h d) − 2 f(θ) + f(θ − h d)) / h², h = step / ‖d‖.
+
+    ``step`` is the displacement's length: the truncation error is about step² · f''''/12 and the rounding error
+    about 4 ε |f| / step², so 1e-3 gives ~1e-7 relative accuracy in float64 for a smooth loss (none at a ReLU kink).
+    Divide by ‖d‖² for the curvature per unit length, a Rayleigh quotient: λ_min <= dᵀHd/‖d‖² <= λ_max.
+    Returns a 0-d tensor. Cost: three forward passes.
+    """
+    theta = check_flat_vector("theta", theta)
+    direction = check_flat_vector("direction", direction)
+    if direction.shape != theta.shape:
+        raise ValueError(f"direction must have theta's shape {tuple(theta.shape)}, got {tuple(direction.shape)}.")
+    norm = direction.norm()
+    if not norm > 0:
+        raise ValueError("direction is zero; a second difference needs a nonzero direction.")
+    if not (isinstance(step, (int, float)) and step > 0):
+        raise ValueError(f"step must be a positive number, got {step!r}.")
+    h = step / norm
+    with torch.no_grad():
+        return (f(theta + h * direction) - 2 * f(theta) + f(theta - h * direction)) / h**2
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# softmax cross-entropy's radius of convergence along a step
+# ----------------------------------------------------------------------------------------------------------------------
+def logit_derivatives(model: nn.Module, inputs: Tensor, direction: Tensor,
+                      params: str | Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
+    """The logits z = model(inputs; θ) and their derivatives a = J v along v, by one Jacobian-vector product.
+
+    a_ik = ∇_θ z_ik · v: z_ik(θ + t v) = z_ik + t a_ik + O(t²). Returns ``(z, a)``, both (N, C).
+    Cost: one forward-mode pass (about two forward passes).
+    """
+    g, theta = output_function(model, inputs, params)
+    direction = check_flat_vector("direction", direction)
+    if direction.shape != theta.shape or direction.dtype != theta.dtype:
+        raise ValueError(f"direction must have θ's shape {tuple(theta.shape)} and dtype {theta.dtype}, got "
+                         f"{tuple(direction.shape)} and {direction.dtype}.")
+    z, a = torch.func.jvp(g, (theta,), (direction,))
+    if z.ndim != 2:
+        raise ValueError(f"the model's outputs must be logits of shape (N, C), got {tuple(z.shape)}.")
+    return z.detach(), a.detach()
+
+
+@dataclass(frozen=True)
+class ConvergenceRadius:
+    """ρ_a = π / max_i Δ_a,i: the step t along v within which every sample's linearised cross-entropy is analytic.
+
+    ``spreads`` (N,) are the Δ_a,i = max_k a_ik − min_k a_ik; ``critical_sample`` the i that sets the radius.
+    """
+
+    radius: float
+    spreads: Tensor
+    critical_sample: int
+
+
+def convergence_radius(a: Tensor) -> ConvergenceRadius:
+    """ρ_a = π / Δ_a with Δ_a = max_i (max_k a_ik − min_k a_ik), from logit derivatives a (N, C) or (C,).
+
+    A lower bound on the radius of convergence of the Taylor series of the mean cross-entropy along the step (exact
+    radius for two classes: ``binary_radius``). Δ_a = 0 (the step does not move any logit difference) gives inf.
+    """
+    if not isinstance(a, Tensor) or a.ndim not in (1, 2) or a.shape[-1] < 2:
+        raise ValueError(f"a must be a tensor of logit derivatives (N, C) or (C,) with C >= 2, got "
+                         f"{getattr(a, 'shape', type(a).__name__)}.")
+    a = a.reshape(-1, a.shape[-1])
+    spreads = a.max(dim=1).values - a.min(dim=1).values
+    critical = int(spreads.argmax())
+    largest = float(spreads[critical])
+    if not math.isfinite(largest):
+        raise ValueError("a has non-finite entries; the step direction or the logits are not finite.")
+    return ConvergenceRadius(math.pi / largest if largest > 0 else math.inf, spreads, critical)
+
+
+def softmax_convergence_radius(model: nn.Module, inputs: Tensor, direction: Tensor,
+                               params: str | Sequence[str] | None = None) -> ConvergenceRadius:
+    """``convergence_radius(logit_derivatives(model, inputs, direction)[1])``: ρ_a for a step θ + t·direction.
+
+    For a unit direction the radius is a length in parameter space: a step Δθ is inside it when ‖Δθ‖ < ρ_a.
+    Cost: one Jacobian-vector product.
+    """
+    return convergence_radius(logit_derivatives(model, inputs, direction, params)[1])
+
+
+def binary_singularity(z: Tensor, a: Tensor) -> Tensor:
+    """The nearest complex zero t* = (−δ + iπ) / Δ of e^{z_0 + t a_0} + e^{z_1 + t a_1}, δ = z_1 − z_0, Δ = a_1 − a_0.
+
+    Args: z, a: (N, 2) or (2,) logits and logit derivatives. Returns complex t* (N,); |t*| = √(δ² + π²) / |Δ|
+    (its conjugate is a zero too). Δ = 0: no zero, t* = inf.
+    """
+    z, a = z.reshape(-1, 2).double(), a.reshape(-1, 2).double()
+    delta, spread = z[:, 1] - z[:, 0], a[:, 1] - a[:, 0]
+    numerator = torch.complex(-delta, torch.full_like(delta, math.pi))
+    return torch.where(spread != 0, numerator / spread.to(numerator.dtype),
+                       torch.full_like(numerator, complex(math.inf, 0)))
+
+
+def binary_radius(z: Tensor, a: Tensor) -> Tensor:
+    """The exact radius √(δ² + π²) / |a_1 − a_0| of the two-class linearised cross-entropy, per sample (N,)."""
+    return binary_singularity(z, a).abs()
+
+
+def linearised_cross_entropy(z: Tensor, a: Tensor, targets: Tensor, t: Tensor) -> Tensor:
+    """ℓ(t) = mean_i [log Σ_k exp(z_ik + t a_ik) − z_iy − t a_iy] at real or complex steps t (m,), analytically continued.
+
+    The log is taken of Σ_k exp(z_ik − m_i + t (a_ik − min_k a_ik)) (m_i = max_k z_ik), whose terms have phases in
+    [0, Im t · Δ_a,i]: for |Im t| < π / Δ_a the sum stays off the negative real axis and the principal log is the
+    analytic continuation. Returns (m,) complex for complex t, real otherwise.
+    """
+    t = torch.as_tensor(t)
+    complex_t = t.is_complex()
+    t = t.to(torch.complex128).reshape(-1, 1, 1)
+    z, a = z.double(), a.double()
+    low = a.min(dim=1, keepdim=True).values
+    top = z.max(dim=1, keepdim=True).values
+    shifted = (z - top) + t * (a - low)                                    # (m, N, C)
+    log_partition = torch.log(torch.exp(shifted).sum(-1)) + top[:, 0] + t[..., 0] * low[:, 0]
+    picked_z = z.gather(1, targets.reshape(-1, 1))[:, 0]
+    picked_a = a.gather(1, targets.reshape(-1, 1))[:, 0]
+    values = (log_partition - picked_z - t[..., 0] * picked_a).mean(-1)
+    return values if complex_t else values.real
+
+
+def taylor_coefficients(function: Callable[[Tensor], Tensor], order: int, radius: float,
+                        num_points: int = 256) -> Tensor:
+    """The Taylor coefficients c_0..c_order of an analytic function at 0 by Cauchy's formula on the circle |t| = r.
+
+    c_n = (1 / 2π) ∫ f(r e^{iφ}) e^{−inφ} dφ / rⁿ, by the trapezoid rule on ``num_points`` points (an FFT): exact up
+    to aliasing of order (r / R)^{num_points} for a radius of convergence R > r. Returns real coefficients (order+1,)
+    (the function is real on the real line). Cost: num_points evaluations of ``function`` at complex t.
+    """
+    check_count("order", order, 0)
+    check_count("num_points", num_points, order + 1)
+    if not radius > 0:
+        raise ValueError(f"radius must be positive and below the radius of convergence, got {radius}.")
+    phi = 2 * math.pi * torch.arange(num_points, dtype=torch.float64) / num_points
+    values = function(radius * torch.exp(1j * phi))
+    coefficients = torch.fft.fft(values) / num_points
+    return coefficients[: order + 1].real / radius ** torch.arange(order + 1, dtype=torch.float64)
+
+
+def cross_entropy_taylor_coefficients(z: Tensor, a: Tensor, targets: Tensor, order: int, radius: float,
+                                      num_points: int = 512) -> Tensor:
+    """Taylor coefficients c_0..c_order of the linearised cross-entropy ℓ(t) (``linearised_cross_entropy``) at t = 0.
+
+    Cauchy's formula on |t| = radius, which may exceed ρ_a as long as it stays below the true radius of convergence
+    (for two classes min_i ``binary_radius``): each sample's log partition function is evaluated on the circle and
+    its phase unwrapped along it — continuous there because the partition function has no zero inside the disc —
+    so the principal logarithm's 2π jumps do not enter. Returns (order+1,) float64. Cost: num_points · N · C.
+    """
+    check_count("order", order, 0)
+    check_count("num_points", num_points, 2 * order + 2)
+    if not radius > 0:
+        raise ValueError(f"radius must be positive and below the radius of convergence, got {radius}.")
+    z, a = z.double(), a.double()
+    phi = 2 * math.pi * torch.arange(num_points, dtype=torch.float64) / num_points
+    t = (radius * torch.exp(1j * phi)).reshape(-1, 1, 1)
+    top = z.max(dim=1, keepdim=True).values
+    low = a.min(dim=1, keepdim=True).values
+    partition = torch.exp((z - top) + t * (a - low)).sum(-1)            # (M, N), no zero inside the disc
+    phase = partition.angle()
+    jumps = torch.remainder(phase.diff(dim=0) + math.pi, 2 * math.pi) - math.pi
+    unwrapped = torch.cat([phase[:1], phase[:1] + jumps.cumsum(0)])
+    closing = torch.remainder(phase[0] - phase[-1] + math.pi, 2 * math.pi) - math.pi
+    winding = (unwrapped[-1] - unwrapped[0] + closing) / (2 * math.pi)         # zeros of the sample's F inside
+    if winding.abs().max() > 0.5:
+        raise ValueError(f"radius {radius} encloses a zero of the partition function: take a smaller radius.")
+    log_partition = torch.complex(partition.abs().log(), unwrapped) + top[:, 0] + t[..., 0] * low[:, 0]
+    picked_z = z.gather(1, targets.reshape(-1, 1))[:, 0]
+    picked_a = a.gather(1, targets.reshape(-1, 1))[:, 0]
+    values = (log_partition - picked_z - t[..., 0] * picked_a).mean(-1)
+    coefficients = torch.fft.fft(values) / num_points
+    result = coefficients[: order + 1].real / radius ** torch.arange(order + 1, dtype=torch.float64)
+    # the unwrapped phase is the analytic log up to 2πk per sample: a constant, imaginary, so only Im c_0 — dropped
+    return result
