@@ -70,3 +70,22 @@ def check_count(name: str, value, low: int, high: int | None = None, hint: str =
         rng = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name} must be {rng}, got {value}.{(' ' + hint) if hint else ''}")
     return value
+
+
+def check_finite_product(product: Tensor, matrix: str, cause: str) -> Tensor:
+    """A curvature product ``A V`` must be finite; NaN or inf means A itself is not finite at this point.
+
+    Called on every product (one reduction, as in ``check_finite``): the inputs were finite, so a non-finite
+    product says the matrix is undefined or overflowed there, e.g. ``f = ‖x‖`` at 0 (its gradient is a finite
+    subgradient, its Hessian 0/0). Returns ``product`` unchanged.
+    """
+    if bool(torch.isfinite(product.sum())):
+        return product
+    bad = int((~torch.isfinite(product)).sum())
+    if bad:
+        raise ValueError(
+            f"{matrix} is not finite at this point ({cause}): {bad} of {product.numel()} entries of the product are "
+            "NaN/inf. Move the point (e.g. away from a kink such as ‖x‖ at 0 or relu's 0), smooth f there, or "
+            "compute in float64 if it overflowed."
+        )
+    return product
