@@ -85,7 +85,7 @@ def check_finite_product(product: Tensor, matrix: str, cause: str) -> Tensor:
     if bad:
         raise ValueError(
             f"{matrix} is not finite at this point ({cause}): {bad} of {product.numel()} entries of the product are "
-            "NaN/inf. Move the point (e.g. away from a kink such as ‖x‖ at 0 or relu's 0), smooth f there, or "
+            "NaN/inf. Move the point (e.g. away from a kink such as ‖x‖ at 0), smooth f there, or "
             "compute in float64 if it overflowed."
         )
     return product
