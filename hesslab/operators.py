@@ -204,8 +204,9 @@ class HessianOperator(CurvatureOperator):
             >>> import torch, hesslab as hl
             >>> model = torch.nn.Linear(3, 2).double()
             >>> X, y = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 2, dtype=torch.float64)
-            >>> whole = hl.HessianOperator.from_model(model, torch.nn.functional.mse_loss, (X, y))
-            >>> halves = hl.HessianOperator.from_model(model, torch.nn.functional.mse_loss, [(X[:4], y[:4]), (X[4:], y[4:])])
+            >>> loss = torch.nn.functional.mse_loss
+            >>> whole = hl.HessianOperator.from_model(model, loss, (X, y))
+            >>> halves = hl.HessianOperator.from_model(model, loss, [(X[:4], y[:4]), (X[4:], y[4:])])
             >>> bool(torch.allclose(whole.to_dense(), halves.to_dense()))
             True
         """
