@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from .batches import Batch, Batches, as_batches, check_mean_reduction
 from .checks import check_count, check_finite, check_finite_product, check_flat_vector, check_like
-from .exact import Pieces, Product, check_dense_fits, default_chunk_size, dense_matrix, one_piece
-from .functional import (differentiable_attention, flatten_parameters, ggnvp_at, hvp_at, loss_function,
-                         output_function, select_parameters)
+from .exact import Product, check_dense_fits, default_chunk_size, dense_matrix
+from .functional import (call_model, check_inputs, differentiable_attention, flatten_parameters, ggnvp_at, hvp_at,
+                         loss_function, output_function, select_parameters)
 
 
 def by_columns(product: Product, V: Tensor, chunk_size: int) -> Tensor:
@@ -249,11 +249,13 @@ def _mean_reduction_check(model: nn.Module, loss_fn, params) -> Callable[[Batch]
     """The check, run on the first of several batches, that ``loss_fn`` is a mean over the batch (not a sum):
     the model's outputs on that batch (one forward, no graph) go to ``batches.check_mean_reduction``."""
 
+    named = select_parameters(model, params)
+
     def check(batch: Batch) -> None:
         inputs, targets = batch
-        g, theta = output_function(model, inputs, params=params)
+        check_inputs(inputs)
         with torch.no_grad(), differentiable_attention():
-            outputs = g(theta)
+            outputs = call_model(model, named, flatten_parameters(named), inputs)
         check_mean_reduction(loss_fn, outputs, targets)
 
     return check
