@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=30)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 64, 10], help="MLP layer sizes")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="columns per batched backward of the operators over batches (default: hesslab's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -60,6 +62,8 @@ def main() -> None:
     over_batches = hl.HessianOperator.from_model(model, F.cross_entropy, batches)
     concatenated = hl.HessianOperator.from_model(model, F.cross_entropy, (X, y))
     ggn_over_batches = hl.GGNOperator.from_model(model, F.cross_entropy, batches)
+    if args.chunk_size is not None:
+        over_batches.chunk_size = ggn_over_batches.chunk_size = args.chunk_size
     ggn_concatenated = hl.GGNOperator.from_model(model, F.cross_entropy, (X, y))
     error = (over_batches @ V - concatenated @ V).norm() / (concatenated @ V).norm()
     ggn_error = (ggn_over_batches @ V - ggn_concatenated @ V).norm() / (ggn_concatenated @ V).norm()
@@ -80,7 +84,9 @@ def main() -> None:
         for name in names[round_ % len(names):] + names[: round_ % len(names)]:
             times[name].append(timed(workloads[name]))
     print(f"MLP {args.sizes} ({args.dtype}, n = {n:,}), {args.batches} batches of {args.batch_size}, "
-          f"V with {args.columns} columns, {args.rounds} interleaved rounds (medians; range in brackets)")
+          f"V with {args.columns} columns ({over_batches.chunk_size} per backward over batches, "
+          f"{concatenated.chunk_size} on the concatenated batch), {args.rounds} interleaved rounds (medians; range "
+          "in brackets)")
     print(f"check: relative difference batches vs concatenated, Hessian {error:.1e}, GGN {ggn_error:.1e}")
     baselines = {"": statistics.median(times[names[0]]), "GGN": statistics.median(times[names[3]])}
     for name in names:
