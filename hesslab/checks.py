@@ -72,20 +72,6 @@ def check_count(name: str, value, low: int, high: int | None = None, hint: str =
     return value
 
 
-def check_finite_curvature(what: str, product: Tensor) -> Tensor:
-    """A curvature product ``A v`` must be finite: a NaN or inf means ∇²f itself is not finite at the point (f is
-    not twice differentiable there, or it overflows in this dtype), and every estimate built on it would be NaN.
-    One reduction, as in ``check_finite``."""
-    if bool(torch.isfinite(product.sum())) or bool(torch.isfinite(product).all()):
-        return product
-    bad = int((~torch.isfinite(product)).sum())
-    raise ValueError(
-        f"{what}: a curvature product A v returned {bad} non-finite entries (NaN or inf), so ∇²f is not finite at "
-        "this point (f is not twice differentiable there, or it overflows in this dtype). Evaluate at another "
-        "point, or in float64."
-    )
-
-
 def check_real_number(name: str, value, low: float | None = None, high: float | None = None, *,
                       open: str = "neither", hint: str = "") -> float:
     """A finite real number in the interval from ``low`` to ``high`` (None: unbounded on that side), as a float.
@@ -117,3 +103,21 @@ def check_real_number(name: str, value, low: float | None = None, high: float | 
         interval = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}.{(' ' + hint) if hint else ''}")
     return number
+
+def check_finite_product(product: Tensor, matrix: str, cause: str) -> Tensor:
+    """A curvature product ``A V`` must be finite; NaN or inf means A itself is not finite at this point.
+
+    Called on every product (one reduction, as in ``check_finite``): the inputs were finite, so a non-finite
+    product says the matrix is undefined or overflowed there, e.g. ``f = ‖x‖`` at 0 (its gradient is a finite
+    subgradient, its Hessian 0/0). Returns ``product`` unchanged.
+    """
+    if bool(torch.isfinite(product.sum())):
+        return product
+    bad = int((~torch.isfinite(product)).sum())
+    if bad:
+        raise ValueError(
+            f"{matrix} is not finite at this point ({cause}): {bad} of {product.numel()} entries of the product are "
+            "NaN/inf. Move the point (e.g. away from a kink such as ‖x‖ at 0), smooth f there, or "
+            "compute in float64 if it overflowed."
+        )
+    return product

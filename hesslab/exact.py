@@ -9,14 +9,27 @@ with a ``ValueError`` that says how much it needs; use the matrix-free ``hl.Hess
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Callable
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checks import check_count, check_flat_vector
+from .checks import check_count, check_finite_product, check_flat_vector
 from .functional import ggnvp_at, hvp_at
+
+Product = Callable[[Tensor], Tensor]
+# A curvature matrix as a weighted sum A = Σ_i w_i A_i of pieces known by their products (one piece for a function,
+# one per batch for a model over several batches); a fresh iterable each call, so that a piece (a batch's gradient
+# graph) is built only when reached and dropped after it.
+Pieces = Callable[[], Iterable[tuple[float, Product]]]
+
+# Working memory of one column block, in units of n × chunk entries, counted by the memory guard next to the n×n
+# result: the block of identity columns E, its product A E, and the transposed (weighted) copy written into the
+# matrix. The batched backward's own intermediates scale with the model's activations, not with n, and are not
+# counted.
+BLOCK_COPIES = 3
 
 # Columns per batched product. On a GPU a wide batch (vmap over the backward) fills the device. On a CPU the
 # batched backward's intermediates fall out of cache, and one contiguous column at a time is fastest (measured on
@@ -46,23 +59,39 @@ def default_chunk_size(n: int, dtype: torch.dtype, device: torch.device) -> int:
     return max(1, min(n, cap, DEFAULT_BLOCK_BYTES // (n * itemsize)))
 
 
-def check_dense_fits(n: int, dtype: torch.dtype, device: torch.device, max_memory: int | None, what: str) -> None:
-    """Refuse (ValueError) to build an n×n matrix that would not fit into ``max_memory`` bytes (default: 90% of
-    what ``device`` has available)."""
+def dense_bytes(n: int, dtype: torch.dtype, chunk_size: int) -> int:
+    """Bytes to build an n×n matrix from column blocks: the matrix, n² entries, plus ``BLOCK_COPIES`` n × c blocks
+    of working memory (c = min(chunk_size, n))."""
     itemsize = torch.empty((), dtype=dtype).element_size()
-    need = n * n * itemsize
+    return (n * n + BLOCK_COPIES * n * min(chunk_size, n)) * itemsize
+
+
+def check_dense_fits(n: int, dtype: torch.dtype, device: torch.device, max_memory: int | None, what: str,
+                     chunk_size: int | None = None) -> None:
+    """Refuse (ValueError) to build an n×n matrix that would not fit into ``max_memory`` bytes (default: 90% of
+    what ``device`` has available), counting the column blocks it is built from (``chunk_size`` columns each,
+    default ``default_chunk_size``) as well as the matrix."""
+    chunk = default_chunk_size(n, dtype, device) if chunk_size is None else chunk_size
+    need = dense_bytes(n, dtype, chunk)
     budget = int(0.9 * available_memory(device)) if max_memory is None else int(max_memory)
     if need > budget:
+        matrix = dense_bytes(n, dtype, 0)
         raise ValueError(
-            f"{what}: the dense {n} x {n} {str(dtype).replace('torch.', '')} matrix needs {need / 2**30:.2f} GiB but "
-            f"only {budget / 2**30:.2f} GiB is available on {device}. Use the matrix-free hl.HessianOperator / "
-            "hl.GGNOperator (with hl.top_eigen, hl.hutchinson_trace, hl.spectral_density), or restrict the "
-            "parameters to a block with params=[...]."
+            f"{what}: the dense {n} x {n} {str(dtype).replace('torch.', '')} matrix needs {need / 2**30:.2f} GiB "
+            f"({need:,} bytes: {matrix:,} for the matrix, {need - matrix:,} for blocks of {min(chunk, n)} columns) "
+            f"but only {budget / 2**30:.2f} GiB ({budget:,} bytes) is available on {device}. Use the matrix-free "
+            "hl.HessianOperator / hl.GGNOperator (with hl.top_eigen, hl.hutchinson_trace, "
+            "hl.spectral_density), restrict the parameters to a block with params=[...], or lower chunk_size."
         )
 
 
+def one_piece(product: Product) -> Pieces:
+    """A matrix given by one product function, as ``Pieces``: ``A = 1 · A``."""
+    return lambda: ((1.0, product),)
+
+
 def dense_matrix(
-    product: Callable[[Tensor], Tensor],
+    pieces: Pieces,
     n: int,
     dtype: torch.dtype,
     device: torch.device,
@@ -72,22 +101,29 @@ def dense_matrix(
     progress: bool | None = None,
     what: str = "dense matrix",
 ) -> Tensor:
-    """The n×n matrix A whose products ``product(V) = A V`` are given, built ``chunk_size`` columns at a time.
+    """The n×n matrix ``A = Σ_i w_i A_i`` of the given pieces, built ``chunk_size`` columns at a time.
 
-    A is assumed symmetric (Hessians, GGNs), so each block ``A E_{i:i+c}`` fills rows i:i+c.
-    Cost: n products in ⌈n/c⌉ batched calls; memory n² + n·c entries.
+    The pieces are gone through once, each taking all n columns (a batch's gradient graph is built once for the
+    whole matrix). A is assumed symmetric (Hessians, GGNs), so each block ``A_i E_{j:j+c}`` fills rows j:j+c.
+    Cost: n products per piece in ⌈n/c⌉ batched calls; memory n² + 3·n·c entries (``dense_bytes``).
     """
-    check_dense_fits(n, dtype, device, max_memory, what)
     chunk = default_chunk_size(n, dtype, device) if chunk_size is None else check_count("chunk_size", chunk_size, 1)
-    matrix = torch.empty((n, n), dtype=dtype, device=device)
-    starts = range(0, n, chunk)
+    chunk = min(chunk, n)
+    check_dense_fits(n, dtype, device, max_memory, what, chunk)
+    matrix = torch.zeros((n, n), dtype=dtype, device=device)
     show = (n >= 4096) if progress is None else progress
-    for start in tqdm(starts, desc=what, disable=not show, leave=False):
-        stop = min(start + chunk, n)
-        basis = torch.zeros((n, stop - start), dtype=dtype, device=device)
-        basis[torch.arange(start, stop, device=device), torch.arange(stop - start, device=device)] = 1
-        matrix[start:stop] = product(basis).T
-    return matrix
+    for weight, product in pieces():
+        for start in tqdm(range(0, n, chunk), desc=what, disable=not show, leave=False):
+            stop = min(start + chunk, n)
+            basis = torch.zeros((n, stop - start), dtype=dtype, device=device)
+            basis[torch.arange(start, stop, device=device), torch.arange(stop - start, device=device)] = 1
+            block = product(basis).T
+            if weight == 1.0:
+                matrix[start:stop] += block
+            else:
+                matrix[start:stop].add_(block, alpha=weight)
+        del product  # this piece's graph goes before the next one is built
+    return check_finite_product(matrix, what, "the matrix is not finite at this point, or overflowed")
 
 
 def hessian(
@@ -105,13 +141,15 @@ def hessian(
             for a per-layer block).
         x: (n,) point.
         chunk_size: columns per batched Hessian-vector product (default: 1 on a CPU, 256 on a GPU, <= ~64 MiB).
-        max_memory: bytes the matrix may take (default 90% of available memory); a larger one raises ValueError.
+        max_memory: bytes the matrix and its column blocks may take (default 90% of available memory); more
+            raises ValueError (see ``dense_bytes``).
     Cost: one gradient with graph, then n Hessian-vector products (one backward each, batched).
-    Memory: n² entries plus one n × chunk block.
+    Memory: n² entries plus three n × chunk blocks.
     """
     x = check_flat_vector("x", x)
-    check_dense_fits(x.numel(), x.dtype, x.device, max_memory, "hessian")  # before the gradient graph is built
-    return dense_matrix(hvp_at(f, x), x.numel(), x.dtype, x.device, chunk_size=chunk_size,
+    chunk_size = None if chunk_size is None else check_count("chunk_size", chunk_size, 1)
+    check_dense_fits(x.numel(), x.dtype, x.device, max_memory, "hessian", chunk_size)  # before the graph is built
+    return dense_matrix(one_piece(hvp_at(f, x)), x.numel(), x.dtype, x.device, chunk_size=chunk_size,
                         max_memory=max_memory, progress=progress, what="hessian")
 
 
@@ -136,6 +174,7 @@ def ggn(
     Cost: n GGN-vector products, each three backward passes.
     """
     x = check_flat_vector("x", x)
-    check_dense_fits(x.numel(), x.dtype, x.device, max_memory, "ggn")  # before the graphs are built
-    return dense_matrix(ggnvp_at(g, loss_of_output, x), x.numel(), x.dtype, x.device, chunk_size=chunk_size,
+    chunk_size = None if chunk_size is None else check_count("chunk_size", chunk_size, 1)
+    check_dense_fits(x.numel(), x.dtype, x.device, max_memory, "ggn", chunk_size)  # before the graphs are built
+    return dense_matrix(one_piece(ggnvp_at(g, loss_of_output, x)), x.numel(), x.dtype, x.device, chunk_size=chunk_size,
                         max_memory=max_memory, progress=progress, what="ggn")

@@ -11,18 +11,25 @@ common activation/loss pairs ("ZeroTensors are immutable"), while double backwar
 the gradient's graph makes a repeated product at a fixed point cost ~1.5 gradients instead of ~4 (benchmarks/: 14
 matrix products against a gradient's 8 for an MLP, the same as PyHessian).
 Several vectors at once, ``V`` of shape (n, k), go through one batched backward (``is_grads_batched``, i.e. ``vmap``).
+
+Every product is checked: a NaN or inf in ``H v`` (inputs finite) means ∇²f is not finite at x, and is a ValueError.
+Models are differentiated with the math kernel of ``scaled_dot_product_attention`` (the fused kernels have no double
+backward), with parameters that the loss does not use giving zero curvature, and without changing the model's
+buffers (batch-norm running statistics).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .checks import check_finite, check_flat_vector, check_like, check_scalar_output
+from .checks import check_finite, check_finite_product, check_flat_vector, check_like, check_scalar_output
 
 _STOCHASTIC_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
@@ -88,6 +95,47 @@ def unflatten(theta: Tensor, named: list[tuple[str, Tensor]]) -> dict[str, Tenso
     return {name: piece.view(p.shape) for (name, p), piece in zip(named, pieces, strict=True)}
 
 
+def differentiable_attention():
+    """A context in which ``scaled_dot_product_attention`` uses its math kernel (softmax(QKᵀ/√d) V in plain ops).
+
+    The fused kernels (flash, memory-efficient, the CPU flash kernel) have a first backward but no derivative of
+    it, so a Hessian-vector product through ``nn.TransformerEncoderLayer`` or ``nn.MultiheadAttention`` fails with
+    "derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented". hesslab
+    evaluates every function it differentiates twice inside this context; it changes nothing for models without
+    attention.
+    """
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def call_model(model: nn.Module, named: list[tuple[str, Tensor]], theta: Tensor, inputs) -> Tensor:
+    """``model(inputs)`` with the chosen parameters replaced by views of θ and every buffer replaced by a copy.
+
+    The copies keep the user's model unchanged: in training mode batch norm updates its running statistics (and
+    ``num_batches_tracked``) in place, and evaluating f, once or per product, must not do that. ``inputs`` is passed
+    as the one positional argument, a tensor or a dict of tensors alike.
+    """
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    outputs = functional_call(model, {**buffers, **unflatten(theta, named)}, (inputs,))
+    if isinstance(outputs, Tensor) and theta.requires_grad and not outputs.requires_grad and torch.is_grad_enabled():
+        # The model does not use the chosen parameters (an unused head) and nothing else in it requires grad: the
+        # outputs are constant in θ, and the zero term keeps them a function of θ so that every derivative is
+        # zero instead of an error.
+        outputs = outputs + 0 * theta.sum()
+    return outputs
+
+
+def check_inputs(inputs) -> None:
+    """Model inputs: a tensor, or a dict of tensors (passed to ``model(inputs)`` as one argument)."""
+    if isinstance(inputs, Tensor):
+        return
+    if isinstance(inputs, Mapping) and inputs and all(isinstance(v, Tensor) for v in inputs.values()):
+        return
+    raise TypeError(
+        "inputs must be a torch.Tensor or a non-empty dict of tensors (passed to model(inputs)), got "
+        f"{type(inputs).__name__}."
+    )
+
+
 def loss_function(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -100,17 +148,18 @@ def loss_function(
     Args:
         model: any ``nn.Module``; parameters not in θ (and buffers) keep their current values.
         loss_fn: ``(outputs, targets) -> scalar``, e.g. ``nn.functional.cross_entropy`` (mean over the batch).
-        inputs, targets: one batch.
+        inputs, targets: one batch; ``inputs`` a tensor or a dict of tensors (``model(inputs)`` gets it as is).
         params: parameter names that make up θ (a per-layer block), default all that require grad.
     Returns:
         ``(f, theta)``: ``f`` maps a 1-D tensor of length n to a 0-d tensor; ``theta`` (n,) is a detached copy of
         the current parameters. Cost of ``f``: one forward pass.
     """
     named = select_parameters(model, params)
+    check_inputs(inputs)
     warn_if_stochastic(model)
 
     def f(theta: Tensor) -> Tensor:
-        outputs = functional_call(model, unflatten(theta, named), (inputs,))
+        outputs = call_model(model, named, theta, inputs)
         return check_scalar_output("loss_fn(model(inputs), targets)", loss_fn(outputs, targets))
 
     return f, flatten_parameters(named)
@@ -124,10 +173,11 @@ def output_function(
     Returns ``(g, theta)`` like ``loss_function``; ``g(theta)`` has the model's output shape, e.g. (N, C).
     """
     named = select_parameters(model, params)
+    check_inputs(inputs)
     warn_if_stochastic(model)
 
     def g(theta: Tensor) -> Tensor:
-        return functional_call(model, unflatten(theta, named), (inputs,))
+        return call_model(model, named, theta, inputs)
 
     return g, flatten_parameters(named)
 
@@ -138,6 +188,8 @@ def output_function(
 def _backward(outputs: Tensor, inputs: Tensor, v: Tensor) -> Tensor:
     """``∂⟨outputs, v⟩/∂inputs``; v (*outputs.shape) or, batched, (k, *outputs.shape) -> (k, *inputs.shape)."""
     batched = v.ndim == outputs.ndim + 1
+    if batched and v.shape[0] == 0:  # no vectors: no products
+        return torch.zeros((0, *inputs.shape), dtype=inputs.dtype, device=inputs.device)
     if batched and v.shape[0] == 1:  # a batch of one: the plain backward, without vmap's overhead
         return _backward(outputs, inputs, v[0]).unsqueeze(0)
     if not outputs.requires_grad:  # outputs do not depend on inputs: the derivative is zero
@@ -160,24 +212,28 @@ def hvp_at(f: Callable[[Tensor], Tensor], x: Tensor) -> Callable[[Tensor], Tenso
         x: (n,) point.
     Returns:
         a function taking v (n,) or V (n, k) and returning H v (n,) or H V (n, k). It does not validate v: the
-        public entry points ``hl.hvp`` and ``hl.HessianOperator`` do, once.
+        public entry points ``hl.hvp`` and ``hl.HessianOperator`` do, once. It checks every product: a NaN/inf
+        entry raises ValueError (∇²f is not finite at x, e.g. ‖x‖ at 0).
     Cost: one forward+backward (with graph) now; per product one backward, batched over the k columns.
     Memory: the graph of ∇f(x) stays alive as long as the returned function does.
     """
     x = check_flat_vector("x", x)
     point = x.detach().requires_grad_(True)
-    with torch.enable_grad():
+    with torch.enable_grad(), differentiable_attention():
         value = check_scalar_output("f(x)", f(point))
         check_finite("f(x)", value)
         if not value.requires_grad:
             raise ValueError("f(x) does not depend on x (no gradient graph); check that f uses its argument.")
-        (gradient,) = torch.autograd.grad(value, point, create_graph=True)
+        # allow_unused: f may depend on other tensors that require grad but not on x (a block of parameters the
+        # loss does not use); its gradient and Hessian are then zero.
+        (gradient,) = torch.autograd.grad(value, point, create_graph=True, allow_unused=True)
+    if gradient is None:
+        gradient = torch.zeros_like(point)
     check_finite("the gradient of f at x", gradient)
 
     def product(v: Tensor) -> Tensor:
-        if v.ndim == 1:
-            return _backward(gradient, point, v).detach()
-        return _backward(gradient, point, v.T.contiguous()).T.detach()
+        hv = _backward(gradient, point, v) if v.ndim == 1 else _backward(gradient, point, v.T.contiguous()).T
+        return check_finite_product(hv.detach(), "∇²f", "f is not twice differentiable there, or overflowed")
 
     return product
 
@@ -217,7 +273,7 @@ def ggnvp_at(
     """
     x = check_flat_vector("x", x)
     point = x.detach().requires_grad_(True)
-    with torch.enable_grad():
+    with torch.enable_grad(), differentiable_attention():
         outputs = g(point)
         if not isinstance(outputs, Tensor):
             raise TypeError(f"g must return a torch.Tensor, got {type(outputs).__name__}.")
@@ -227,15 +283,22 @@ def ggnvp_at(
         z = outputs.detach().requires_grad_(True)
         value = check_scalar_output("loss_of_output(g(x))", loss_of_output(z))
         check_finite("loss_of_output(g(x))", value)
-        (loss_gradient,) = torch.autograd.grad(value, z, create_graph=True)
+        # allow_unused: a loss that ignores some outputs, or outputs that do not depend on x (parameters the model
+        # does not use, while others require grad), contribute zero curvature.
+        (loss_gradient,) = torch.autograd.grad(value, z, create_graph=True, allow_unused=True)
+        if loss_gradient is None:
+            loss_gradient = torch.zeros_like(z)
         u = torch.zeros_like(outputs, requires_grad=True)
-        (transpose_jacobian_u,) = torch.autograd.grad(outputs, point, u, create_graph=True)
+        (transpose_jacobian_u,) = torch.autograd.grad(outputs, point, u, create_graph=True, allow_unused=True)
+        if transpose_jacobian_u is None:
+            transpose_jacobian_u = torch.zeros_like(point)
 
     def product(v: Tensor) -> Tensor:
         V = v if v.ndim == 1 else v.T.contiguous()  # batched: (k, n)
         jv = _backward(transpose_jacobian_u, u, V)  # (k, *outputs.shape)
         hjv = _backward(loss_gradient, z, jv)
         gv = _backward(outputs, point, hjv)
-        return (gv if v.ndim == 1 else gv.T).detach()
+        return check_finite_product((gv if v.ndim == 1 else gv.T).detach(), "the GGN Jᵀ H_L J",
+                                    "the loss is not twice differentiable in the outputs there, or overflowed")
 
     return product

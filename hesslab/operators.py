@@ -2,12 +2,16 @@
 
 ``HessianOperator`` (A = ∇²f(x)) and ``GGNOperator`` (A = Jᵀ H_L J) fix the point x once and then answer
 ``op @ v`` for v (n,) or V (n, k) — the only thing Hutchinson, Lanczos and SciPy's ``eigsh`` need. Over an iterable
-of batches the operator is the batch-size-weighted mean ``A = Σ_b n_b A_b / Σ_b n_b``, applied one batch at a time
-(memory of one batch). Idea after curvlinops (scipy linear operators for curvature), with a much smaller surface.
+of batches the operator is the sample-weighted mean ``A = Σ_b n_b A_b / Σ_b n_b`` (``hesslab.batches``: n_b, and
+the checks that the data is fixed and the loss a mean), applied one batch at a time: each product builds each
+batch's gradient graph once and runs all k columns through it, so memory is that of one batch and the cost that of
+the concatenated batch plus B − 1 graphs. Idea after curvlinops (scipy linear operators for curvature), with a
+much smaller surface.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Callable, Sequence
 
@@ -16,11 +20,20 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor, nn
 
-from .checks import check_count, check_flat_vector, check_like
-from .exact import default_chunk_size, dense_matrix
-from .functional import ggnvp_at, hvp_at, loss_function, output_function, select_parameters, flatten_parameters
+from .batches import Batch, Batches, as_batches, check_mean_reduction
+from .checks import check_count, check_finite, check_finite_product, check_flat_vector, check_like
+from .exact import Product, check_dense_fits, default_chunk_size, dense_matrix
+from .functional import (call_model, check_inputs, differentiable_attention, flatten_parameters, ggnvp_at, hvp_at,
+                         loss_function, output_function, select_parameters)
 
-Batch = tuple[Tensor, Tensor]
+
+def by_columns(product: Product, V: Tensor, chunk_size: int) -> Tensor:
+    """``A V`` for V (n, k), k >= 1, from ``product`` applied to ``chunk_size`` columns at a time."""
+    if V.shape[1] == 1:
+        return product(V[:, 0].contiguous()).unsqueeze(1)
+    if chunk_size == 1:  # one contiguous column at a time (fastest on a CPU)
+        return torch.stack([product(V[:, i].contiguous()) for i in range(V.shape[1])], dim=1)
+    return torch.cat([product(block) for block in V.split(chunk_size, dim=1)], dim=1)
 
 
 class CurvatureOperator:
@@ -33,6 +46,9 @@ class CurvatureOperator:
 
     def __init__(self, product: Callable[[Tensor], Tensor], n: int, dtype: torch.dtype, device: torch.device,
                  chunk_size: int | None = None):
+        n = check_count("n", n, 1, hint="An operator on zero variables has no curvature to compute.")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype}.")
         self._product = product
         self.shape = (n, n)
         self.dtype = dtype
@@ -40,22 +56,34 @@ class CurvatureOperator:
         self.chunk_size = (default_chunk_size(n, dtype, device) if chunk_size is None
                            else check_count("chunk_size", chunk_size, 1))
 
+    def _pieces(self) -> Iterable[tuple[float, Product]]:
+        """A as a weighted sum ``Σ_i w_i A_i`` of pieces given by their products: here the one piece (1, product);
+        over batches one piece per batch, made (its graph built) when the loop reaches it."""
+        return ((1.0, self._product),)
+
     def __matmul__(self, v: Tensor) -> Tensor:
-        """A v for v (n,), or A V for V (n, k)."""
+        """A v for v (n,), or A V for V (n, k); V with k = 0 columns gives the (n, 0) product. Every product is
+        checked: a NaN/inf entry (with v finite) raises ValueError, since then A is not finite at this point."""
         v = check_like("v", v, self.shape[0], self.dtype, self.device)
-        if v.ndim == 1:
-            return self._product(v)
-        if v.shape[1] == 1:
-            return self._product(v[:, 0].contiguous()).unsqueeze(1)
-        if self.chunk_size == 1:  # one contiguous column at a time (fastest on a CPU)
-            return torch.stack([self._product(v[:, i].contiguous()) for i in range(v.shape[1])], dim=1)
-        return torch.cat([self._product(block) for block in v.split(self.chunk_size, dim=1)], dim=1)
+        if v.ndim == 2 and v.shape[1] == 0:
+            return torch.zeros_like(v)
+        total = None
+        for weight, product in self._pieces():
+            part = product(v) if v.ndim == 1 else by_columns(product, v, self.chunk_size)
+            if total is None:
+                total = part if weight == 1.0 else part * weight
+            else:
+                total.add_(part, alpha=weight)
+            del product, part  # this piece's graph goes before the next one is built
+        return check_finite_product(total, f"the matrix of {type(self).__name__}",
+                                    "it is not defined at this point, or overflowed")
 
     matvec = matmat = __matmul__
 
     def to_dense(self, *, max_memory: int | None = None, progress: bool | None = None) -> Tensor:
-        """The dense (n, n) matrix, built from n products; refused (ValueError) when it would not fit in memory."""
-        return dense_matrix(self._product, self.shape[0], self.dtype, self.device, chunk_size=self.chunk_size,
+        """The dense (n, n) matrix, built from n products (each piece, e.g. each batch, gone through once);
+        refused (ValueError) when the matrix and its column blocks would not fit into ``max_memory`` bytes."""
+        return dense_matrix(self._pieces, self.shape[0], self.dtype, self.device, chunk_size=self.chunk_size,
                             max_memory=max_memory, progress=progress, what=type(self).__name__ + ".to_dense")
 
     def to_scipy(self) -> LinearOperator:
@@ -76,16 +104,47 @@ class CurvatureOperator:
         return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, device={self.device})"
 
     @classmethod
-    def _from_product(cls, product, x: Tensor):
-        """Build an instance of a subclass directly from a product function (used by ``from_model``)."""
+    def _over_batches(cls, batches: Batches, product_on: Callable[[Batch], Product], x: Tensor):
+        """An instance of a subclass whose matrix is ``Σ_b (n_b / N) A_b`` over ``batches``, ``product_on(batch)``
+        fixing the point on one batch (building its graphs) and returning A_b's product (used by ``from_model``)."""
         op = object.__new__(cls)
-        CurvatureOperator.__init__(op, product, x.numel(), x.dtype, x.device)
+        CurvatureOperator.__init__(op, None, x.numel(), x.dtype, x.device)
+        op._pieces = lambda: ((weight, product_on(batch)) for weight, batch in batches)
         op.x = x
+        op.num_batches = len(batches)
         return op
 
 
+def symmetry_tolerance(n: int, dtype: torch.dtype) -> float:
+    """``10 √n ε``: the largest ‖A − Aᵀ‖_F / ‖A‖_F accepted as rounding of a symmetric matrix.
+
+    Why: a product A v is itself computed with a relative error of about √n ε (the probabilistic rounding bound of
+    Higham & Mary 2019, λ √n u, which holds for λ = 10 with probability 1 − 10⁻²¹). An asymmetry below that changes
+    no product beyond its own rounding; a larger one means A and Aᵀ are different operators, and Lanczos, CG and
+    Hutchinson, which assume A = Aᵀ, would answer for neither. Measured: XᵀX, XᵀDX and QΛQᵀ products are within 2 ε.
+    """
+    return 10 * math.sqrt(n) * torch.finfo(dtype).eps
+
+
+class DenseOperator(CurvatureOperator):
+    """A dense symmetric (n, n) tensor as an operator: ``op @ V = A @ V``, ``op.to_dense()`` a copy of A."""
+
+    def __init__(self, A: Tensor):
+        super().__init__(lambda V: A @ V, A.shape[0], A.dtype, A.device, chunk_size=A.shape[0])
+        self.matrix = A
+
+    def to_dense(self, *, max_memory: int | None = None, progress: bool | None = None) -> Tensor:
+        """A itself (a copy), not rebuilt from products; ``max_memory`` guards the copy."""
+        check_dense_fits(self.shape[0], self.dtype, self.device, max_memory, "DenseOperator.to_dense", 0)
+        return self.matrix.clone()
+
+
 def as_operator(A) -> CurvatureOperator:
-    """A ``CurvatureOperator`` as it is, or a dense symmetric (n, n) tensor wrapped as one."""
+    """A ``CurvatureOperator`` as it is, or a dense symmetric (n, n) tensor wrapped as one (``DenseOperator``).
+
+    A dense A must be finite and symmetric up to rounding: ‖A − Aᵀ‖_F <= 10 √n ε ‖A‖_F (``symmetry_tolerance``);
+    otherwise ValueError, with the fix (A + Aᵀ) / 2. Cost of the check: O(n²), once.
+    """
     if isinstance(A, CurvatureOperator):
         return A
     if isinstance(A, Tensor):
@@ -93,7 +152,19 @@ def as_operator(A) -> CurvatureOperator:
             raise ValueError(f"a dense operator must be a square (n, n) tensor, got shape {tuple(A.shape)}.")
         if not A.is_floating_point():
             raise TypeError(f"a dense operator must have a floating dtype, got {A.dtype}.")
-        return CurvatureOperator(lambda V: A @ V, A.shape[0], A.dtype, A.device)
+        if A.shape[0] == 0:
+            raise ValueError("the dense operator is 0 x 0: a function of zero variables has no curvature to compute.")
+        check_finite("the dense operator A", A)
+        asymmetry, size = float(torch.linalg.matrix_norm(A - A.T)), float(torch.linalg.matrix_norm(A))
+        tol = symmetry_tolerance(A.shape[0], A.dtype)
+        if asymmetry > tol * size:
+            raise ValueError(
+                f"the dense operator A is not symmetric: ‖A − Aᵀ‖_F / ‖A‖_F = {asymmetry / size:.2e}, above the "
+                f"rounding tolerance 10·√n·ε = {tol:.1e} for a {A.shape[0]} x {A.shape[0]} "
+                f"{str(A.dtype).replace('torch.', '')} matrix. Curvature operators (Lanczos, CG, Hutchinson) assume "
+                "A = Aᵀ; pass its symmetric part (A + A.T) / 2 if that is what you mean."
+            )
+        return DenseOperator(A)
     raise TypeError(
         f"expected a hesslab CurvatureOperator (e.g. hl.HessianOperator) or a square torch.Tensor, "
         f"got {type(A).__name__}."
@@ -118,17 +189,33 @@ class HessianOperator(CurvatureOperator):
         """The Hessian of ``loss_fn(model(inputs), targets)`` in the model's (chosen) parameters.
 
         Args:
-            data: one ``(inputs, targets)`` batch, or a re-iterable of batches (a list, a DataLoader); the loss must
-                be a mean over its batch, and the operator is then the batch-size-weighted mean over batches.
+            model: any ``nn.Module``; it is left unchanged (batch-norm running statistics included).
+            loss_fn: ``(outputs, targets) -> scalar``.
+            data: one ``(inputs, targets)`` batch, or a re-iterable of batches (a list, a DataLoader without
+                shuffling); inputs a tensor or a dict of tensors (``model(inputs)``). Over batches the loss must be
+                a mean over its batch (a sum is refused), the data the same on every pass (checked by reading it
+                twice), and the operator is the sample-weighted mean Σ_b n_b H_b / N, n_b = targets.numel()
+                (``hesslab.batches``). For one batch the operator is the Hessian of whatever loss_fn computes.
             params: parameter names for a per-layer block (default: all that require grad).
+        Cost: one batch: a gradient with graph now, one backward per column. Over B batches: two passes over the
+        data and one forward now; per product, each batch's gradient graph once and one backward per column.
+
+        Example:
+            >>> import torch, hesslab as hl
+            >>> model = torch.nn.Linear(3, 2).double()
+            >>> X, y = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 2, dtype=torch.float64)
+            >>> loss = torch.nn.functional.mse_loss
+            >>> whole = hl.HessianOperator.from_model(model, loss, (X, y))
+            >>> halves = hl.HessianOperator.from_model(model, loss, [(X[:4], y[:4]), (X[4:], y[4:])])
+            >>> bool(torch.allclose(whole.to_dense(), halves.to_dense()))
+            True
         """
-        single, batches = _as_batches(data)
+        single, batches = as_batches(data, _mean_reduction_check(model, loss_fn, params))
         if single is not None:
             return cls(*loss_function(model, loss_fn, *single, params=params))
         x = flatten_parameters(select_parameters(model, params))
-        return cls._from_product(
-            _batch_mean(lambda batch: hvp_at(loss_function(model, loss_fn, *batch, params=params)[0], x), batches),
-            x)
+        return cls._over_batches(
+            batches, lambda batch: hvp_at(loss_function(model, loss_fn, *batch, params=params)[0], x), x)
 
 
 class GGNOperator(CurvatureOperator):
@@ -144,61 +231,31 @@ class GGNOperator(CurvatureOperator):
                    params: str | Sequence[str] | None = None) -> "GGNOperator":
         """The GGN of ``loss_fn(model(inputs), targets)``; ``data`` and ``params`` as in
         ``HessianOperator.from_model``."""
-        single, batches = _as_batches(data)
+        single, batches = as_batches(data, _mean_reduction_check(model, loss_fn, params))
         if single is not None:
             inputs, targets = single
             g, x = output_function(model, inputs, params=params)
             return cls(g, lambda z: loss_fn(z, targets), x)
         x = flatten_parameters(select_parameters(model, params))
 
-        def product_on(batch: Batch):
+        def product_on(batch: Batch) -> Product:
             inputs, targets = batch
             return ggnvp_at(output_function(model, inputs, params=params)[0], lambda z: loss_fn(z, targets), x)
 
-        return cls._from_product(_batch_mean(product_on, batches), x)
+        return cls._over_batches(batches, product_on, x)
 
 
-def _as_batches(data) -> tuple[Batch | None, Iterable[Batch] | None]:
-    """``(batch, None)`` for one (inputs, targets) pair, ``(None, batches)`` for a re-iterable of pairs."""
-    def is_pair(item) -> bool:
-        return isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(t, Tensor) for t in item)
+def _mean_reduction_check(model: nn.Module, loss_fn, params) -> Callable[[Batch], None]:
+    """The check, run on the first of several batches, that ``loss_fn`` is a mean over the batch (not a sum):
+    the model's outputs on that batch (one forward, no graph) go to ``batches.check_mean_reduction``."""
 
-    if is_pair(data):
-        if len(data[0]) == 0:
-            raise ValueError("data holds an empty batch (0 samples); the mean loss of no samples is undefined.")
-        return tuple(data), None
-    if isinstance(data, Tensor) or not isinstance(data, Iterable):
-        raise TypeError(
-            "data must be an (inputs, targets) pair of tensors or an iterable of such pairs, "
-            f"got {type(data).__name__}."
-        )
-    if iter(data) is data:
-        raise TypeError(
-            "data is a one-shot iterator (e.g. a generator); every product reads all batches again, so pass a list of "
-            "batches or a DataLoader."
-        )
-    count = 0
-    for batch in data:
-        if not is_pair(batch):
-            raise TypeError(f"every batch must be an (inputs, targets) pair of tensors, got {type(batch).__name__}.")
-        if len(batch[0]) == 0:
-            raise ValueError("data holds an empty batch (0 samples); drop it.")
-        count += 1
-    if count == 0:
-        raise ValueError("data has no batches; give at least one (inputs, targets) pair.")
-    return None, data
+    named = select_parameters(model, params)
 
+    def check(batch: Batch) -> None:
+        inputs, targets = batch
+        check_inputs(inputs)
+        with torch.no_grad(), differentiable_attention():
+            outputs = call_model(model, named, flatten_parameters(named), inputs)
+        check_mean_reduction(loss_fn, outputs, targets)
 
-def _batch_mean(product_on: Callable[[Batch], Callable[[Tensor], Tensor]], batches: Iterable[Batch]):
-    """``V -> Σ_b n_b A_b V / Σ_b n_b``, where ``product_on(batch)`` gives A_b's product; one batch lives at a time."""
-
-    def product(V: Tensor) -> Tensor:
-        total, weight = None, 0
-        for batch in batches:
-            n_b = len(batch[0])
-            part = product_on(batch)(V) * n_b
-            total = part if total is None else total + part
-            weight += n_b
-        return total / weight
-
-    return product
+    return check

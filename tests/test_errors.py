@@ -1,5 +1,6 @@
 """Bad input gets a clear ValueError/TypeError naming the argument and the fix — never a silent NaN."""
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -151,3 +152,57 @@ def test_seed_and_scale_errors(monkeypatch):
     monkeypatch.setenv("HESSLAB_SCALE", "huge")
     with pytest.raises(ValueError, match="HESSLAB_SCALE"):
         hl.scale()
+
+
+# --- non-finite curvature (issue 12, item 2) ---
+def kinked(x):
+    """((x − 1)²).sum() + 0.1‖x‖: finite value and (sub)gradient at 0, Hessian 0/0 there (all NaN before)."""
+    return ((x - 1) ** 2).sum() + 0.1 * x.norm()
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: hl.hessian(kinked, x),
+    lambda x: hl.hvp(kinked, x, torch.ones(3)),
+    lambda x: hl.hvp(kinked, x, torch.ones(3, 2)),
+    lambda x: hl.HessianOperator(kinked, x) @ torch.ones(3),
+    lambda x: hl.HessianOperator(kinked, x) @ torch.ones(3, 4),
+    lambda x: hl.HessianOperator(kinked, x).to_dense(),
+    lambda x: hl.HessianOperator(kinked, x).to_scipy() @ np.ones(3),
+    lambda x: hl.hutchinson_trace(hl.HessianOperator(kinked, x), 4),
+    lambda x: hl.hutchinson_diagonal(hl.HessianOperator(kinked, x), 4),
+    lambda x: hl.lanczos(hl.HessianOperator(kinked, x), 2),
+    lambda x: hl.top_eigen(hl.HessianOperator(kinked, x), 1),
+], ids=["hessian", "hvp", "hvp V", "op @ v", "op @ V", "to_dense", "to_scipy", "hutchinson_trace",
+        "hutchinson_diagonal", "lanczos", "top_eigen"])
+def test_non_finite_hessian_is_an_error_everywhere(call):
+    with pytest.raises(ValueError, match=r"∇²f is not finite at this point \(f is not twice differentiable there"):
+        call(torch.zeros(3))
+
+
+def test_non_finite_ggn_is_an_error():
+    x = torch.zeros(3)
+    with pytest.raises(ValueError, match="the GGN Jᵀ H_L J is not finite at this point"):
+        hl.ggn(lambda x: 2 * x, lambda z: z.norm(), x)
+    with pytest.raises(ValueError, match="the GGN Jᵀ H_L J is not finite"):
+        hl.GGNOperator(lambda x: 2 * x, lambda z: z.norm(), x) @ torch.ones(3)
+
+
+def test_non_finite_entries_of_a_model_hessian_are_counted():
+    """Over batches each batch's product is checked; the message counts the bad entries."""
+    model = small_mlp()
+    X, y = classification_data()
+    norm_loss = lambda z, t: F.cross_entropy(z, t) + (z - z.detach()).norm()  # noqa: E731  kink at the point
+    with pytest.raises(ValueError, match=r"∇²f is not finite.*of 51 entries"):
+        hl.HessianOperator.from_model(model, norm_loss, [(X[:10], y[:10]), (X[10:], y[10:])]) @ torch.ones(51)
+
+
+def test_dense_operator_with_nan_or_overflowing_products():
+    A = torch.eye(3)
+    A[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="the dense operator A has 1 non-finite"):
+        hl.as_operator(A)
+    with pytest.raises(ValueError, match="non-finite"):
+        hl.hutchinson_trace(A, 4)
+    huge = torch.full((3, 3), 1e308)
+    with pytest.raises(ValueError, match=r"is not finite at this point \(it is not defined at this point, or overflow"):
+        hl.as_operator(huge) @ torch.ones(3)

@@ -111,10 +111,27 @@ def test_per_layer_block_is_the_submatrix_of_the_full_hessian(mlp_problem):
 
 
 def test_hessian_refuses_a_matrix_that_does_not_fit_and_says_what_it_needs():
+    """The budget counts the n² matrix and 3 blocks of n × chunk entries (identity block, its product, the copy
+    written into the matrix); before issue 12 only the matrix was counted (max_memory = n²·8 was accepted)."""
     f = lambda x: (x**4).sum()  # noqa: E731
     with pytest.raises(ValueError, match=r"needs .* GiB .*HessianOperator"):
         hl.hessian(f, torch.ones(1000), max_memory=1000 * 1000 * 8 - 1)
-    assert hl.hessian(f, torch.ones(10), max_memory=10 * 10 * 8).shape == (10, 10)
+    assert hl.hessian(f, torch.ones(10), max_memory=(10 * 10 + 3 * 10) * 8, chunk_size=1).shape == (10, 10)
+    with pytest.raises(ValueError, match="for blocks of 1 columns"):
+        hl.hessian(f, torch.ones(10), max_memory=(10 * 10 + 3 * 10) * 8 - 1, chunk_size=1)
+
+
+def test_max_memory_counts_the_column_blocks_of_chunk_size():
+    """chunk_size = n makes blocks of 3 n² entries: an n² budget, enough for the matrix alone, is refused."""
+    f = lambda x: (x**4).sum()  # noqa: E731
+    n = 50
+    with pytest.raises(ValueError, match=r"20,000 for the matrix, 60,000 for blocks of 50 columns.*lower chunk_size"):
+        hl.hessian(f, torch.ones(n), max_memory=4 * n * n * 8 - 1, chunk_size=n)
+    op = hl.CurvatureOperator(lambda V: 12 * V, n, torch.float64, "cpu", chunk_size=1)
+    with pytest.raises(ValueError, match="blocks of 1 columns"):
+        op.to_dense(max_memory=n * n * 8)
+    H = hl.hessian(f, torch.ones(n), max_memory=4 * n * n * 8, chunk_size=n)
+    torch.testing.assert_close(H, 12 * torch.eye(n), atol=0, rtol=0)
 
 
 def test_refusal_comes_before_any_evaluation_of_f():

@@ -96,3 +96,86 @@ def test_hvp_respects_float32():
     out = hl.hvp(f, torch.ones(3, dtype=torch.float32), torch.ones(3, dtype=torch.float32))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, torch.full((3,), 6.0, dtype=torch.float32))
+
+
+# --- models people bring (issue 12, item 5) ---
+def test_transformer_encoder_layer_uses_the_math_attention_kernel():
+    """scaled_dot_product_attention's fused CPU kernel has no double backward ("derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"); hesslab differentiates with
+    the math kernel. Reference: torch.autograd.functional.hessian under the math kernel (a separate code path)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True).double().eval()
+    generator = torch.Generator().manual_seed(1)
+    X, Y = torch.randn(3, 5, 4, generator=generator), torch.randn(3, 5, 4, generator=generator)
+    f, theta = hl.loss_function(layer, F.mse_loss, X, Y)
+    with sdpa_kernel(SDPBackend.MATH):
+        H = torch.autograd.functional.hessian(f, theta)
+    op = hl.HessianOperator.from_model(layer, F.mse_loss, (X, Y))
+    V = torch.randn(theta.numel(), 3, generator=generator)
+    torch.testing.assert_close(op @ V, H @ V, atol=1e-12, rtol=0)
+    torch.testing.assert_close(hl.HessianOperator.from_model(layer, F.mse_loss, [(X[:1], Y[:1]), (X[1:], Y[1:])]) @ V,
+                               H @ V, atol=1e-12, rtol=0)
+    g, _ = hl.output_function(layer, X)
+    with sdpa_kernel(SDPBackend.MATH):
+        J = torch.autograd.functional.jacobian(g, theta).reshape(-1, theta.numel())
+    G = J.T @ J * (2 / J.shape[0])  # mse_loss: H_L = 2 I / (number of entries)
+    torch.testing.assert_close(hl.GGNOperator.from_model(layer, F.mse_loss, (X, Y)) @ V, G @ V, atol=1e-12, rtol=0)
+
+
+class UnusedHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.tanh(self.body(x))
+
+
+@pytest.mark.parametrize("frozen_body", [False, True], ids=["body trainable", "body frozen"])
+def test_a_parameter_block_the_loss_does_not_use_has_zero_curvature(frozen_body):
+    """Before issue 12: "The differentiated Tensor at index 0 appears to not have been used in the graph"."""
+    torch.manual_seed(0)
+    model = UnusedHead().double()
+    model.body.requires_grad_(not frozen_body)
+    X, y = classification_data()
+    head = ["head.weight", "head.bias"]
+    zero = torch.zeros(15, 15)
+    batches = [(X[:10], y[:10]), (X[10:], y[10:])]
+    for data in ((X, y), batches):
+        assert torch.equal(hl.HessianOperator.from_model(model, F.cross_entropy, data, params=head).to_dense(), zero)
+        assert torch.equal(hl.GGNOperator.from_model(model, F.cross_entropy, data, params=head).to_dense(), zero)
+    f, theta = hl.loss_function(model, F.cross_entropy, X, y, params=head)
+    assert torch.equal(hl.hessian(f, theta), zero)
+    assert torch.equal(hl.hvp(f, theta, torch.ones(15)), torch.zeros(15))
+
+
+def test_the_full_hessian_with_an_unused_head_has_zero_head_rows():
+    torch.manual_seed(0)
+    model = UnusedHead().double()
+    X, y = classification_data()
+    f, theta = hl.loss_function(model, F.cross_entropy, X, y)
+    H = hl.hessian(f, theta)
+    torch.testing.assert_close(H, torch.func.hessian(f)(theta), atol=1e-12, rtol=0)
+    assert torch.equal(H[15:], torch.zeros(15, 30)) and torch.equal(H[:, 15:], torch.zeros(30, 15))
+    f_body, theta_body = hl.loss_function(model, F.cross_entropy, X, y, params=["body.weight", "body.bias"])
+    torch.testing.assert_close(H[:15, :15], hl.hessian(f_body, theta_body), atol=1e-12, rtol=0)
+
+
+def test_curvature_in_training_mode_leaves_batch_norm_statistics_unchanged():
+    """Batch norm in training mode updates running_mean/var and num_batches_tracked in place on every forward;
+    hesslab evaluates the model with copies of its buffers."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
+    X, y = classification_data()
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    with pytest.warns(UserWarning, match="ill-defined"):
+        f, theta = hl.loss_function(model, F.cross_entropy, X, y)
+        H = hl.hessian(f, theta)
+        hl.HessianOperator.from_model(model, F.cross_entropy, [(X[:15], y[:15]), (X[15:], y[15:])]).to_dense()
+        hl.GGNOperator.from_model(model, F.cross_entropy, (X, y)) @ torch.ones(theta.numel())
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, before[name]), name
+    torch.testing.assert_close(H, torch.autograd.functional.hessian(f, theta), atol=1e-12, rtol=0)  # batch statistics
+    assert model.training

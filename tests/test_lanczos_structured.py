@@ -234,7 +234,7 @@ def nan_operator(n: int = 6) -> hl.CurvatureOperator:
     lambda A: hl.spectral_density(A, 3, 2, generator=hl.seed(0, "cpu")),
 ], ids=["hutchinson", "hutch++", "diagonal", "lanczos", "top_eigen", "spectral_density"])
 def test_non_finite_curvature_is_an_error(estimator):
-    with pytest.raises(ValueError, match="∇²f is not finite at this point"):
+    with pytest.raises(ValueError, match="not finite at this point"):
         estimator(nan_operator())
 
 

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 from scipy.sparse.linalg import eigsh
+from torch import nn
 from torch.nn import functional as F
 
 import hesslab as hl
-from conftest import random_symmetric
+from conftest import classification_data, random_symmetric
 
 TOL = 1e-12
 
@@ -107,3 +108,259 @@ def test_to_dense_is_memory_guarded(mlp_problem):
     _, _, _, f, theta = mlp_problem
     with pytest.raises(ValueError, match="GiB"):
         hl.HessianOperator(f, theta).to_dense(max_memory=100)
+
+
+# --- operators over batches (issue 12, item 4) ---
+class SequenceFirst(nn.Module):
+    """(T, B, F) inputs -> (B, C) outputs, or (T, B, C) per step with ``per_step=True``: batch on dim 1."""
+
+    def __init__(self, features=3, hidden=4, classes=3, per_step=False):
+        super().__init__()
+        self.encode, self.decode, self.per_step = nn.Linear(features, hidden), nn.Linear(hidden, classes), per_step
+
+    def forward(self, x):
+        h = torch.tanh(self.encode(x))
+        return self.decode(h if self.per_step else h.mean(0))
+
+
+def sequence_data(T=5, B=10, features=3, classes=3, per_step=False, seed=4):
+    generator = torch.Generator().manual_seed(seed)
+    X = torch.randn(T, B, features, generator=generator)
+    y = torch.randint(0, classes, (T, B) if per_step else (B,), generator=generator)
+    return X, y
+
+
+def tokens_cross_entropy(z, t):
+    return F.cross_entropy(z.reshape(-1, z.shape[-1]), t.reshape(-1))
+
+
+@pytest.mark.parametrize("per_step", [False, True], ids=["targets (B,)", "targets (T, B)"])
+def test_sequence_first_batches_are_weighted_by_their_targets(per_step):
+    """Inputs (T, B, F) split along B into batches of 3 and 7: the weights are the targets' entries (3 : 7, or
+    3T : 7T), not len(inputs) = T for both (which was 32-60% off)."""
+    torch.manual_seed(0)
+    model = SequenceFirst(per_step=per_step).double()
+    X, y = sequence_data(per_step=per_step)
+    loss = tokens_cross_entropy if per_step else F.cross_entropy
+    split = (lambda t, a, b: t[:, a:b]) if per_step else (lambda t, a, b: t[a:b])
+    batches = [(X[:, :3], split(y, 0, 3)), (X[:, 3:], split(y, 3, 10))]
+    f, theta = hl.loss_function(model, loss, X, y)
+    H = hl.hessian(f, theta)
+    torch.testing.assert_close(hl.HessianOperator.from_model(model, loss, batches).to_dense(), H, atol=TOL, rtol=0)
+    g, _ = hl.output_function(model, X)
+    G = hl.ggn(g, lambda z: loss(z, y), theta)
+    torch.testing.assert_close(hl.GGNOperator.from_model(model, loss, batches).to_dense(), G, atol=TOL, rtol=0)
+
+
+class CountingForward(nn.Module):
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.calls = module, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.module(x)
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn"])
+def test_each_batch_graph_is_built_once_per_product(kind, mlp_problem):
+    """V with 30 columns over 3 batches: 3 forward passes (one graph per batch) per product and per to_dense, not
+    one per column block (90 before issue 12)."""
+    model, X, y, f, theta = mlp_problem
+    counted = CountingForward(model)
+    batches = [(X[:10], y[:10]), (X[10:20], y[10:20]), (X[20:], y[20:])]
+    Operator = hl.HessianOperator if kind == "hessian" else hl.GGNOperator
+    op = Operator.from_model(counted, F.cross_entropy, batches)
+    assert op.chunk_size == 1  # the CPU default: columns one at a time through each kept graph
+    V = torch.randn(theta.numel(), 30, generator=torch.Generator().manual_seed(5))
+    counted.calls = 0
+    product = op @ V
+    assert counted.calls == 3
+    counted.calls = 0
+    dense = op.to_dense()
+    assert counted.calls == 3
+    whole = Operator.from_model(model, F.cross_entropy, (X, y)).to_dense()
+    torch.testing.assert_close(dense, whole, atol=TOL, rtol=0)
+    torch.testing.assert_close(product, whole @ V, atol=TOL, rtol=0)
+
+
+def test_a_shuffling_data_loader_is_refused(mlp_problem):
+    """Shuffled batches make every product a different matrix (37-55% apart before issue 12)."""
+    model, X, y, _, _ = mlp_problem
+    dataset = torch.utils.data.TensorDataset(X, y)
+    shuffling = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=True,
+                                            generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"different batches on two passes.*same batches.*shuffle=False"):
+        hl.HessianOperator.from_model(model, F.cross_entropy, shuffling)
+    with pytest.raises(ValueError, match="different batches on two passes"):
+        hl.GGNOperator.from_model(model, F.cross_entropy, shuffling)
+    dropping = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=True, drop_last=True,
+                                           generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="different batches on two passes"), pytest.warns(UserWarning, match="drops"):
+        hl.HessianOperator.from_model(model, F.cross_entropy, dropping)
+
+
+def test_random_augmentation_is_refused(mlp_problem):
+    model, X, y, _, _ = mlp_problem
+
+    class Noisy(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(X)
+
+        def __getitem__(self, i):
+            return X[i] + 0.01 * torch.randn(X.shape[1], dtype=X.dtype), y[i]
+
+    loader = torch.utils.data.DataLoader(Noisy(), batch_size=10)
+    with pytest.raises(ValueError, match=r"batch 0 differs"):
+        hl.HessianOperator.from_model(model, F.cross_entropy, loader)
+
+
+def test_drop_last_without_shuffling_is_one_matrix_and_warns(mlp_problem):
+    model, X, y, _, theta = mlp_problem
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8, drop_last=True)
+    with pytest.warns(UserWarning, match="drops its last 6 samples"):
+        op = hl.HessianOperator.from_model(model, F.cross_entropy, loader)
+    f_kept, _ = hl.loss_function(model, F.cross_entropy, X[:24], y[:24])
+    torch.testing.assert_close(op.to_dense(), hl.hessian(f_kept, theta), atol=TOL, rtol=0)
+
+
+def test_data_that_changes_after_construction_is_an_error(mlp_problem):
+    model, X, y, _, theta = mlp_problem
+    batches = [(X[:10], y[:10]), (X[10:], y[10:])]
+    op = hl.HessianOperator.from_model(model, F.cross_entropy, batches)
+    batches.append((X[:5], y[:5]))
+    with pytest.raises(ValueError, match="no longer gives the 2 batches"):
+        op @ torch.ones(theta.numel())
+    batches[:] = [(X[:12], y[:12]), (X[12:], y[12:])]
+    with pytest.raises(ValueError, match="no longer gives"):
+        op @ torch.ones(theta.numel())
+
+
+@pytest.mark.parametrize("loss", [
+    lambda z, t: F.cross_entropy(z, t, reduction="sum"),
+    lambda z, t: F.mse_loss(z, F.one_hot(t, 3).double(), reduction="sum"),
+    lambda z, t: F.cross_entropy(z, t, reduction="sum") / 30,  # a sum normalised by a fixed N is still a sum
+], ids=["cross_entropy sum", "mse sum", "sum / N"])
+def test_a_sum_over_the_batch_is_refused_over_several_batches(loss, mlp_problem):
+    """Σ_b n_b H_b / N of batch *sums* is no curvature of the data (0.38x the truth before issue 12)."""
+    model, X, y, _, _ = mlp_problem
+    batches = [(X[:10], y[:10]), (X[10:], y[10:])]
+    with pytest.raises(ValueError, match=r"sums over the batch.*reduction='mean'"):
+        hl.HessianOperator.from_model(model, loss, batches)
+    with pytest.raises(ValueError, match="sums over the batch"):
+        hl.GGNOperator.from_model(model, loss, batches)
+
+
+def test_a_sum_over_the_sequence_first_batch_is_refused():
+    """The samples' axis of (T, B, C) outputs is found (dim 1) and a token sum is seen to double."""
+    model = SequenceFirst(per_step=True).double()
+    X, y = sequence_data(per_step=True)
+    batches = [(X[:, :4], y[:, :4]), (X[:, 4:], y[:, 4:])]
+    tokens_sum = lambda z, t: F.cross_entropy(z.reshape(-1, 3), t.reshape(-1), reduction="sum")  # noqa: E731
+    with pytest.raises(ValueError, match="sums over the batch"):
+        hl.HessianOperator.from_model(model, tokens_sum, batches)
+    hl.HessianOperator.from_model(model, tokens_cross_entropy, batches)  # the mean is accepted
+
+
+def test_a_sum_loss_on_one_batch_is_the_hessian_of_that_sum(mlp_problem):
+    model, X, y, _, theta = mlp_problem
+    loss = lambda z, t: F.cross_entropy(z, t, reduction="sum")  # noqa: E731
+    f, _ = hl.loss_function(model, loss, X, y)
+    torch.testing.assert_close(hl.HessianOperator.from_model(model, loss, (X, y)).to_dense(), hl.hessian(f, theta),
+                               atol=TOL, rtol=0)
+
+
+def test_a_loss_neither_mean_nor_sum_warns(mlp_problem):
+    model, X, y, f, theta = mlp_problem
+    loss = lambda z, t: torch.log(F.cross_entropy(z, t, reduction="sum"))  # noqa: E731
+    with pytest.warns(UserWarning, match="neither a mean nor a sum"):
+        hl.HessianOperator.from_model(model, loss, [(X[:10], y[:10]), (X[10:], y[10:])])
+
+
+def test_endless_data_is_an_error_not_a_hang(mlp_problem, monkeypatch):
+    model, X, y, _, _ = mlp_problem
+    monkeypatch.setattr(hl.batches, "MAX_BATCHES", 5)
+
+    class Endless:
+        def __iter__(self):
+            while True:
+                yield X, y
+
+    with pytest.raises(ValueError, match="more than 5 batches.*endless"):
+        hl.HessianOperator.from_model(model, F.cross_entropy, Endless())
+
+
+def test_dict_inputs_work_for_one_batch_and_for_batches():
+    """``model(inputs)`` with inputs a dict of tensors, as loss_function accepts it; n_b from the targets."""
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3), nn.Linear(2, 3)
+
+        def forward(self, inputs):
+            return torch.tanh(self.a(inputs["x"])) + self.b(inputs["side"])
+
+    torch.manual_seed(0)
+    model = TwoInputs().double()
+    X, y = classification_data()
+    side = torch.randn(30, 2, generator=torch.Generator().manual_seed(9))
+    inputs = {"x": X, "side": side}
+    f, theta = hl.loss_function(model, F.cross_entropy, inputs, y)
+    H = hl.hessian(f, theta)
+    torch.testing.assert_close(hl.HessianOperator.from_model(model, F.cross_entropy, (inputs, y)).to_dense(), H,
+                               atol=TOL, rtol=0)
+    batches = [({"x": X[:13], "side": side[:13]}, y[:13]), ({"x": X[13:], "side": side[13:]}, y[13:])]
+    torch.testing.assert_close(hl.HessianOperator.from_model(model, F.cross_entropy, batches).to_dense(), H,
+                               atol=TOL, rtol=0)
+    g, _ = hl.output_function(model, inputs)
+    torch.testing.assert_close(hl.GGNOperator.from_model(model, F.cross_entropy, batches).to_dense(),
+                               hl.ggn(g, lambda z: F.cross_entropy(z, y), theta), atol=TOL, rtol=0)
+
+
+# --- dense matrices (issue 12, item 6) and empty shapes (item 7) ---
+def test_as_operator_refuses_a_non_symmetric_matrix_with_the_fix():
+    A = random_symmetric(8)
+    A[0, 1] += 1e-10  # relative asymmetry ~1e-10, far above 10·√8·ε = 6.3e-15
+    with pytest.raises(ValueError, match=r"not symmetric.*\(A \+ A.T\) / 2"):
+        hl.as_operator(A)
+    with pytest.raises(ValueError, match="not symmetric"):
+        hl.hutchinson_trace(A, 4)
+    with pytest.raises(ValueError, match="not symmetric"):
+        hl.as_operator(torch.triu(torch.ones(5, 5)))
+    hl.as_operator((A + A.T) / 2)
+
+
+def test_symmetry_tolerance_accepts_rounding_of_symmetric_constructions():
+    """XᵀX and QΛQᵀ, in float32 and float64: their rounding asymmetry (measured <= 2 ε) is accepted."""
+    generator = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.float64):
+        X = torch.randn(500, 40, generator=generator, dtype=dtype)
+        hl.as_operator(X.T @ X / 500)
+        hl.as_operator(random_symmetric(40).to(dtype))
+
+
+def test_to_dense_of_a_dense_operator_is_the_matrix_itself():
+    """A within the symmetry tolerance but not exactly symmetric: to_dense gives A, bit for bit (it gave Aᵀ)."""
+    A = random_symmetric(6)
+    A[0, 1] += 4 * torch.finfo(A.dtype).eps * A.norm()
+    assert not torch.equal(A, A.T)
+    op = hl.as_operator(A)
+    assert torch.equal(op.to_dense(), A)
+    V = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(op @ V, A @ V)
+
+
+def test_zero_columns_give_an_empty_product(mlp_problem):
+    _, _, _, f, theta = mlp_problem
+    n = theta.numel()
+    empty = torch.zeros(n, 0)
+    for result in (hl.HessianOperator(f, theta) @ empty, hl.hvp(f, theta, empty), hl.as_operator(torch.eye(n)) @ empty):
+        assert result.shape == (n, 0) and result.dtype == theta.dtype
+
+
+def test_an_operator_on_zero_variables_is_refused():
+    with pytest.raises(ValueError, match="0 x 0"):
+        hl.as_operator(torch.zeros(0, 0))
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        hl.CurvatureOperator(lambda V: V, 0, torch.float64, "cpu")

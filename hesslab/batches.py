@@ -1,0 +1,232 @@
+"""Data for curvature operators: one ``(inputs, targets)`` batch, or a fixed re-iterable of batches.
+
+Over batches b = 1..B with n_b samples each, an operator is the sample-weighted mean of the batch matrices
+
+    A = Σ_b n_b A_b / N,    N = Σ_b n_b,
+
+which is the curvature of the mean loss over all the data **when each batch loss is a mean over its samples**
+(``reduction='mean'``). Two things make that formula silently wrong, and both are refused when the operator is made:
+
+* **data that changes between passes** (a shuffling ``DataLoader``, random augmentation, ``drop_last`` with
+  shuffling). Every product reads all batches again, so different batches make every product a different matrix.
+  The data is read twice and each batch's bytes compared through a hash (memory of one batch).
+* **a sum over the batch** (``reduction='sum'``). Then ``A_b`` is n_b times the batch's mean curvature and the
+  weighted mean above is no curvature of the data (0.38x the truth in the issue's example). It is detected exactly
+  on the first batch: a mean is unchanged when the batch is duplicated (each sample twice), a sum doubles.
+
+n_b is ``targets.numel()``, the number of entries that ``reduction='mean'`` averages in every torch loss (for
+class-index targets (N,) or (N, d1, ...) exactly; for (N, C) probability or regression targets C times the number of
+samples, a factor that cancels in n_b / N). It is right for batch-first and sequence-first (T, B) targets alike, and
+for padded sequences whose length differs between batches; not for ``ignore_index`` or class ``weight``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+Batch = tuple[Tensor | Mapping[str, Tensor], Tensor]
+
+# A bound on the batches read from data, so that an endless iterable is an error, not a hang.
+MAX_BATCHES = 10**6
+
+
+def is_batch(item) -> bool:
+    """An ``(inputs, targets)`` pair: inputs a tensor or a dict of tensors, targets a tensor."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[1], Tensor):
+        return False
+    inputs = item[0]
+    return isinstance(inputs, Tensor) or (
+        isinstance(inputs, Mapping) and bool(inputs) and all(isinstance(v, Tensor) for v in inputs.values()))
+
+
+def num_samples(batch: Batch) -> int:
+    """n_b: the number of target entries, which a mean-reduction loss averages over (see the module docstring)."""
+    return batch[1].numel()
+
+
+def fingerprint(batch: Batch) -> bytes:
+    """A hash of the batch's tensors: their names, dtypes, shapes and bytes (BLAKE2b, 16 bytes)."""
+    inputs, targets = batch
+    named = sorted(inputs.items()) if isinstance(inputs, Mapping) else [("", inputs)]
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in [*named, ("targets", targets)]:
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        flat = tensor.detach().reshape(-1).contiguous().cpu()
+        digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+    return digest.digest()
+
+
+def check_batch(batch, where: str) -> Batch:
+    if not is_batch(batch):
+        raise TypeError(
+            f"every batch must be an (inputs, targets) pair (inputs a tensor or a dict of tensors, targets a tensor), "
+            f"got {type(batch).__name__} {where}."
+        )
+    if num_samples(batch) == 0:
+        raise ValueError(f"data holds an empty batch (0 samples) {where}; the mean loss of no samples is undefined, "
+                         "drop it.")
+    return tuple(batch)
+
+
+def read(data, what: str, on_first: Callable[[Batch], None] | None = None) -> tuple[list[int], list[bytes]]:
+    """One pass over the data: each batch checked, its n_b and fingerprint; ``on_first(batch)`` is called on the
+    first batch (while it is there). At most ``MAX_BATCHES`` batches."""
+    sizes, hashes = [], []
+    for index, batch in enumerate(data):
+        if index == MAX_BATCHES:
+            raise ValueError(f"data yielded more than {MAX_BATCHES} batches on its {what} pass; an operator reads "
+                             "all of it on every product, so it must be finite (is it an endless stream?).")
+        batch = check_batch(batch, f"at position {index}")
+        sizes.append(num_samples(batch))
+        hashes.append(fingerprint(batch))
+        if index == 0 and on_first is not None:
+            on_first(batch)
+    return sizes, hashes
+
+
+class Batches:
+    """A re-iterable of batches, checked to give the same batches on every pass; iterating yields (n_b / N, batch).
+
+    Each pass also checks the count and sizes of the batches against the first (cheap), so data that changes after
+    the operator was made is an error too, if it changes them. ``check_first(batch)`` runs on the first batch of the
+    first pass (the sum-over-the-batch check).
+    """
+
+    def __init__(self, data: Iterable[Batch], check_first: Callable[[Batch], None] | None = None):
+        self.data = data
+        self.sizes, first = read(data, "first", check_first)
+        if not self.sizes:
+            raise ValueError("data has no batches; give at least one (inputs, targets) pair.")
+        sizes, second = read(data, "second")
+        if sizes != self.sizes or second != first:
+            raise ValueError(
+                f"data gave different batches on two passes ({describe_difference(self.sizes, sizes, first, second)})."
+                " A curvature operator is one fixed matrix, and every product reads all batches again, so it needs "
+                "the same batches in the same order on every pass. Use a DataLoader with shuffle=False and no random "
+                "transforms, or pass a list of batches, e.g. list(loader)."
+            )
+        self.total = sum(self.sizes)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __iter__(self) -> Iterator[tuple[float, Batch]]:
+        count = 0
+        for index, batch in enumerate(self.data):
+            if index >= len(self.sizes) or num_samples(batch) != self.sizes[index]:
+                raise self.changed()
+            yield self.sizes[index] / self.total, tuple(batch)
+            count += 1
+        if count != len(self.sizes):
+            raise self.changed()
+
+    def changed(self) -> ValueError:
+        return ValueError(
+            f"data no longer gives the {len(self.sizes)} batches of {self.sizes[:5]}{'...' if len(self) > 5 else ''} "
+            "samples it gave when the operator was made; a curvature operator needs the same batches on every product."
+        )
+
+
+def describe_difference(sizes_1: list[int], sizes_2: list[int], hashes_1: list[bytes], hashes_2: list[bytes]) -> str:
+    if len(sizes_1) != len(sizes_2):
+        return f"{len(sizes_1)} batches, then {len(sizes_2)}"
+    index = next(i for i, (a, b) in enumerate(zip(hashes_1, hashes_2)) if a != b)
+    return f"batch {index} differs, with {sizes_1[index]} then {sizes_2[index]} samples"
+
+
+def as_batches(data, check_first: Callable[[Batch], None] | None = None) -> tuple[Batch | None, Batches | None]:
+    """``(batch, None)`` for one (inputs, targets) pair, ``(None, Batches(data, check_first))`` for a re-iterable of
+    pairs (``check_first`` is not run on a single batch: its loss, mean or sum, is a function like any other)."""
+    if is_batch(data):
+        return check_batch(data, "(the one batch given)"), None
+    if isinstance(data, Tensor) or not isinstance(data, Iterable):
+        raise TypeError(
+            "data must be an (inputs, targets) pair (inputs a tensor or a dict of tensors) or an iterable of such "
+            f"pairs, got {type(data).__name__}."
+        )
+    if iter(data) is data:
+        raise TypeError(
+            "data is a one-shot iterator (e.g. a generator); every product reads all batches again, so pass a list of "
+            "batches or a DataLoader."
+        )
+    warn_if_drop_last(data)
+    return None, Batches(data, check_first)
+
+
+def warn_if_drop_last(data) -> None:
+    """A DataLoader with ``drop_last`` that drops samples: the operator then leaves them out (without shuffling the
+    same ones each pass, so it is still one matrix, of the kept samples)."""
+    drop_last, batch_size = getattr(data, "drop_last", False), getattr(data, "batch_size", None)
+    dataset = getattr(data, "dataset", None)
+    if drop_last and batch_size and hasattr(dataset, "__len__") and len(dataset) % batch_size:
+        warnings.warn(
+            f"the DataLoader drops its last {len(dataset) % batch_size} samples (drop_last=True): the operator is the "
+            "curvature of the other samples only. Use drop_last=False for all of them.",
+            UserWarning, stacklevel=4,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# mean or sum over the batch
+# ----------------------------------------------------------------------------------------------------------------------
+def duplicated(outputs: Tensor, targets: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """The batch with every sample twice: outputs concatenated with themselves along ``dim``, targets along 0."""
+    return torch.cat([outputs, outputs], dim=dim), torch.cat([targets, targets], dim=0)
+
+
+def check_mean_reduction(loss_fn: Callable[[Tensor, Tensor], Tensor], outputs, targets: Tensor) -> None:
+    """Refuse a loss that sums over the batch; warn about one that is neither a mean nor a sum.
+
+    With the batch duplicated, a mean over samples is unchanged, ``L₂ = L``, and a sum doubles, ``L₂ = 2L``. The
+    two differ by a factor 2, so a relative tolerance far below 1 separates them; ``tol = 64 ε`` (clipped to
+    [1e-4, 0.25]) leaves room for the rounding of the two reductions in the outputs' dtype. The samples' axis of
+    the outputs is the first one whose length is targets' leading length that the loss accepts duplicated (0 for
+    batch-first outputs, 1 for sequence-first (T, B, C)). Outputs that are not a tensor, a loss that rejects every
+    duplicated batch, or a loss of 0 are not checked.
+    """
+    if not isinstance(outputs, Tensor) or targets.ndim == 0 or not outputs.is_floating_point():
+        return
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the loss's own warnings (e.g. broadcasting) were or will be shown once
+        loss = loss_fn(outputs, targets)
+        if not isinstance(loss, Tensor) or loss.numel() != 1 or not torch.isfinite(loss) or loss == 0:
+            return
+        loss = float(loss)
+        doubled = None
+        for dim in (d for d in range(outputs.ndim) if outputs.shape[d] == targets.shape[0]):
+            try:
+                value = loss_fn(*duplicated(outputs, targets, dim))
+            except (RuntimeError, ValueError, IndexError):  # not the samples' axis (shapes do not match)
+                continue
+            if isinstance(value, Tensor) and value.numel() == 1:
+                doubled = float(value)
+                break
+    if doubled is None:
+        return
+    eps = torch.finfo(outputs.dtype).eps
+    tol = min(0.25, max(1e-4, 64 * eps))
+    ratio = doubled / loss
+    if abs(ratio - 1) <= tol:
+        return
+    if abs(ratio - 2) <= tol:
+        raise ValueError(
+            "loss_fn sums over the batch (its value doubles when every sample is repeated): over several batches the "
+            "operator is the sample-weighted mean Σ n_b A_b / N of the batch curvatures, which for a sum is no "
+            "curvature of the data. Use a mean, e.g. reduction='mean' (then the operator is the curvature of the "
+            "mean loss over all samples; multiply by N for the summed loss), or pass one batch, whose sum loss is "
+            "a function like any other."
+        )
+    if math.isfinite(ratio):
+        warnings.warn(
+            f"loss_fn is neither a mean nor a sum over the batch (repeating every sample changes it by {ratio:.4g}x, "
+            "not 1x or 2x): the operator over batches is Σ n_b A_b / N of the batch losses' curvatures, which need "
+            "not be the curvature of the loss on all the data at once.",
+            UserWarning, stacklevel=4,
+        )
