@@ -309,7 +309,9 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
                      if locked_values.numel() >= k else torch.tensor(-math.inf, dtype=torch.float64))
         need = max(k - locked_values.numel(), 0)
         # a value better than the k-th kept by less than its own accuracy is that value again: nothing is missing
-        margin = (tol * threshold.abs() + floor * locked_values.abs().max()) if need == 0 else 0.0
+        # (rounding of a Ritz value of a deflated run: ~√n·eps·‖A‖, the bound of a product's rounding; 10x spare)
+        margin = ((tol * threshold.abs() + 10 * math.sqrt(n) * floor * locked_values.abs().max()) if need == 0
+                  else 0.0)
 
         def wanted(theta: Tensor) -> Tensor:
             """Most wanted first: at least ``need`` (to fill k), every one better than the k-th kept, and one."""

@@ -60,6 +60,7 @@ def test_top_eigen_smallest_algebraic(name):
     k = min(2, A.shape[0])
     result = hl.top_eigen(A, k=k, tol=1e-10, which="SA", generator=torch.Generator().manual_seed(0))
     exact = zoo.eigenvalues(A)[:k]  # the most negative first
+    assert result.converged, result.reason
     torch.testing.assert_close(result.values.sort().values, exact, rtol=0, atol=1e-8 * scale(A))
 
 
