@@ -11,6 +11,7 @@ from .pde import (EllipticProblem, Nonlinearity, PDESolveResult, double_well, el
                   pde_gradient_descent, pde_newton, pde_preconditioned_gradient_descent, quartic)
 from .pde_neural import RitzEnergy, RitzTrainingResult, ritz_energy, train_ritz_adam, train_ritz_gauss_newton
 from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_newton_sparse
+from . import optim  # noqa: E402  hl.optim.AdaHessian, hl.optim.Sophia
 
 __all__ = [
     "device", "seed", "scale", "sized",
@@ -24,4 +25,5 @@ __all__ = [
     "RitzEnergy", "RitzTrainingResult", "ritz_energy", "train_ritz_adam", "train_ritz_gauss_newton",
     "SinkhornResult", "sinkhorn", "sinkhorn_newton_sparse",
 ]
+__all__ += ["optim"]
 __version__ = "0.1.0"
