@@ -54,8 +54,8 @@ class AdaHessian(torch.optim.Optimizer):
         >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0], dtype=torch.float64))
         >>> opt = hl.optim.AdaHessian([w], lr=1.0, betas=(0.0, 0.0), eps=0.0)
         >>> loss = opt.step(lambda: 0.5 * (torch.tensor([1.0, 4.0], dtype=torch.float64) * w**2).sum())
-        >>> w.detach()  # a diagonal quadratic: one Newton step reaches the minimum
-        tensor([0., 0.], dtype=torch.float64)
+        >>> w.detach().tolist()  # a diagonal quadratic: one Newton step reaches the minimum
+        [0.0, 0.0]
     """
 
     def __init__(self, params, lr: float = 0.15, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-4,

@@ -34,10 +34,12 @@ def rademacher_like(params: list[Tensor], generator: torch.Generator | None = No
     return [piece.view_as(p) for piece, p in zip(flat.split([p.numel() for p in params]), params, strict=True)]
 
 
-def hessian_probe_products(gradients: list[Tensor], params: list[Tensor], probes: list[Tensor]) -> list[Tensor]:
+def hessian_probe_products(gradients: list[Tensor], params: list[Tensor], probes: list[Tensor],
+                           retain_graph: bool = False) -> list[Tensor]:
     """H z as parameter-shaped tensors, by one backward through the gradient graph: Hz = ∂⟨∇L, z⟩/∂θ.
 
-    Args: ``gradients`` built with ``create_graph=True``; ``params`` the leaves; ``probes`` shaped like params.
+    Args: ``gradients`` built with ``create_graph=True``; ``params`` the leaves; ``probes`` shaped like params;
+    ``retain_graph`` keeps the gradient graph for further products (several probes at one point).
     Returns: one tensor per parameter (zeros where the gradient does not depend on that parameter).
     Cost: one backward pass of the gradient graph (about one to two gradients).
     """
@@ -45,18 +47,19 @@ def hessian_probe_products(gradients: list[Tensor], params: list[Tensor], probes
     if not with_graph:  # the loss is linear in θ: H = 0
         return [torch.zeros_like(p) for p in params]
     outputs, grad_outputs = zip(*with_graph)
-    products = torch.autograd.grad(outputs, params, grad_outputs, allow_unused=True)
+    products = torch.autograd.grad(outputs, params, grad_outputs, retain_graph=retain_graph, allow_unused=True)
     return [torch.zeros_like(p) if hz is None else hz.detach() for hz, p in zip(products, params, strict=True)]
 
 
 def hutchinson_diagonal_estimate(gradients: list[Tensor], params: list[Tensor],
-                                 generator: torch.Generator | None = None) -> list[Tensor]:
+                                 generator: torch.Generator | None = None, retain_graph: bool = False) -> list[Tensor]:
     """One-probe Hutchinson estimate z ⊙ Hz of diag(H), per parameter tensor; its mean over probes → diag(H).
 
     Cost: one Hessian-vector product through the gradient graph (``gradients`` need ``create_graph=True``).
     """
     probes = rademacher_like(params, generator)
-    return [z * hz for z, hz in zip(probes, hessian_probe_products(gradients, params, probes), strict=True)]
+    products = hessian_probe_products(gradients, params, probes, retain_graph)
+    return [z * hz for z, hz in zip(probes, products, strict=True)]
 
 
 def gauss_newton_bartlett_estimate(logits: Tensor, params: list[Tensor],

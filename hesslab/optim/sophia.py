@@ -60,8 +60,8 @@ class Sophia(torch.optim.Optimizer):
         >>> exact = lambda loss, params: [torch.tensor([1.0, 4.0], dtype=torch.float64)]
         >>> opt = hl.optim.Sophia([w], lr=1.0, betas=(0.0, 0.0), rho=1.0, weight_decay=0.0, estimator=exact)
         >>> loss = opt.step(lambda: 0.5 * (torch.tensor([1.0, 4.0], dtype=torch.float64) * w**2).sum())
-        >>> w.detach()  # w1: the Newton step 0.5; w2: the Newton step 3 clipped to 1
-        tensor([0., 2.], dtype=torch.float64)
+        >>> w.detach().tolist()  # w1: the Newton step 0.5; w2: the Newton step 3 clipped to 1
+        [0.0, 2.0]
     """
 
     def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.965, 0.99), rho: float = 0.04,
