@@ -22,8 +22,9 @@ def test_toy_matches_its_formula_and_its_stationary_points():
         (gradient,) = torch.autograd.grad(ex.toy_loss(x), x)
         assert gradient.abs().max() == 0 and ex.toy_loss(x).item() == value
     # the saddle: negative curvature in θ1, positive in θ2; the start already has negative curvature in θ1
-    assert ex.toy_hessian_diagonal(torch.tensor(ex.TOY_SADDLE)).tolist() == [-16.0, 1.0]
-    assert ex.toy_hessian_diagonal(torch.tensor(ex.TOY_START))[0] < 0
+    saddle = ex.toy_hessian_diagonal(torch.tensor(ex.TOY_SADDLE, dtype=torch.float64))
+    assert saddle[0].item() == pytest.approx(8 * (2 - 8 + 2.6), rel=1e-14) and saddle[1].item() == 1.0  # −27.2
+    assert ex.toy_hessian_diagonal(torch.tensor(ex.TOY_START, dtype=torch.float64))[0] < 0
     assert ex.gd_stability_limit() == pytest.approx(2 / 68.8, rel=1e-14)
 
 
