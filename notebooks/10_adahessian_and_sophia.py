@@ -193,8 +193,8 @@ print(f"steps and cost (gradient-equivalents) to a training loss <= {ex.TASK_TAR
 for name, by_seed in runs.items():
     steps = [run.first("loss", ex.TASK_TARGET) for run in by_seed]
     costs = [run.first("loss", ex.TASK_TARGET, "cost") for run in by_seed]
-    print(f"   {name:10s} lr = {tuned[name]:<6g} steps {steps}   cost {costs}   final loss "
-          f"{[f'{run.history['loss'][-1]:.1e}' for run in by_seed]}")
+    finals = ", ".join(f"{run.history['loss'][-1]:.1e}" for run in by_seed)
+    print(f"   {name:10s} lr = {tuned[name]:<6g} steps {steps}   cost {costs}   final loss {finals}")
 
 # %%
 COLORS = dict(zip(ex.OPTIMIZERS, ("C7", "C1", "C0", "C2", "C4")))
