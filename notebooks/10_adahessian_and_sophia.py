@@ -107,13 +107,14 @@ for name, run in toy_runs.items():
     color, marker = STYLES[name]
     left.plot(run.history["theta1"], run.history["theta2"], "-", color=color, marker=marker, ms=3, lw=1.2,
               label=f"{name}: {run.iterations} steps" + ("" if run.converged else " (stuck at the saddle)"))
-    right.semilogy(run.history["step"], np.maximum(run.history["loss"], 1e-18), color=color, label=name)
+    right.semilogy(run.history["step"], np.maximum(run.history["loss"], 1e-18), color=color,
+                   label=f"{name}: {run.history['loss'][-1]:.1e} after {run.iterations} steps")
 left.plot(*ex.TOY_START, "ks", ms=6)
 left.set_title("Trajectories from (0.2, 0) over the contours of log L")
-left.legend(fontsize=8, loc="lower right")
+left.legend(fontsize=8, loc="center left")
 right.axhline(ex.TOY_TARGET, color="0.6", ls=":", lw=1)
-right.set(xscale="symlog", xlabel="step", ylabel="L(θ)", ylim=(1e-18, 1e3),
-          title="L against steps (best lr of each grid for GD and Adam)")
+right.set(xscale="symlog", xlim=(0, 1.2 * gd.best.iterations), xlabel="step (linear to 1, then logarithmic)",
+          ylabel="L(θ)", ylim=(1e-10, 1e3), title="L against steps (best lr of each grid for GD and Adam)")
 right.legend(fontsize=8, frameon=False)
 fig.tight_layout()
 
@@ -134,11 +135,11 @@ def draw(lr, rho, estimator):
     left.plot(newton.history["theta1"], newton.history["theta2"], "o-", color="C3", ms=3, alpha=0.6, label="Newton")
     left.plot(run.history["theta1"], run.history["theta2"], "o-", color="C2", ms=4,
               label=f"Sophia: {run.iterations} steps ({run.reason})")
-    left.legend(fontsize=8, loc="lower right")
+    left.legend(fontsize=8, loc="center left")
     left.set_title(f"Sophia, lr = {lr:g}, ρ = {rho:g}, {estimator} diagonal")
     right.semilogy(run.history["step"], np.maximum(run.history["loss"], 1e-18), "C2-o", ms=3)
     right.axhline(ex.TOY_TARGET, color="0.6", ls=":", lw=1)
-    right.set(xlabel="step", ylabel="L(θ)", ylim=(1e-18, 1e3), title="Sophia's loss")
+    right.set(xlabel="step", ylabel="L(θ)", ylim=(1e-18, 1e3), title=f"Sophia's loss: {run.iterations} steps")
     fig.tight_layout()
 
 
@@ -212,8 +213,8 @@ for ax in axes[:2]:
     ax.axhline(ex.TASK_TARGET, color="0.6", ls=":", lw=1)
     ax.legend(fontsize=8, frameon=False)
 axes[0].set(xlabel="step", ylabel="training loss", title="Loss against steps (seed 0 bold, seeds 1-2 faint)")
-axes[1].set(xlabel="cost (gradient-equivalents)", ylabel="training loss", title="Loss against cost",
-            xlim=(0, STEPS * 1.2))
+axes[1].set(xlabel="cost (gradient-equivalents)", ylabel="training loss", xlim=(0, STEPS * 1.2),
+            title=f"Loss against cost (the first {int(STEPS * 1.2)} gradient-equivalents)")
 axes[2].set(xlabel="step", ylabel="fraction of coordinates clipped", ylim=(0, 1),
             title="Sophia: clipped coordinates along training")
 axes[2].legend(fontsize=8, frameon=False)
