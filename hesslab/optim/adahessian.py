@@ -112,11 +112,11 @@ class AdaHessian(torch.optim.Optimizer):
             d = diagonal.abs()
             if group["spatial_averaging"]:
                 d = spatial_average(d)
-            state["exp_avg"].mul_(beta1).add_(g, alpha=1 - beta1)
-            state["exp_hessian_diag_sq"].mul_(beta2).addcmul_(d, d, value=1 - beta2)
-            m_hat = state["exp_avg"] / (1 - beta1**t)
-            v_hat = state["exp_hessian_diag_sq"] / (1 - beta2**t)
-            denominator = v_hat.pow(group["hessian_power"] / 2).add_(group["eps"])
-            update = m_hat / denominator + group["weight_decay"] * p
-            p.sub_(group["lr"] * update)
+            m, v = state["exp_avg"], state["exp_hessian_diag_sq"]
+            m.lerp_(g, 1 - beta1)  # m ← β1 m + (1 − β1) g
+            v.mul_(beta2).addcmul_(d, d, value=1 - beta2)  # v ← β2 v + (1 − β2) D²
+            denominator = (v / (1 - beta2**t)).pow_(group["hessian_power"] / 2).add_(group["eps"])
+            if group["weight_decay"]:
+                p.mul_(1 - group["lr"] * group["weight_decay"])  # the −η λ θ term (the update does not use θ)
+            p.addcdiv_(m, denominator, value=-group["lr"] / (1 - beta1**t))  # θ ← θ − η m̂ / (v̂^{k/2} + ε)
         return loss.detach()

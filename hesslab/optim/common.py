@@ -73,7 +73,7 @@ def evaluate_closure(closure: Callable | None, owner: str, *, with_logits: bool)
     if not output.requires_grad:
         raise ValueError(f"{owner}: the closure's loss has no gradient graph; compute it inside the closure from "
                          "the model's parameters, outside torch.no_grad().")
-    if not torch.isfinite(output).all():
+    if not math.isfinite(output.item()):
         raise ValueError(f"{owner}: the loss is not finite ({output.item()}); the step was not taken. Lower lr "
                          "or check the data.")
     if logits is not None:
@@ -97,15 +97,19 @@ def gradients_of(loss: Tensor, params: list[Tensor], owner: str, *, create_graph
             raise RuntimeError(f"{owner}: the closure called loss.backward(), which freed the graph; return the "
                                "loss without calling backward (the optimizer differentiates it).") from error
         raise
-    for g in grads:
-        if g is not None and not torch.isfinite(g).all():
-            raise ValueError(f"{owner}: the gradient has non-finite entries (the loss is {loss.item()}); the step "
-                             "was not taken. Lower lr or check the model.")
+    if not all_finite([g for g in grads if g is not None]):
+        raise ValueError(f"{owner}: the gradient has non-finite entries (the loss is {loss.item()}); the step "
+                         "was not taken. Lower lr or check the model.")
     return list(grads)
 
 
 def all_finite(tensors: list[Tensor]) -> bool:
-    """One reduction per tensor; a NaN or inf anywhere makes it False."""
+    """False when any entry of any tensor is NaN or inf. One synchronisation: a finite sum of the tensors' sums
+    proves every entry finite (NaN and inf propagate); only when it is not (or overflowed) are they looked at."""
+    if not tensors:
+        return True
+    if math.isfinite(torch.stack([t.sum() for t in tensors]).sum().item()):
+        return True
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 

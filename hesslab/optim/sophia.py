@@ -128,13 +128,15 @@ class Sophia(torch.optim.Optimizer):
                 state["hessian"] = torch.zeros_like(p)
             state["step"] += 1
             beta1, beta2 = group["betas"]
-            state["exp_avg"].mul_(beta1).add_(g, alpha=1 - beta1)
+            m, h = state["exp_avg"], state["hessian"]
+            m.lerp_(g, 1 - beta1)  # m ← β1 m + (1 − β1) g
             if diagonals is not None:
-                state["hessian"].mul_(beta2).add_(diagonals[i], alpha=1 - beta2)
-            p.mul_(1 - group["lr"] * group["weight_decay"])
-            ratio = state["exp_avg"] / torch.clamp(group["rho"] * state["hessian"], min=group["eps"])
-            clipped += (ratio.abs() > 1).sum()
+                h.lerp_(diagonals[i], 1 - beta2)  # h ← β2 h + (1 − β2) ĥ
+            if group["weight_decay"]:
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+            ratio = m / (group["rho"] * h).clamp_(min=group["eps"])  # m / max(ρh, ε)
+            clipped += ratio.abs().gt_(1).sum()
             total += ratio.numel()
-            p.sub_(group["lr"] * ratio.clamp_(-1.0, 1.0))
+            p.add_(ratio.clamp_(-1.0, 1.0), alpha=-group["lr"])  # θ ← θ − η clip(m / max(ρh, ε), 1)
         self.clipped_fraction = float(clipped) / total
         return loss.detach()
