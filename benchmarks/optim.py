@@ -18,8 +18,9 @@ units are of similar length), and a step's time is the unit's divided by 10.
 Targets (issue 15): an AdaHessian step <= 2.5x an Adam step; a SophiaG step amortised over k = 10 <= 1.3x.
 
 Timing: every competitor is warmed up, then all run interleaved, round-robin, for ``--rounds`` rounds (the starting
-competitor rotates every round); in each round a competitor runs ``--repeats`` of its units back to back. A time is the median over rounds; a ratio is the ratio of two
-medians and the brackets give the interquartile range of the per-round ratios (the two ran back to back).
+competitor rotates every round); in each round a competitor runs ``--repeats`` of its units back to back. A time
+is the median over rounds; a ratio is the ratio of two medians and the brackets give the interquartile range of the
+per-round ratios (the two ran back to back).
 
     .venv/bin/python benchmarks/optim.py                 # ~1 minute on a 2-core CPU
     .venv/bin/python benchmarks/optim.py --width 256     # a wider MLP
@@ -191,8 +192,8 @@ def main() -> None:
         print(f"| {label} | {statistics.median(times[name]) / K * 1e3:.3f} ms | {median:.2f}x [{q1:.2f}-{q3:.2f}] "
               f"| {fastest_ratio(times, name, 'Adam'):.2f}x | {target_text} | {met} |")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nAdam step {adam / K * 1e3:.3f} ms; all targets met: {'yes' if met_all else 'NO'}; load average {load:.1f} "
-          f"at the end; total time {time.perf_counter() - start:.0f} s")
+    print(f"\nAdam step {adam / K * 1e3:.3f} ms; all targets met: {'yes' if met_all else 'NO'}; "
+          f"load average {load:.1f} at the end; total time {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

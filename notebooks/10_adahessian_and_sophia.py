@@ -163,8 +163,10 @@ errors = {seed: ex.estimator_errors(seed=seed, width=ESTIMATOR_WIDTH) for seed i
 fig, ax = plt.subplots(figsize=(7, 4.2))
 for seed, e in errors.items():
     alpha = 1.0 if seed == 0 else 0.35
-    ax.loglog(e.probes, e.hutchinson, "o-", color="C0", alpha=alpha, label="Hutchinson vs diag(H)" if seed == 0 else None)
-    ax.loglog(e.probes, e.gnb, "s-", color="C2", alpha=alpha, label="Gauss-Newton-Bartlett vs diag(GGN)" if seed == 0 else None)
+    ax.loglog(e.probes, e.hutchinson, "o-", color="C0", alpha=alpha,
+              label="Hutchinson vs diag(H)" if seed == 0 else None)
+    ax.loglog(e.probes, e.gnb, "s-", color="C2", alpha=alpha,
+              label="Gauss-Newton-Bartlett vs diag(GGN)" if seed == 0 else None)
 ax.loglog(errors[0].probes, errors[0].hutchinson_predicted, "--", color="C0", lw=1, label="predicted by the variance")
 ax.loglog(errors[0].probes, errors[0].gnb_predicted, "--", color="C2", lw=1)
 ax.set(xlabel="number of probes m", ylabel="relative error", title=f"Diagonal estimates on a digits MLP "

@@ -63,7 +63,8 @@ def test_adam_needs_more_than_ten_times_sophias_steps():
 def test_estimator_errors_fall_as_one_over_sqrt_probes():
     for seed in (0, 1, 2):
         errors = ex.estimator_errors(seed=seed, width=8)
-        for measured, predicted in ((errors.hutchinson, errors.hutchinson_predicted), (errors.gnb, errors.gnb_predicted)):
+        pairs = ((errors.hutchinson, errors.hutchinson_predicted), (errors.gnb, errors.gnb_predicted))
+        for measured, predicted in pairs:
             slope = ex.EstimatorErrors.slope(errors.probes, measured)
             assert -0.65 <= slope <= -0.35, (seed, slope)
             assert np.all(np.abs(np.log(measured / predicted)) <= np.log(1.5)), (seed, measured / predicted)

@@ -90,7 +90,7 @@ def spatial_average(diagonal: Tensor) -> Tensor:
     diagonal over its kernel's spatial dimensions; tensors of 1 or 2 dimensions (biases, linear weights) are
     returned as they are. The result has ``diagonal``'s shape.
 
-    D^(s)[o, i, s] = (1/|S|) Σ_{s' ∈ S} D[o, i, s']   (Yao et al. 2021, Eq. for the block size of a 3×3 kernel: 9)
+    D^(s)[o, i, s] = (1/|S|) Σ_{s' ∈ S} D[o, i, s'],   S the kernel's spatial positions (9 for a 3×3 kernel)
     """
     if diagonal.ndim <= 2:
         return diagonal
