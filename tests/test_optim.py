@@ -367,3 +367,16 @@ def test_docstring_examples_run():
     for module in (adahessian, sophia, estimators):
         result = doctest.testmod(module, raise_on_error=False)
         assert result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("make", [hl.optim.AdaHessian, lambda params, estimator: hl.optim.Sophia(
+    params, lr=0.01, estimator=estimator)], ids=["adahessian", "sophia"])
+def test_a_callable_estimator_may_differentiate_the_loss_again(make):
+    """The loss's graph is alive when the estimator is called (here: the squared gradient, computed again)."""
+    model, (inputs, targets) = small_mlp(), classification_data()
+    squared_gradient = lambda loss, params: [g**2 for g in torch.autograd.grad(loss, params)]  # noqa: E731
+    opt = make(model.parameters(), estimator=squared_gradient)
+    opt.step(mlp_closure(model, inputs, targets))
+    gradient = flat([p.grad for p in model.parameters()])
+    state = opt.state[next(model.parameters())]
+    assert gradient.abs().max() > 0 and len(state) == 3

@@ -40,7 +40,8 @@ class AdaHessian(torch.optim.Optimizer):
         hessian_power: k in (0, 1] (default 1).
         spatial_averaging: average the diagonal over convolution kernels' spatial dimensions (default True).
         estimator: ``"hutchinson"`` (default: |z ⊙ Hz|, one HVP) or a callable ``(loss, params) -> diagonals``
-            returning one tensor per parameter (e.g. the exact diagonal, for checks and teaching).
+            returning one tensor per parameter (e.g. the exact diagonal, for checks and teaching); the loss's graph is
+            still alive when it is called.
         generator: ``torch.Generator`` for the probes (same state, same run).
     Step: ``optimizer.step(closure)`` with ``closure()`` returning the loss (not calling ``backward``); returns the
     loss (detached). After a step, ``p.grad`` holds the gradient used.
@@ -90,7 +91,8 @@ class AdaHessian(torch.optim.Optimizer):
         pairs = trainable(self)
         with torch.enable_grad():
             grads = gradients_of(loss, [p for _, p in pairs], "AdaHessian",
-                                 create_graph=self.estimator == "hutchinson")
+                                 create_graph=self.estimator == "hutchinson",
+                                 retain_graph=True)  # a callable estimator may differentiate the loss again
             used = [(group, p, g) for (group, p), g in zip(pairs, grads) if g is not None]
             if not used:
                 return loss.detach()

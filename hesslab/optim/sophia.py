@@ -45,7 +45,7 @@ class Sophia(torch.optim.Optimizer):
         update_every: k, steps between diagonal refreshes (default 10); the first step refreshes.
         estimator: ``"gauss-newton-bartlett"`` (the closure returns ``(loss, logits)`` and the loss must be the
             mean cross-entropy over the logits' rows), ``"hutchinson"`` (the closure returns the loss), or a
-            callable ``(loss, params) -> diagonals`` (e.g. the exact diagonal).
+            callable ``(loss, params) -> diagonals`` (e.g. the exact diagonal; the loss's graph is still alive).
         generator: ``torch.Generator`` for sampled labels / probes.
     Step: ``optimizer.step(closure)``; returns the loss (detached). ``clipped_fraction`` is the fraction of
     coordinates whose update was clipped in the last step; ``p.grad`` holds the gradient used.
@@ -107,7 +107,7 @@ class Sophia(torch.optim.Optimizer):
         with torch.enable_grad():
             grads = gradients_of(loss, [p for _, p in pairs], "Sophia",
                                  create_graph=refresh and self.estimator == "hutchinson",
-                                 retain_graph=refresh and self.estimator == "gauss-newton-bartlett")
+                                 retain_graph=refresh and self.estimator != "hutchinson")  # GNB, a callable
             used = [(group, p, g) for (group, p), g in zip(pairs, grads) if g is not None]
             if not used:
                 return loss.detach()
