@@ -45,8 +45,8 @@ class AdaHessian(torch.optim.Optimizer):
         generator: ``torch.Generator`` for the probes (same state, same run).
     Step: ``optimizer.step(closure)`` with ``closure()`` returning the loss (not calling ``backward``); returns the
     loss (detached). After a step, ``p.grad`` holds the gradient used.
-    Cost per step: one gradient with its graph (``create_graph=True``) and one HVP through it: 3.3 gradients, or
-    2.0 Adam steps, on notebook 10's digits MLP (``benchmarks/optim.py``, one thread).
+    Cost per step: one gradient with its graph (``create_graph=True``) and one HVP through it: 3.7 gradients, or
+    2.05 Adam steps, on notebook 10's digits MLP (``benchmarks/optim.py``).
     Memory: two tensors per parameter (m, v), and the gradient's graph during the step.
     Non-finite curvature: the step is skipped (no parameter or state changes), a ``RuntimeWarning`` is raised
     and ``nonfinite_curvature`` counts it.
