@@ -22,7 +22,7 @@ PLAYWRIGHT_SPEC ?= playwright==1.65.2
 GALLERY_NB := build/gallery
 SITE       := site
 
-.PHONY: lab test test-unit test-notebooks test-browser browser-deps notebooks gallery thumbnails bench bench-sinkhorn bench-pde bench-operators clean
+.PHONY: lab test test-unit test-notebooks test-browser browser-deps notebooks gallery thumbnails bench bench-sinkhorn bench-pde bench-operators bench-optim clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -94,6 +94,10 @@ bench-pde: $(STAMP)
 ## make bench-operators: benchmarks/batched_operators.py (products over 3 batches against the concatenated batch)
 bench-operators: $(STAMP)
 	$(PY) benchmarks/batched_operators.py $(ARGS)
+
+## make bench-optim: benchmarks/optim.py, one AdaHessian / Sophia step against one torch.optim.Adam step
+bench-optim: $(STAMP)
+	$(PY) benchmarks/optim.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build site hesslab.egg-info

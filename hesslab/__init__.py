@@ -12,6 +12,7 @@ from .pde import (EllipticProblem, Nonlinearity, PDESolveResult, double_well, el
 from .pde_neural import RitzEnergy, RitzTrainingResult, ritz_energy, train_ritz_adam, train_ritz_gauss_newton
 from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_newton_sparse
 from . import landscape
+from . import optim  # noqa: E402  hl.optim.AdaHessian, hl.optim.Sophia
 
 __all__ = [
     "device", "seed", "scale", "sized",
@@ -24,6 +25,7 @@ __all__ = [
     "laplacian_eigenvalues", "pde_newton", "pde_gradient_descent", "pde_preconditioned_gradient_descent",
     "RitzEnergy", "RitzTrainingResult", "ritz_energy", "train_ritz_adam", "train_ritz_gauss_newton",
     "SinkhornResult", "sinkhorn", "sinkhorn_newton_sparse",
-    "landscape",
+    "landscape", "optim",
 ]
+
 __version__ = "0.1.0"

@@ -1,0 +1,118 @@
+"""What AdaHessian and Sophia share: the closure's contract, hyperparameter checks, and flagging a curvature
+estimate that is not finite (it is counted and warned about, never applied)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def check_number(name: str, value, low: float = 0.0, high: float = math.inf, *, low_open: bool = False,
+                 high_open: bool = True) -> float:
+    """A real number in the interval [low, high) (brackets set by ``low_open``/``high_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (math.isfinite(value) and above and below):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must lie in {interval}, got {value}.")
+    return float(value)
+
+
+def check_betas(betas) -> tuple[float, float]:
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
+    return (check_number("betas[0]", betas[0], 0.0, 1.0), check_number("betas[1]", betas[1], 0.0, 1.0))
+
+
+def check_generator(generator) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}; "
+                        "make one with hl.seed(0).")
+    return generator
+
+
+def trainable(optimizer: torch.optim.Optimizer) -> list[tuple[dict, Tensor]]:
+    """(group, parameter) for every parameter that requires grad, in param_groups order."""
+    return [(group, p) for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+
+def evaluate_closure(closure: Callable | None, owner: str, *, with_logits: bool) -> tuple[Tensor, Tensor | None]:
+    """Call ``closure()`` with gradients enabled; return (loss, logits or None), both checked.
+
+    The closure computes the loss (and, for the Gauss-Newton-Bartlett estimator, returns ``(loss, logits)``) but
+    does not call ``backward``: the optimizer takes the gradient graph it needs itself.
+    """
+    if closure is None or not callable(closure):
+        raise TypeError(
+            f"{owner}.step needs a closure that returns the loss, e.g. "
+            f"optimizer.step(lambda: loss_fn(model(x), y)); it differentiates the loss itself (a second-order "
+            f"method needs the gradient's graph), so the closure must not call loss.backward().")
+    with torch.enable_grad():
+        output = closure()
+    logits = None
+    if isinstance(output, (tuple, list)):
+        if len(output) != 2:
+            raise ValueError(f"{owner}: the closure must return the loss or (loss, logits), got a sequence of "
+                             f"{len(output)} items.")
+        output, logits = output
+    if with_logits and logits is None:
+        raise ValueError(
+            f"{owner} with the Gauss-Newton-Bartlett estimator samples labels from the model's own outputs: the "
+            "closure must return (loss, logits), e.g. `logits = model(x); return cross_entropy(logits, y), logits`.")
+    if not isinstance(output, Tensor):
+        raise TypeError(f"{owner}: the closure must return a torch.Tensor loss, got {type(output).__name__}.")
+    if output.numel() != 1:
+        raise ValueError(f"{owner}: the closure must return a scalar loss, got shape {tuple(output.shape)}; reduce "
+                         "it (e.g. .mean(), or reduction='mean' in the loss).")
+    if not output.requires_grad:
+        raise ValueError(f"{owner}: the closure's loss has no gradient graph; compute it inside the closure from "
+                         "the model's parameters, outside torch.no_grad().")
+    if not math.isfinite(output.item()):
+        raise ValueError(f"{owner}: the loss is not finite ({output.item()}); the step was not taken. Lower lr "
+                         "or check the data.")
+    if logits is not None:
+        if not isinstance(logits, Tensor) or logits.ndim < 1 or logits.shape[-1] < 2:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(f"{owner}: logits must be a tensor (..., C) with C >= 2 classes, got {shape}.")
+        if with_logits and not logits.requires_grad:
+            raise ValueError(f"{owner}: the logits have no gradient graph; return the model's output itself.")
+    with torch.enable_grad():  # step() runs under no_grad: keep the graph of the reshaped loss
+        return output.reshape(()), logits
+
+
+def gradients_of(loss: Tensor, params: list[Tensor], owner: str, *, create_graph: bool,
+                 retain_graph: bool = False) -> list[Tensor | None]:
+    """∇L per parameter (None where L does not depend on it); a non-finite gradient is refused."""
+    try:
+        grads = torch.autograd.grad(loss, params, create_graph=create_graph,
+                                    retain_graph=retain_graph or create_graph, allow_unused=True)
+    except RuntimeError as error:
+        if "backward through the graph a second time" in str(error):
+            raise RuntimeError(f"{owner}: the closure called loss.backward(), which freed the graph; return the "
+                               "loss without calling backward (the optimizer differentiates it).") from error
+        raise
+    if not all_finite([g for g in grads if g is not None]):
+        raise ValueError(f"{owner}: the gradient has non-finite entries (the loss is {loss.item()}); the step "
+                         "was not taken. Lower lr or check the model.")
+    return list(grads)
+
+
+def all_finite(tensors: list[Tensor]) -> bool:
+    """False when any entry of any tensor is NaN or inf. One synchronisation: a finite sum of the tensors' sums
+    proves every entry finite (NaN and inf propagate); only when it is not (or overflowed) are they looked at."""
+    if not tensors:
+        return True
+    if math.isfinite(torch.stack([t.sum() for t in tensors]).sum().item()):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def warn_nonfinite(owner: str, what: str) -> None:
+    warnings.warn(f"{owner}: the curvature estimate has non-finite entries; {what}. "
+                  "optimizer.nonfinite_curvature counts these events.", RuntimeWarning, stacklevel=3)
