@@ -61,7 +61,7 @@ def test_notebook_claims_hold_on_further_seeds(seed):
     """Notebook 01's asserts, at its quick scale (k = 10, widths 32/64/128), on seeds it was not tuned on.
 
     Measured over seeds 0-5: outliers 10 (H and G) at width 128 on every seed; max |eig(H - G)| / λ_max(H) 0.26-0.42;
-    trend 0.07-0.14 per doubling. Mutations that fail here: the Hessian replaced by the GGN (H - G = 0 is not
+    trend 0.07-0.14 per doubling. Mutations these asserts are meant to catch (by reasoning; issue 21's mutation test applies them): the Hessian replaced by the GGN (H - G = 0 is not
     indefinite); the width ignored by the model (trend 0); pairwise monotonicity instead of the trend would fail
     seed 3 of the correct code (0.356 > 0.321), which is why the claim is a trend.
     """
