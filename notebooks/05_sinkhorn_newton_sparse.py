@@ -54,8 +54,8 @@
 # against rounding, not a decrease of the error; measured on the slider's 200 random points, single steps raise it
 # by at most 8% at reg $10^{-3}$ and up to 7× at reg $10^{-4}$ — yet never above the error
 # at the end of the warm start, which caps every step (at reg $10^{-4}$, 200 points, SNS then does not reach
-# $10^{-9}$ within 5000 iterations; 400 points do, in 83). The slider below goes down to $10^{-4}$ to show it. Then: how the iteration counts move as $\varepsilon$ shrinks, and how
-# sparse the Hessian really is.
+# $10^{-9}$ within 5000 iterations; 400 points do, in 83). The slider below goes down to $10^{-4}$ to show it.
+# Then: how the iteration counts move as $\varepsilon$ shrinks, and how sparse the Hessian really is.
 
 # %%
 import functools

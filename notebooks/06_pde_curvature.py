@@ -295,7 +295,17 @@ panel(draw,
 # (the 256 × 256 one included); the preconditioned iteration count varies by less than 2× across the grid sizes
 # while plain gradient descent's grows more than 10×; the discretisation error falls at second order (slope
 # $\approx-2$ against $1/h$ in log-log, 1-D and 2-D). And for the network: Gauss-Newton-CG ends at least ten times more
-# accurate than Adam at the largest width.
+# accurate than Adam at the largest width. The same holds from random starts and for other network initialisations
+# (seeds 1-3 in `tests/`: preconditioned GD 21-29 iterations, plain GD 264-17 547, Gauss-Newton 290-1300× more
+# accurate than Adam at width 16). At $s = 50$: the spectrum of $P^{-1}H$ lies within its closed-form bounds on every
+# grid, and on the coarsest grid plain GD needs fewer iterations than preconditioned GD (the paragraph on strength).
+#
+# **What this does not show.** The paper's claim is representational: the solution of such a nonlinear PDE is
+# approximated by a neural network whose size is polynomial in the dimension, because each step of the
+# preconditioned flow can be simulated by a network of controlled size and the flow needs few steps. The notebook
+# illustrates the proof technique — the $h$-independent spectrum of $P^{-1}\nabla^2 E$, hence an iteration count
+# independent of the grid — on grids, in one and two dimensions; it does not measure the size of a network
+# representing the iterates, and its Deep Ritz network is trained, not constructed as in the proof.
 
 # %%
 newton_residuals = [float(r[-1]) for r in scaling.residuals["Newton"]] + [large.residual]
@@ -313,3 +323,7 @@ assert all(r <= 1e-10 for r in newton_residuals) and all(k <= 10 for k in newton
 assert max(pgd) / min(pgd) < 2 and max(gd) / min(gd) > 10
 assert abs(errors_1d.slope + 2) < 0.1 and abs(errors_2d.slope + 2) < 0.1
 assert sweep.gauss_newton_errors[-1] < sweep.adam_errors[-1] / 10
+rounding = 1e-12  # eigvalsh on matrices of norm ≤ 50: relative rounding of a few ε, far below this
+assert all(low - rounding <= pev[0] and pev[-1] <= high + rounding
+           for pev, (low, high) in zip(strong.preconditioned, strong.bounds))
+assert strong_iterations["gradient descent"][0] < strong_iterations["preconditioned GD"][0]

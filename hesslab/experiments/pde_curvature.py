@@ -68,9 +68,13 @@ def condition_number(problem: EllipticProblem, u: Tensor) -> float:
 
 
 def solver_scaling(grid_sizes: list[int], dim: int = 1, strength: float = 1.0, tol: float = 1e-6,
-                   newton_tol: float = 1e-10, max_iter: int = 1_000_000, progress: bool = False) -> SolverScaling:
+                   newton_tol: float = 1e-10, max_iter: int = 1_000_000, progress: bool = False,
+                   seed: int | None = None) -> SolverScaling:
     """Run Newton (to ``newton_tol``), preconditioned and plain gradient descent (to ``tol``) from u = 0 on each grid
-    of the quartic problem, and record iterations, residual histories, run times and the Hessian's κ."""
+    of the quartic problem, and record iterations, residual histories, run times and the Hessian's κ.
+
+    ``seed``: start instead from u0 ~ N(0, I) (the grid values), drawn from ``torch.Generator().manual_seed(seed)``
+    afresh for each grid and shared by the three solvers."""
     names = list(SOLVERS)
     iterations: dict = {name: [] for name in names}
     converged: dict = {name: [] for name in names}
@@ -79,12 +83,14 @@ def solver_scaling(grid_sizes: list[int], dim: int = 1, strength: float = 1.0, t
     kappas = []
     for n in grid_sizes:
         problem = make_problem(n, dim, strength)
+        u0 = None if seed is None else torch.randn(problem.size, generator=torch.Generator().manual_seed(seed),
+                                                   dtype=torch.float64)
         for name, solver in SOLVERS.items():
             start = time.perf_counter()
             if name == "Newton":
-                result = solver(problem, tol=newton_tol, progress=progress)
+                result = solver(problem, u0, tol=newton_tol, progress=progress)
             else:
-                result = solver(problem, tol=tol, max_iter=max_iter, progress=progress)
+                result = solver(problem, u0, tol=tol, max_iter=max_iter, progress=progress)
             seconds[name].append(time.perf_counter() - start)
             iterations[name].append(result.iterations)
             converged[name].append(result.converged)
