@@ -1,6 +1,7 @@
 """hesslab.experiments.pde_curvature, headless, at notebook 06's quick settings: the phenomena the notebook asserts."""
 
 import numpy as np
+import pytest
 import torch
 
 from hesslab.experiments import pde_curvature as ex
