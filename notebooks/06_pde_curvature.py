@@ -112,8 +112,8 @@ plt.show()
 # ## (2) The spectrum explains it
 # Eigenvalues of the Hessian at the solution (divided by $h^d$: $H=A+\mathrm{diag}\,F''(u)$), sorted, against their
 # relative index $k/N$; and of the preconditioned $P^{-1}H$, whose closed-form bounds
-# $\big[\tfrac{\lambda_1+\min F''}{\lambda_1+1},\ \max(1,\tfrac{\lambda_1+\max F''}{\lambda_1+1})\big]$ do not depend
-# on $h$ (the dotted lines; $\lambda_1$ the smallest eigenvalue of $A$).
+# $\big[\min(1,\tfrac{\lambda_1+\min F''}{\lambda_1+1}),\ \max(1,\tfrac{\lambda_1+\max F''}{\lambda_1+1})\big]$
+# do not depend on $h$ (the dotted lines; $\lambda_1$ the smallest eigenvalue of $A$).
 
 # %%
 spectra = ex.hessian_spectra(grid_sizes, dim=1)
@@ -343,7 +343,7 @@ assert all(r <= 1e-10 for r in newton_residuals) and all(k <= 10 for k in newton
 assert max(pgd) / min(pgd) < 2 and max(gd) / min(gd) > 10
 assert abs(errors_1d.slope + 2) < 0.1 and abs(errors_2d.slope + 2) < 0.1
 assert sweep.gauss_newton_errors[-1] < sweep.adam_errors[-1] / 10
-rounding = 1e-12  # eigvalsh on matrices of norm ≤ 50: relative rounding of a few ε, far below this
+rounding = 1e-12  # the pencil's eigensolver on matrices of norm ≤ 50: a few ε relative, far below this
 assert all(low - rounding <= pev[0] and pev[-1] <= high + rounding
            for pev, (low, high) in zip(strong.preconditioned, strong.bounds))
 assert strong_iterations["gradient descent"][0] < strong_iterations["preconditioned GD"][0]

@@ -97,7 +97,9 @@ def test_notebook_claims_hold_from_random_starts(seed):
 
 
 def test_at_large_strength_plain_gd_beats_the_preconditioner_on_the_coarsest_grid():
-    """Notebook 06's explanation of the strength effect: at s = 50, P⁻¹H still lies within its h-independent
+    """Notebook 06's explanation of the strength effect (and a fix: the lower bound was (λ_1 + min c)/(λ_1 + 1)
+    without the min with 1, wrong once min c > 1 — 3.5 at s = 50, n = 7, where P⁻¹H reaches down to 1.20):
+    at s = 50, P⁻¹H still lies within its h-independent
     closed-form bounds, whose top grows like s (about 42), while κ(H) on n = 7 is only 5.3 — so plain GD (95
     iterations) beats preconditioned GD (487) there, and loses on fine grids (n = 63: 2371 against 632)."""
     strong = ex.hessian_spectra([7, 63], dim=1, strength=50.0)

@@ -107,7 +107,7 @@ def solver_scaling(grid_sizes: list[int], dim: int = 1, strength: float = 1.0, t
 class HessianSpectra:
     """Eigenvalues (ascending) at the solution of each grid, of H = A + diag F''(u) (the Hessian divided by h^d) and
     of the preconditioned P⁻¹H, P = A + I; and the closed-form bounds of P⁻¹H's spectrum
-    [λ_1/(λ_1 + 1) + min c/(λ_1 + 1), max(1, (λ_1 + max c)/(λ_1 + 1))], c = F''(u)."""
+    [min(1, (λ_1 + min c)/(λ_1 + 1)), max(1, (λ_1 + max c)/(λ_1 + 1))], c = F''(u)."""
 
     grid_sizes: list[int]
     dim: int
@@ -128,7 +128,9 @@ def hessian_spectra(grid_sizes: list[int], dim: int = 1, strength: float = 1.0) 
         preconditioned.append(scipy.linalg.eigh(H, P, eigvals_only=True))
         c = problem.nonlinearity.d2F(u).numpy()
         lam_1 = float(laplacian_eigenvalues(n, dim)[0])
-        bounds.append(((lam_1 + c.min()) / (lam_1 + 1), max(1.0, (lam_1 + c.max()) / (lam_1 + 1))))
+        # x'(A + C)x / x'(A + I)x with a = x'Ax/x'x >= λ_1 and c in [min c, max c]: (a + c)/(a + 1) is monotone in a,
+        # so its extremes are at a = λ_1 or a → ∞ (the limit 1) — whether c is below or above 1.
+        bounds.append((min(1.0, (lam_1 + c.min()) / (lam_1 + 1)), max(1.0, (lam_1 + c.max()) / (lam_1 + 1))))
     return HessianSpectra(list(grid_sizes), dim, hessians, preconditioned, bounds)
 
 
