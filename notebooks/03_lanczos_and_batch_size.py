@@ -322,8 +322,9 @@ D = torch.diag(eigenvalues)
 diagonal = bs.compare_density(D, D, SLQ_STEPS, SLQ_PROBES, generator=generator)
 diagonal_error = (diagonal.slq_moments - diagonal.exact_moments).abs()
 diagonal_tolerance = SLQ_STEPS * SLQ_PROBES * torch.finfo(torch.float64).eps * eigenvalues[0] ** diagonal.powers
-print(f"SLQ on diag(eig H): |error| / rounding = {[round(v, 2) for v in (diagonal_error / diagonal_tolerance).tolist()]}")
+print("SLQ on diag(eig H): |error| / rounding =", [round(v, 2) for v in (diagonal_error / diagonal_tolerance).tolist()])
 assert torch.all(diagonal_error <= diagonal_tolerance), diagonal_error
 ritz_error = ((convergence.eigenvalues - convergence.ritz[-1]).abs() / convergence.eigenvalues[0]).tolist()
-print(f"top four Ritz values after {int(convergence.steps[-1])} steps: relative errors {[f'{e:.0e}' for e in ritz_error]}")
+print(f"top four Ritz values after {int(convergence.steps[-1])} steps: relative errors",
+      [f"{e:.0e}" for e in ritz_error])
 assert max(ritz_error) <= 1e-10, ritz_error

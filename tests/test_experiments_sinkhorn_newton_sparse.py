@@ -119,7 +119,8 @@ def test_marginal_errors_are_recomputed_from_the_plan():
 def test_on_the_grid_both_marginals_hold_and_the_plans_agree_with_pot():
     """The grid is where a ≠ b: a Sinkhorn whose column update used a instead of b logs a converged row error but
     leaves ‖Pᵀ1 − b‖₁ = 1.6 and ‖P − P_POT‖₁ = 2.0 (measured; tests/test_notebook_mutations.py applies it).
-    Measured correct: recomputed marginal errors 9.8e-10 (Sinkhorn) and 7.4e-10 (SNS); POT differences 3.1e-9, 3.8e-9."""
+    Measured correct: recomputed marginal errors 9.8e-10 (Sinkhorn) and 7.4e-10 (SNS); POT differences 3.1e-9 and
+    3.8e-9."""
     grid = ex.gaussian_mixture_densities(GRID)
     grid_race = ex.race(grid, REG, TOL)
     pot = ex.pot_plan(grid, REG, TOL)

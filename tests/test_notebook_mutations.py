@@ -7,13 +7,14 @@ not only the unit tests.
 
 Mutation → the notebook assertion that fails (measured values, correct → mutated):
 
-| notebook | mutation (library level)                                   | failing assertion                                                  |
-|----------|------------------------------------------------------------|--------------------------------------------------------------------|
-| 01       | the Hessian replaced by the GGN (H − G ≡ 0)                | H − G is indefinite: λ_max(H − G) > 0 > λ_min(H − G)                |
-| 03       | Lanczos without reorthogonalisation                        | top 4 Ritz values after 30 steps at 1e-10 relative (2e-16 → 0.26)   |
-| 03       | SLQ with Gaussian instead of Rademacher probes             | SLQ on diag(eig H) exact to rounding (|error|/rounding 3e-3 → 2e10) |
-| 05       | Sinkhorn's column update using a instead of b              | both marginals recomputed from the plan ≤ tol + (n + m)ε; the plan  |
-|          |                                                            | within 1e-6 of POT's — on the grid, where a ≠ b                     |
+- 01, the Hessian replaced by the GGN (H − G ≡ 0) → "H − G is indefinite": λ_max(H − G) > 0 > λ_min(H − G) fails.
+- 03, Lanczos without reorthogonalisation → "the top four Ritz values after 30 steps are at 1e-10 relative" fails
+  (relative errors 4e-16 → 0.26, a ghost copy of λ_1).
+- 03, SLQ with Gaussian instead of Rademacher probes → "SLQ on diag(eig H) is exact to rounding" fails
+  (|error| / rounding 3e-3 → 2e10); the 4-standard-error moment check of the batches does not catch it (|z| < 2).
+- 05, Sinkhorn's column update using a instead of b → "both marginals recomputed from the plan within
+  tol + (n + m)ε" and "the plan within 1e-6 of POT's" fail on the grid, where a ≠ b (‖Pᵀ1 − b‖₁ = 1.6,
+  ‖P − P_POT‖₁ = 2.0 at the notebook's 20 × 20 grid), while the solver's own log says converged.
 
 Not here: notebook 02's HAWQ without the 1/n_i and notebook 04's mutations (their owners' notebooks).
 """
@@ -68,7 +69,8 @@ def notebook_03_slq_exact_on_a_diagonal(H, steps: int = 40, probes: int = 8) -> 
     return bool(torch.all((diagonal.slq_moments - diagonal.exact_moments).abs() <= tolerance))
 
 
-def notebook_05_marginals_and_pot_on_the_grid(grid: int = 10, reg: float = 1e-2, tol: float = 1e-9) -> tuple[bool, bool]:
+def notebook_05_marginals_and_pot_on_the_grid(grid: int = 10, reg: float = 1e-2,
+                                               tol: float = 1e-9) -> tuple[bool, bool]:
     """Notebook 05's two assertions on the a ≠ b grid, at a smaller grid and larger reg (seconds, not minutes)."""
     problem = ot_ex.gaussian_mixture_densities(grid)
     result = hl.sinkhorn(problem.a, problem.b, problem.C, reg, tol=tol, max_iter=100_000)
