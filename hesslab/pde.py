@@ -481,8 +481,9 @@ def pde_preconditioned_gradient_descent(problem: EllipticProblem, u0: Tensor | N
     """Gradient descent preconditioned by P = −Δ_h + I (Marwah, Lipton, Lu & Risteski 2022): u ← u − t P⁻¹ R(u).
 
     The preconditioned Hessian P⁻¹(A + diag c), c = F''(u), has the Rayleigh quotients (a + c̄)/(a + 1) with
-    a = vᵀAv/vᵀv ≥ λ_1, so its spectrum lies in [(λ_1 + min c)/(λ_1 + 1), max(1, (λ_1 + max c)/(λ_1 + 1))], a range
-    that does not depend on h: the iteration count is grid-independent. The step is t = 1 / (that upper bound) with a
+    a = vᵀAv/vᵀv ≥ λ_1, monotone in a, so its spectrum lies in
+    [min(1, (λ_1 + min c)/(λ_1 + 1)), max(1, (λ_1 + max c)/(λ_1 + 1))], a range that does not depend on h: the
+    iteration count is grid-independent. The step is t = 1 / (that upper bound) with a
     backtracking search. Cost: one sparse factorisation of P, then one pair of triangular solves per iteration.
     """
     u0, tol = _check_solver_input(problem, u0, tol, max_iter)

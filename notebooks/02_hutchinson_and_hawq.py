@@ -321,18 +321,22 @@ panel(draw,
 # %% [markdown]
 # ## What is asserted
 #
-# 1. Per-layer Hutchinson traces (200 probes, matrix-free, fixed seed) are within 5% of the exact traces of the dense
-#    per-layer Hessian blocks of the 64-64-32-10 net.
+# 1. Per-layer Hutchinson traces (200 probes, matrix-free) are within 4 of their own standard errors of the exact
+#    traces of the dense per-layer Hessian blocks of the 64-64-32-10 net (and within 10%: the 320-weight last layer's
+#    estimate is the noisiest, 5.0% off on seed 1 at 2.6 standard errors, so a fixed 5% would test the seed).
 # 2. The Spearman rank correlation of $\sum_i\Omega_i$ with the measured loss increase over all 64 configurations in
 #    $\{2,3,4,8\}^3$ is at least 0.8 (for both nets).
-# 3. The frontier's pick is never worse than uniform precision at equal or smaller size, and beats it where the
-#    layers' sensitivities differ: on the wide net at the size of uniform 4 bits, by more than a factor 2.
-#    (On 64-64-32-10 the pick *is* uniform precision, which the measured losses confirm is best.)
+# 3. Where the layers' sensitivities differ the frontier's pick beats uniform precision: on the wide net at the
+#    size of uniform 4 bits, by more than a factor 2 (seeds 0–3). On 64-64-32-10 the pick *is* uniform precision,
+#    which the measured losses confirm is best. The pick is **not** always at least as good as uniform: on the wide
+#    net at the 3-bit size it picked a configuration with ΔL = 0.044 against uniform's 0.015 on seed 1 (the ternary
+#    layer, above), so nothing is asserted there.
 # 4. Hutchinson's measured variance follows $2\sum_{i\neq j}A_{ij}^2/m$ within 4 of its standard deviations.
 
 # %%
-print("relative errors of the 200-probe traces:", np.round(relative_errors, 4))
-assert np.all(np.abs(relative_errors) <= 0.05)
+z_scores = np.array([(e.value - x) / e.stderr for e, x in zip(traces.estimates, exact)])
+print("relative errors of the 200-probe traces:", np.round(relative_errors, 4), "in standard errors:", np.round(z_scores, 2))
+assert np.all(np.abs(z_scores) <= 4) and np.all(np.abs(relative_errors) <= 0.1)
 
 # %%
 print(f"Spearman ρ: 64-64-32-10 {search.spearman:.3f}, 64-32-256-10 {wide_search.spearman:.3f}")

@@ -266,13 +266,27 @@ panel(draw,
 # %% [markdown]
 # ## The phenomenon, as numbers
 #
-# 1. For every B, the batch-size-weighted mean of λ_max(H_B) over a partition is at least λ_max(H) (convexity).
-# 2. The mean does not increase as B doubles (nested partitions).
-# 3. SLQ's moments $\sum_i w_i\theta_i^k$, k ≤ 4 (exact quadrature for $2m - 1 \ge 4$), match the exact
-#    $\operatorname{tr}(H_B^k)/n$ within 4 Hutchinson standard errors for the probes used (plus float64 rounding).
+# Two theorems first — they hold whatever the data, so they check the eigensolver and the weighting, not the paper:
+# 1. for every B, the batch-size-weighted mean of λ_max(H_B) over a partition is at least λ_max(H) (convexity);
+# 2. the mean does not increase as B doubles (nested partitions).
 #
-# 1 and 2 are theorems, so their tolerance is only the eigensolver's rounding, $n\,\epsilon\,\|H_B\|$: a failure
-# means wrong eigenvalues or a wrong weighting, not bad luck.
+# Their tolerance is only the eigensolver's rounding, $n\,\epsilon\,\|H_B\|$: a failure means wrong eigenvalues or
+# a wrong weighting, not bad luck. Then the phenomenon, which need not have appeared:
+# 3. batches of B = 4 are on average more than twice as sharp as the full batch;
+# 4. for B ≥ 16 the excess mean λ_max(H_B) − λ_max(H) falls like 1/B: its least-squares log-log slope is within
+#    0.3 of −1;
+# 5. the spiked-Wigner prediction $\lambda_1 + s_B^2/\lambda_1$ (or $2 s_B$), with $s_B$ measured, not fitted, is
+#    within a factor 1.5 of the measured excess at every B;
+# 6. the closed-form Hessian the sweep rests on equals `hl.hessian` (autograd) to float64 rounding, $N\epsilon\max|H|$;
+# 7. SLQ's moments $\sum_i w_i\theta_i^k$, k ≤ 4 (exact quadrature for $2m - 1 \ge 4$), match the exact
+#    $\operatorname{tr}(H_B^k)/n$ within 4 Hutchinson standard errors for the probes used (plus float64 rounding);
+#    On $D = \operatorname{diag}(\lambda(H))$ the Rademacher standard error is 0, so there SLQ must be exact to
+#    rounding (Gaussian probes would miss by many rounding units);
+# 8. after 30 Lanczos steps the top four Ritz values of H equal its top four eigenvalues to $10^{-10}$ relative
+#    (it takes the basis kept orthogonal: without reorthogonalisation a converged λ_1 returns as a ghost copy).
+#
+# 3-5 hold on the seeds the notebook was not tuned on (seeds 1-3 in `tests/`: B = 4 is 2.2-2.3× sharper, slopes
+# −1.0 to −1.1, predicted/measured excess 0.89-1.16).
 
 # %%
 rounding = n * torch.finfo(torch.float64).eps * sweep.batch_tops[0].max().item()
@@ -282,8 +296,35 @@ assert all(mean >= sweep.top_full - rounding for mean in sweep.mean_top.tolist()
 assert all(later <= earlier + rounding for earlier, later in zip(sweep.mean_top.tolist(), sweep.mean_top[1:].tolist()))
 
 # %%
+excess = sweep.mean_top - sweep.top_full
+large = sizes >= 16
+slope = torch.linalg.lstsq(torch.stack([sizes[large].log(), torch.ones(int(large.sum()), dtype=sizes.dtype)], 1),
+                           excess[large].log()[:, None].cpu()).solution[0, 0].item()
+ratio = ((sweep.prediction - sweep.top_full) / excess).cpu()
+closed_form_error = (H - bs.batch_hessian(curvature)).abs().max().item()
+print(f"B = {sweep.batch_sizes[0]}: {sweep.mean_top[0] / sweep.top_full:.2f}x sharper; log-log slope for B >= 16: "
+      f"{slope:.3f}; predicted / measured excess in [{ratio.min():.2f}, {ratio.max():.2f}]; closed form vs "
+      f"hl.hessian {closed_form_error:.1e} (tolerance {N * torch.finfo(H.dtype).eps * H.abs().max():.1e})")
+assert sweep.batch_sizes[0] == 4 and sweep.mean_top[0] > 2 * sweep.top_full
+assert -1.3 < slope < -0.7, slope
+assert torch.all((ratio > 1 / 1.5) & (ratio < 1.5)), ratio
+assert closed_form_error <= N * torch.finfo(H.dtype).eps * H.abs().max()
+
+# %%
 for size, c in comparisons.items():
     error = (c.slq_moments - c.exact_moments).abs()
     tolerance = 4 * c.stderr + SLQ_STEPS * SLQ_PROBES * torch.finfo(torch.float64).eps * c.eigenvalues[-1] ** c.powers
     print(f"B = {size:4d}: |error| / tolerance = {[round(v, 2) for v in (error / tolerance).tolist()]}")
     assert 2 * SLQ_STEPS - 1 >= c.powers[-1] and torch.all(error <= tolerance), (size, error, tolerance)
+# Rademacher probes see a diagonal matrix exactly (zᵀDz = tr D when z_i² = 1: the standard error is 0), so SLQ on
+# D = diag(eigenvalues of H) must give its moments to rounding; Gaussian probes would not.
+D = torch.diag(eigenvalues)
+diagonal = bs.compare_density(D, D, SLQ_STEPS, SLQ_PROBES, generator=generator)
+diagonal_error = (diagonal.slq_moments - diagonal.exact_moments).abs()
+diagonal_tolerance = SLQ_STEPS * SLQ_PROBES * torch.finfo(torch.float64).eps * eigenvalues[0] ** diagonal.powers
+print("SLQ on diag(eig H): |error| / rounding =", [round(v, 2) for v in (diagonal_error / diagonal_tolerance).tolist()])
+assert torch.all(diagonal_error <= diagonal_tolerance), diagonal_error
+ritz_error = ((convergence.eigenvalues - convergence.ritz[-1]).abs() / convergence.eigenvalues[0]).tolist()
+print(f"top four Ritz values after {int(convergence.steps[-1])} steps: relative errors",
+      [f"{e:.0e}" for e in ritz_error])
+assert max(ritz_error) <= 1e-10, ritz_error

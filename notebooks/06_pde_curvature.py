@@ -112,8 +112,8 @@ plt.show()
 # ## (2) The spectrum explains it
 # Eigenvalues of the Hessian at the solution (divided by $h^d$: $H=A+\mathrm{diag}\,F''(u)$), sorted, against their
 # relative index $k/N$; and of the preconditioned $P^{-1}H$, whose closed-form bounds
-# $\big[\tfrac{\lambda_1+\min F''}{\lambda_1+1},\ \max(1,\tfrac{\lambda_1+\max F''}{\lambda_1+1})\big]$ do not depend
-# on $h$ (the dotted lines; $\lambda_1$ the smallest eigenvalue of $A$).
+# $\big[\min(1,\tfrac{\lambda_1+\min F''}{\lambda_1+1}),\ \max(1,\tfrac{\lambda_1+\max F''}{\lambda_1+1})\big]$
+# do not depend on $h$ (the dotted lines; $\lambda_1$ the smallest eigenvalue of $A$).
 
 # %%
 spectra = ex.hessian_spectra(grid_sizes, dim=1)
@@ -139,6 +139,26 @@ print("range of P⁻¹H:", ", ".join(f"[{e[0]:.3f}, {e[-1]:.3f}]" for e in spect
 # is the condition number gradient descent pays for. $P^{-1}H$ clusters near 1 on every grid — the discrete shadow of
 # the paper's Hilbert-space preconditioning.
 #
+# **Why the preconditioner loses at a large nonlinearity strength.** $P = A + I$ does not know $F$: with
+# $c = F''(u) = 3su^2$ the upper bound $(\lambda_1 + \max c)/(\lambda_1 + 1)$ grows linearly in $s$. It stays
+# independent of $h$ — the paper's point — but at $s = 50$ it is about 42 instead of 1.7, and preconditioned GD needs
+# about 30 times more iterations than at $s = 1$. Plain GD's condition number $(4/h^2 + \max c)/(\pi^2 + \min c)$
+# instead *falls* with $s$ (the nonlinearity lifts the smoothest mode), and on coarse grids, where $4/h^2$ is small,
+# it drops below the preconditioned one: measured at $s = 50$, κ(H) = 5.3, 11, 34, 128 against κ(P⁻¹H) = 26, 31,
+# 31, 31 for n = 7, 15, 31, 63, so plain GD wins up to n ≈ 31 (95 against 487 iterations at n = 7) and loses from
+# there on, by a margin that grows like $n^2$. The preconditioner's advantage is asymptotic in $h$; a preconditioner
+# with the nonlinearity, $A + \mathrm{diag}\,F''(u)$, is Newton.
+
+# %%
+strong = ex.hessian_spectra(grid_sizes, dim=1, strength=50.0)
+strong_iterations = {solver: [ex.single_solve(n, 1, 50.0, solver).result.iterations for n in grid_sizes[:2]]
+                     for solver in ("preconditioned GD", "gradient descent")}
+for n, ev, pev, (low, high) in zip(grid_sizes, strong.hessian, strong.preconditioned, strong.bounds):
+    print(f"s = 50, n = {n}: κ(H) = {ev[-1] / ev[0]:.1f}, κ(P⁻¹H) = {pev[-1] / pev[0]:.1f}; "
+          f"P⁻¹H in [{pev[0]:.3f}, {pev[-1]:.2f}] ⊂ bounds [{low:.3f}, {high:.2f}]")
+print("iterations at s = 50 on n =", grid_sizes[:2], strong_iterations)
+
+# %% [markdown]
 # ## Discretisation error: second order
 # The Newton solution against $u^\star$ at the nodes, in 1-D and 2-D; the stencil's error is $O(h^2)$.
 
@@ -295,7 +315,17 @@ panel(draw,
 # (the 256 × 256 one included); the preconditioned iteration count varies by less than 2× across the grid sizes
 # while plain gradient descent's grows more than 10×; the discretisation error falls at second order (slope
 # $\approx-2$ against $1/h$ in log-log, 1-D and 2-D). And for the network: Gauss-Newton-CG ends at least ten times more
-# accurate than Adam at the largest width.
+# accurate than Adam at the largest width. The same holds from random starts and for other network initialisations
+# (seeds 1-3 in `tests/`: preconditioned GD 21-29 iterations, plain GD 264-17 547, Gauss-Newton 290-1300× more
+# accurate than Adam at width 16). At $s = 50$: the spectrum of $P^{-1}H$ lies within its closed-form bounds on every
+# grid, and on the coarsest grid plain GD needs fewer iterations than preconditioned GD (the paragraph on strength).
+#
+# **What this does not show.** The paper's claim is representational: the solution of such a nonlinear PDE is
+# approximated by a neural network whose size is polynomial in the dimension, because each step of the
+# preconditioned flow can be simulated by a network of controlled size and the flow needs few steps. The notebook
+# illustrates the proof technique — the $h$-independent spectrum of $P^{-1}\nabla^2 E$, hence an iteration count
+# independent of the grid — on grids, in one and two dimensions; it does not measure the size of a network
+# representing the iterates, and its Deep Ritz network is trained, not constructed as in the proof.
 
 # %%
 newton_residuals = [float(r[-1]) for r in scaling.residuals["Newton"]] + [large.residual]
@@ -313,3 +343,7 @@ assert all(r <= 1e-10 for r in newton_residuals) and all(k <= 10 for k in newton
 assert max(pgd) / min(pgd) < 2 and max(gd) / min(gd) > 10
 assert abs(errors_1d.slope + 2) < 0.1 and abs(errors_2d.slope + 2) < 0.1
 assert sweep.gauss_newton_errors[-1] < sweep.adam_errors[-1] / 10
+rounding = 1e-12  # the pencil's eigensolver on matrices of norm ≤ 50: a few ε relative, far below this
+assert all(low - rounding <= pev[0] and pev[-1] <= high + rounding
+           for pev, (low, high) in zip(strong.preconditioned, strong.bounds))
+assert strong_iterations["gradient descent"][0] < strong_iterations["preconditioned GD"][0]

@@ -158,6 +158,10 @@ for c in (clean, noisy):
 # 2. Every random direction curves less than λ_1 — in fact less than a tenth of it.
 # 3. Filter-normalised directions carry each filter's weight norm (relative 1e-6) and zero on biases and γ, β.
 # 4. The clean net generalises better, is less sharp (λ_max at least 5× smaller) and has a re at least 1.5× larger.
+#
+# All four hold on seeds the notebook was not tuned on (seeds 1-3 in `tests/`: second differences within 4e-5 of
+# λ_1, random curvatures at most 0.014 λ_1, test accuracy 0.97 against 0.56-0.62, shuffled nets 14-22× sharper,
+# re ratios 2.6-6.5).
 
 # %%
 for batch_norm, a in nets.items():

@@ -199,6 +199,9 @@ panel(draw, spike=widgets.FloatLogSlider(value=1000.0, base=10, min=0, max=4, st
 #    the Taylor series' quadratic term is the Gauss-Newton curvature vᵀGv (relative 1e-8).
 # 3. Under the ×1000 spike the ρ-capped run ends within 1.5× the unspiked loss, plain SGD ends NaN or above loss 1,
 #    and clipping ends above twice the ρ-capped loss.
+#
+# All hold on seeds the notebook was not tuned on (seeds 1-3 in `tests/`: ρ* 1.12-1.16 against ρ_a 0.58-0.77;
+# ρ-capped/unspiked loss 0.92-0.93; plain SGD NaN, 16.8, 14.4; clipped 6-20× the ρ-capped loss).
 
 # %%
 g, theta = hl.output_function(binary_model, binary_inputs)

@@ -240,3 +240,30 @@ def test_the_frontier_pick_beats_uniform_precision_at_equal_size_on_the_wide_net
     assert wide_search.model_bits[row.pick] <= row.budget
     assert row.pick_loss_increase < row.uniform_loss_increase / 2
     assert row.pick == row.best
+
+
+@pytest.mark.parametrize("seed", (1, 2, 3))
+def test_notebook_claims_hold_on_further_seeds(seed):
+    """Notebook 02's asserts at its quick scale, on seeds it was not tuned on (net initialisation ``seed``, probes
+    ``seed + 1``; the notebook uses 0 and 1).
+
+    Measured over seeds 0-3: trace errors within 2.6 standard errors (at most 5.0%, layer 2 of seed 1, which is why the
+    notebook states the error in standard errors); Spearman 0.96-0.97 and 0.94; the wide net's 4-bit-size pick 2.4-6x
+    below uniform. Mutations these asserts are meant to catch (by reasoning; issue 21's mutation test applies them): probes without the 1/m mean (traces m times too large); the score
+    without the weights' perturbation ‖ΔW‖² (the frontier then picks by trace alone and loses the 4-bit-size win).
+    """
+    narrow = hawq.train_digits_mlp(MODEL, STEPS, LR, CALIBRATION, generator=hl.seed(seed))
+    blocks = hawq.hessian_blocks(narrow)
+    traces = hawq.layer_traces(narrow, PROBES, generator=hl.seed(seed + 1), blocks=blocks)
+    assert (np.abs(traces.values - traces.exact) <= 4 * traces.stderrs).all()
+    assert (np.abs(traces.relative_errors) <= 0.1).all()
+    search = hawq.search_bits(narrow, traces.values)
+    wide = hawq.train_digits_mlp(WIDE_MODEL, STEPS, LR, CALIBRATION, generator=hl.seed(seed))
+    wide_search = hawq.search_bits(wide, hawq.layer_traces(wide, PROBES, generator=hl.seed(seed + 1)).values)
+    assert search.spearman >= 0.8 and wide_search.spearman >= 0.8
+    assert all(row.pick == row.uniform == row.best for row in hawq.compare_with_uniform(search))
+    wide_4 = next(row for row in hawq.compare_with_uniform(wide_search) if row.bits == 4)
+    assert wide_search.model_bits[wide_4.pick] <= wide_4.budget
+    assert wide_4.pick_loss_increase < wide_4.uniform_loss_increase / 2
+    variance = hawq.hutchinson_variance(blocks[2], [2, 4, 8, 16, 32, 64, 128], 64, generator=hl.seed(seed))
+    assert np.all(np.abs(variance.variance - variance.predicted) <= 4 * variance.stderr)

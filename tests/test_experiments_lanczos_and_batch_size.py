@@ -144,7 +144,9 @@ def test_mean_batch_lambda_max_exceeds_the_full_batch_and_does_not_grow_with_b(s
 
 def test_small_batches_are_much_sharper_and_the_excess_falls_like_one_over_b(sweep):
     """The paper's phenomenon on this set-up: about twice as sharp at B = 4, within 2% at B = 256; the excess
-    over the full batch falls with a log-log slope near -1 for B >= 16."""
+    over the full batch falls with a log-log slope near -1 for B >= 16. (The 2% holds for seed 0 only — 2.0%, 2.8%,
+    2.2% on seeds 1-3 — so the notebook does not claim it; the seed-robust claims are in
+    test_notebook_claims_hold_on_further_seeds.)"""
     excess = sweep.mean_top - sweep.top_full
     assert sweep.mean_top[0] > 2 * sweep.top_full
     assert excess[-1] < 0.02 * sweep.top_full
@@ -301,3 +303,42 @@ def test_ritz_convergence_validation():
         bs.ritz_convergence(A, 2, k=3)
     with pytest.raises(ValueError, match="exact must be a dense"):
         bs.ritz_convergence(A[0], 2)
+
+
+@pytest.mark.parametrize("seed", (1, 2, 3))
+def test_notebook_claims_hold_on_further_seeds(seed):
+    """Notebook 03's phenomenon asserts at its quick scale (B = 4 ... 256, 4 partitions), on seeds it was not tuned
+    on: ``seed`` draws the initialisation of the softmax and the partitions (the notebook uses 0).
+
+    Measured, seeds 1/2/3: B = 4 is 2.27/2.28/2.27× sharper than the full batch; log-log slope of the excess for
+    B >= 16 −1.07/−0.97/−1.02; predicted/measured excess in [0.89, 1.16]/[0.74, 1.15]/[0.94, 1.16]; top four Ritz
+    values after 30 steps at rounding (≤ 4e-16 relative). The tests' old "within 2% at B = 256" is not a seed-robust
+    claim (excess 2.0%/2.8%/2.2%: seven batches per partition at B = 256), so neither the notebook nor this test
+    makes it. Mutations these asserts are meant to catch: Lanczos without reorthogonalisation (a ghost copy of λ_1:
+    Ritz errors 0.12-0.26, tests/test_notebook_mutations.py); an unweighted mean or one batch per B instead of the
+    partition (the theorems); s_B² without the without-replacement factor (N − B)/(N − 1) or the 1/B (prediction
+    off by more than 1.5 at large B).
+    """
+    inputs, targets = bs.pixel_digits()
+    softmax = bs.train_softmax(inputs, targets, lr=0.5, num_steps=400, generator=hl.seed(seed, "cpu"))
+    curvature = bs.softmax_curvature(softmax.model, inputs)
+    sweep = bs.batch_size_sweep(curvature, QUICK_BATCH_SIZES, num_partitions=4, generator=hl.seed(seed, "cpu"))
+    rounding = 650 * EPS * sweep.batch_tops[0].max().item()
+    means = sweep.mean_top.tolist()
+    assert all(mean >= sweep.top_full - rounding for mean in means), means
+    assert all(later <= earlier + rounding for earlier, later in zip(means, means[1:])), means
+    assert sweep.mean_top[0] > 2 * sweep.top_full, means
+    assert -1.3 < excess_slope(sweep) < -0.7
+    ratio = (sweep.prediction - sweep.top_full) / (sweep.mean_top - sweep.top_full)
+    assert torch.all((ratio > 1 / 1.5) & (ratio < 1.5)), ratio
+    convergence = bs.ritz_convergence(bs.batch_hessian(curvature), 30, k=4, generator=hl.seed(seed, "cpu"))
+    assert ((convergence.eigenvalues - convergence.ritz[-1]).abs() <= 1e-10 * convergence.eigenvalues[0]).all()
+
+
+def excess_slope(sweep) -> float:
+    """Least-squares slope of log(mean λ_max(H_B) − λ_max(H)) against log B over B >= 16 (the notebook's statistic)."""
+    sizes = torch.tensor(sweep.batch_sizes, dtype=torch.float64)
+    large = sizes >= 16
+    excess = sweep.mean_top - sweep.top_full
+    return torch.linalg.lstsq(torch.stack([sizes[large].log(), torch.ones(int(large.sum()), dtype=torch.float64)], 1),
+                              excess[large].log()[:, None]).solution[0, 0].item()

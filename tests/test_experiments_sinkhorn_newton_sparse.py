@@ -103,3 +103,51 @@ def test_banded_order_and_hessian_pattern(clouds, cloud_race):
     # ordered, the kept entries lie near the diagonal of the coupling block: a band, not a scatter
     rows, cols = pattern[:N, N:].nonzero(as_tuple=True)
     assert (rows - cols).abs().float().median() < N / 10
+
+
+def test_marginal_errors_are_recomputed_from_the_plan():
+    grid = ex.gaussian_mixture_densities(4)
+    plan = grid.a[:, None] * grid.b[None, :]  # the independent coupling: both marginals exact
+    rows, cols = ex.marginal_errors(grid, plan)
+    assert rows <= ex.marginal_rounding(grid) and cols <= ex.marginal_rounding(grid)
+    wrong = grid.a[:, None] * grid.a[None, :]  # columns matched to a instead of b
+    assert ex.marginal_errors(grid, wrong)[1] == pytest.approx(float((grid.a - grid.b).abs().sum()), rel=1e-12)
+    with pytest.raises(ValueError, match="cost's shape"):
+        ex.marginal_errors(grid, plan[:3])
+
+
+def test_on_the_grid_both_marginals_hold_and_the_plans_agree_with_pot():
+    """The grid is where a ≠ b: a Sinkhorn whose column update used a instead of b logs a converged row error but
+    leaves ‖Pᵀ1 − b‖₁ = 1.6 and ‖P − P_POT‖₁ = 2.0 (measured; tests/test_notebook_mutations.py applies it).
+    Measured correct: recomputed marginal errors 9.8e-10 (Sinkhorn) and 7.4e-10 (SNS); POT differences 3.1e-9 and
+    3.8e-9."""
+    grid = ex.gaussian_mixture_densities(GRID)
+    grid_race = ex.race(grid, REG, TOL)
+    pot = ex.pot_plan(grid, REG, TOL)
+    for result in (grid_race.sinkhorn, grid_race.newton):
+        assert sum(ex.marginal_errors(grid, result.plan)) <= TOL + ex.marginal_rounding(grid)
+        assert (result.plan - pot).abs().sum().item() <= 1e-6
+
+
+@pytest.mark.parametrize("seed", (1, 2, 3))
+def test_notebook_claims_hold_on_further_seeds(seed):
+    """Notebook 05's asserts on the random clouds (n = 400, reg 1e-3, tol 1e-9) for point sets it was not tuned on
+    (``hl.seed(seed)``; the notebook uses 0). The grid is deterministic and is checked above.
+
+    Measured, seeds 1/2/3: Sinkhorn 2035/1918/2310 iterations, SNS 30/32/33 (68/60/70×); recomputed marginal errors
+    9.95e-10/9.97e-10/9.93e-10 (Sinkhorn), ≤ 3.2e-12 (SNS); ‖P_SNS − P_POT‖₁ ≈ 6.9e-9, ‖P_Sinkhorn − P_POT‖₁ ≈ 2e-9;
+    after the warm start SNS's error never exceeds its value there. Mutations these asserts are meant to catch: SNS
+    without its Newton steps (iteration ratio 1); a plan not rescaled by the accepted step (recomputed marginals off
+    though the log says converged); a wrong reg convention (e.g. exp(−C·reg): POT differs by O(1)).
+    """
+    clouds = ex.random_point_clouds(N, hl.seed(seed, "cpu"))
+    cloud_race = ex.race(clouds, REG, TOL)
+    pot = ex.pot_plan(clouds, REG, TOL)
+    assert cloud_race.sinkhorn.converged and cloud_race.newton.converged
+    assert cloud_race.newton.iterations * 10 <= cloud_race.sinkhorn.iterations, cloud_race.iteration_ratio
+    for result in (cloud_race.sinkhorn, cloud_race.newton):
+        assert result.history[-1] <= TOL
+        assert sum(ex.marginal_errors(clouds, result.plan)) <= TOL + ex.marginal_rounding(clouds)
+        assert (result.plan - pot).abs().sum().item() <= 1e-6
+    assert max(cloud_race.newton.history[20:]) <= cloud_race.newton.history[20]  # the warm start's error caps SNS
+    assert cloud_race.plan_difference <= 1e-6

@@ -69,6 +69,21 @@ def bulk_edge(eigenvalues: Tensor, top: int) -> int:
     return int(ratios.argmax()) + 2
 
 
+def width_trend(spectra: list[Spectrum]) -> float:
+    """The least-squares slope of the near-zero fraction against log2(n): how much the bulk grows per doubling.
+
+    A trend over all widths, not a chain of pairwise comparisons: at N = 200 points the fraction of one narrow net
+    can exceed its neighbour's by chance (seed 3: 0.356 at width 32, 0.321 at width 64), while the trend is
+    positive on every seed tried (0.07–0.14 per doubling over seeds 0–5 at widths 32, 64, 128).
+    """
+    if len(spectra) < 2:
+        raise ValueError(f"a trend needs at least two widths, got {len(spectra)}.")
+    x = torch.tensor([float(s.num_params) for s in spectra], dtype=torch.float64).log2()
+    y = torch.tensor([s.near_zero_fraction for s in spectra], dtype=torch.float64)
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / (x * x).sum())
+
+
 def train_on_clusters(num_classes: int, width: int, spread: float = 10.0, num_points: int = 200, dim: int = 20,
                       lr: float = 0.05, target_loss: float = 0.1, max_steps: int = 20_000, seed: int = 0):
     """An MLP dim–width–k (tanh) trained by full-batch gradient descent on k Gaussian clusters until loss < target.

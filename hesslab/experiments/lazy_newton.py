@@ -30,7 +30,7 @@ from .. import data
 from ..newton import CostModel, NewtonResult, damped_newton, lazy_newton, newton
 
 DATASETS = ("breast_cancer", "digits", "digits-features")
-STARTS = ("zero", "ones", "random", "far")
+STARTS = ("zero", "ones", "random", "far", "far-random")
 
 
 @dataclass(frozen=True)
@@ -95,15 +95,17 @@ def logistic_problem(dataset: str = "breast_cancer", mu: float = 1e-3, nonconvex
 
 
 def starting_point(problem: LogisticProblem, start: str = "ones", seed: int = 0) -> Tensor:
-    """x0: ``"zero"``; ``"ones"``; ``"random"`` (N(0, I) from ``seed``); ``"far"`` (3·ones: pure Newton diverges)."""
+    """x0: ``"zero"``; ``"ones"``; ``"random"`` (N(0, I) from ``seed``); ``"far"`` (3·ones: pure Newton diverges);
+    ``"far-random"`` (3·ones + N(0, I) from ``seed``: the far start on other seeds)."""
     like = problem.inputs
     if start == "zero":
         return torch.zeros(problem.d, dtype=like.dtype, device=like.device)
     if start in ("ones", "far"):
         return torch.full((problem.d,), 1.0 if start == "ones" else 3.0, dtype=like.dtype, device=like.device)
-    if start == "random":
+    if start in ("random", "far-random"):
         generator = torch.Generator().manual_seed(seed)
-        return torch.randn(problem.d, generator=generator, dtype=like.dtype).to(like.device)
+        noise = torch.randn(problem.d, generator=generator, dtype=like.dtype).to(like.device)
+        return noise if start == "random" else 3.0 + noise
     raise ValueError(f"start must be one of {STARTS}, got {start!r}.")
 
 
@@ -145,14 +147,15 @@ def _trace(result: NewtonResult, label: str, m: int, f_star: float) -> Trace:
 
 @lru_cache(maxsize=512)
 def lazy_run(dataset: str, m: int, regularization: str = "cubic", start: str = "ones", mu: float = 1e-3,
-             nonconvex: bool = False, tol: float = 1e-9, device: torch.device | str | None = None) -> Trace:
+             nonconvex: bool = False, tol: float = 1e-9, device: torch.device | str | None = None,
+             seed: int = 0) -> Trace:
     """``lazy_newton`` with update_every = m and adaptive M (from 1) until ‖∇f‖ <= tol (at most 20000 steps).
 
     On the convex problem ``tol = 1e-9`` guarantees f − f* <= ‖∇f‖²/(2μ) <= 1e-10 for μ >= 5e-9.
     """
     problem = logistic_problem(dataset, mu, nonconvex, device)
     f_star = math.nan if nonconvex else optimal_value(dataset, mu, device)
-    result = lazy_newton(problem.f, starting_point(problem, start), update_every=m, regularization=regularization,
+    result = lazy_newton(problem.f, starting_point(problem, start, seed), update_every=m, regularization=regularization,
                          tol=tol, max_iter=20000, cost_model=problem.cost_model)
     return _trace(result, f"m = {m}", m, f_star)
 
@@ -191,12 +194,12 @@ class LazySweep:
 
 def lazy_sweep(dataset: str = "breast_cancer", multiples: tuple[float, ...] = (1 / 4, 1 / 2, 1, 2, 4),
                regularization: str = "cubic", start: str = "ones", mu: float = 1e-3, target: float = 1e-10,
-               device: torch.device | str | None = None) -> LazySweep:
+               device: torch.device | str | None = None, seed: int = 0) -> LazySweep:
     """Lazy Newton for m = 1 and m = round(c·d), c in ``multiples``, on the convex problem; for each m the
     arithmetic cost to reach f − f* <= ``target``."""
     d = logistic_problem(dataset, mu, device=device).d
     periods = update_periods(d, tuple(multiples))
-    traces = tuple(lazy_run(dataset, m, regularization, start, mu, device=device) for m in periods)
+    traces = tuple(lazy_run(dataset, m, regularization, start, mu, device=device, seed=seed) for m in periods)
     costs = np.array([trace.cost_to(target) for trace in traces])
     return LazySweep(dataset, d, optimal_value(dataset, mu, device), target, periods, traces, costs)
 
@@ -241,10 +244,10 @@ class FarStart:
 
 @lru_cache(maxsize=32)
 def far_start(dataset: str = "breast_cancer", start: str = "far", plain_iterations: int = 12, mu: float = 1e-3,
-              schedule: str = "aicn", device: torch.device | str | None = None) -> FarStart:
+              schedule: str = "aicn", device: torch.device | str | None = None, seed: int = 0) -> FarStart:
     """Pure Newton (``line_search=False``) for ``plain_iterations`` steps, and damped Newton to ‖∇f‖ <= 1e-9."""
     problem = logistic_problem(dataset, mu, device=device)
-    x0 = starting_point(problem, start)
+    x0 = starting_point(problem, start, seed)
     f_star = optimal_value(dataset, mu, device)
     with warnings.catch_warnings():  # pure Newton is expected not to converge here; the result says so
         warnings.simplefilter("ignore", RuntimeWarning)

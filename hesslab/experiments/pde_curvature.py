@@ -68,9 +68,13 @@ def condition_number(problem: EllipticProblem, u: Tensor) -> float:
 
 
 def solver_scaling(grid_sizes: list[int], dim: int = 1, strength: float = 1.0, tol: float = 1e-6,
-                   newton_tol: float = 1e-10, max_iter: int = 1_000_000, progress: bool = False) -> SolverScaling:
+                   newton_tol: float = 1e-10, max_iter: int = 1_000_000, progress: bool = False,
+                   seed: int | None = None) -> SolverScaling:
     """Run Newton (to ``newton_tol``), preconditioned and plain gradient descent (to ``tol``) from u = 0 on each grid
-    of the quartic problem, and record iterations, residual histories, run times and the Hessian's κ."""
+    of the quartic problem, and record iterations, residual histories, run times and the Hessian's κ.
+
+    ``seed``: start instead from u0 ~ N(0, I) (the grid values), drawn from ``torch.Generator().manual_seed(seed)``
+    afresh for each grid and shared by the three solvers."""
     names = list(SOLVERS)
     iterations: dict = {name: [] for name in names}
     converged: dict = {name: [] for name in names}
@@ -79,12 +83,14 @@ def solver_scaling(grid_sizes: list[int], dim: int = 1, strength: float = 1.0, t
     kappas = []
     for n in grid_sizes:
         problem = make_problem(n, dim, strength)
+        u0 = None if seed is None else torch.randn(problem.size, generator=torch.Generator().manual_seed(seed),
+                                                   dtype=torch.float64)
         for name, solver in SOLVERS.items():
             start = time.perf_counter()
             if name == "Newton":
-                result = solver(problem, tol=newton_tol, progress=progress)
+                result = solver(problem, u0, tol=newton_tol, progress=progress)
             else:
-                result = solver(problem, tol=tol, max_iter=max_iter, progress=progress)
+                result = solver(problem, u0, tol=tol, max_iter=max_iter, progress=progress)
             seconds[name].append(time.perf_counter() - start)
             iterations[name].append(result.iterations)
             converged[name].append(result.converged)
@@ -101,7 +107,7 @@ def solver_scaling(grid_sizes: list[int], dim: int = 1, strength: float = 1.0, t
 class HessianSpectra:
     """Eigenvalues (ascending) at the solution of each grid, of H = A + diag F''(u) (the Hessian divided by h^d) and
     of the preconditioned P⁻¹H, P = A + I; and the closed-form bounds of P⁻¹H's spectrum
-    [λ_1/(λ_1 + 1) + min c/(λ_1 + 1), max(1, (λ_1 + max c)/(λ_1 + 1))], c = F''(u)."""
+    [min(1, (λ_1 + min c)/(λ_1 + 1)), max(1, (λ_1 + max c)/(λ_1 + 1))], c = F''(u)."""
 
     grid_sizes: list[int]
     dim: int
@@ -122,7 +128,9 @@ def hessian_spectra(grid_sizes: list[int], dim: int = 1, strength: float = 1.0) 
         preconditioned.append(scipy.linalg.eigh(H, P, eigvals_only=True))
         c = problem.nonlinearity.d2F(u).numpy()
         lam_1 = float(laplacian_eigenvalues(n, dim)[0])
-        bounds.append(((lam_1 + c.min()) / (lam_1 + 1), max(1.0, (lam_1 + c.max()) / (lam_1 + 1))))
+        # x'(A + C)x / x'(A + I)x with a = x'Ax/x'x >= λ_1 and c in [min c, max c]: (a + c)/(a + 1) is monotone in a,
+        # so its extremes are at a = λ_1 or a → ∞ (the limit 1) — whether c is below or above 1.
+        bounds.append((min(1.0, (lam_1 + c.min()) / (lam_1 + 1)), max(1.0, (lam_1 + c.max()) / (lam_1 + 1))))
     return HessianSpectra(list(grid_sizes), dim, hessians, preconditioned, bounds)
 
 
