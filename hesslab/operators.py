@@ -24,7 +24,7 @@ from .batches import Batch, Batches, as_batches, check_mean_reduction
 from .checks import check_count, check_finite, check_finite_product, check_flat_vector, check_like
 from .exact import Product, check_dense_fits, default_chunk_size, dense_matrix
 from .functional import (call_model, check_inputs, differentiable_attention, flatten_parameters, ggnvp_at, hvp_at,
-                         loss_function, output_function, select_parameters)
+                         loss_function, output_function, select_parameters, warn_if_stochastic)
 
 
 def by_columns(product: Product, V: Tensor, chunk_size: int) -> Tensor:
@@ -214,6 +214,7 @@ class HessianOperator(CurvatureOperator):
         if single is not None:
             return cls(*loss_function(model, loss_fn, *single, params=params))
         x = flatten_parameters(select_parameters(model, params))
+        warn_if_stochastic(model)  # now, not only at the first product
         return cls._over_batches(
             batches, lambda batch: hvp_at(loss_function(model, loss_fn, *batch, params=params)[0], x), x)
 
@@ -237,6 +238,7 @@ class GGNOperator(CurvatureOperator):
             g, x = output_function(model, inputs, params=params)
             return cls(g, lambda z: loss_fn(z, targets), x)
         x = flatten_parameters(select_parameters(model, params))
+        warn_if_stochastic(model)  # now, not only at the first product
 
         def product_on(batch: Batch) -> Product:
             inputs, targets = batch
