@@ -110,3 +110,27 @@ def test_step_costs_follow_the_cost_model():
 def test_bad_experiment_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("seed", (3, 4, 5))
+def test_notebook_claims_hold_on_further_seeds(seed):
+    """Notebook 10's seed-dependent claims on seeds it was not calibrated on (its rates were tuned on seed 0 and
+    checked on 1, 2; the toy's exact-diagonal runs are deterministic).
+
+    Measured on seeds 3-5: every optimizer reaches loss 0.01 (steps SGD 70-100, Adam 80-90, AdaHessian 80-100,
+    SophiaG 150-170, SophiaH 140-170); Adam 80-90 against AdaHessian 240-300 gradient-equivalents; clipped fraction
+    SophiaG 0.68-0.96, SophiaH 0.46-0.95, falling; the noisy-diagonal toy converges in 8-11 steps.
+    """
+    runs = {name: ex.train(name, seed=seed) for name in ex.OPTIMIZERS}
+    for name, run in runs.items():
+        assert run.converged and math.isfinite(run.first("loss", ex.TASK_TARGET)), name
+    assert runs["Adam"].first("loss", ex.TASK_TARGET, "cost") < runs["AdaHessian"].first("loss", ex.TASK_TARGET, "cost")
+    for name in ("SophiaG", "SophiaH"):
+        clipped = runs[name].history["clipped"][1:]
+        assert np.all((0.3 < clipped) & (clipped < 0.99)) and clipped[0] > clipped[-1], name
+    toy = ex.toy_sophia(estimator="noisy", seed=seed)
+    assert toy.converged and toy.iterations <= 40
+    errors = ex.estimator_errors(seed=seed, width=8)
+    for measured, predicted in ((errors.hutchinson, errors.hutchinson_predicted), (errors.gnb, errors.gnb_predicted)):
+        assert -0.65 <= ex.EstimatorErrors.slope(errors.probes, measured) <= -0.35
+        assert np.all(np.abs(np.log(measured / predicted)) <= np.log(1.5))
