@@ -31,6 +31,7 @@ import functools
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 import hesslab as hl
 from hesslab.experiments import hutchinson_and_hawq as hawq
@@ -319,6 +320,47 @@ panel(draw,
       bits_per_weight=widgets.FloatSlider(min=2.0, max=8.0, step=0.25, value=4.0))
 
 # %% [markdown]
+# ## Why the average trace, and why Rademacher probes
+#
+# On both nets the top eigenvalue of each block, its trace and its trace per weight happen to rank the layers so
+# that HAWQ-V1's score $\lambda_{\max}(H_i)\lVert\Delta_i\rVert^2$, or $\operatorname{Tr}(H_i)\lVert\Delta_i\rVert^2$
+# without the $1/n_i$, would pick the same bits. They are not the same score. A loss that is exactly quadratic per
+# layer, $L(W)=\frac12\sum_i(W_i-W_i^*)^\top H_i(W_i-W_i^*)$, with random eigenvectors and weights uniform on
+# $[-1,1]$, separates them: a **spiked** block (64 weights, 4 eigenvalues 2, the rest 0.02), a **flat** one
+# (64 weights, all eigenvalues 1) and a **wide** flat one (512 weights, all 0.1). Quantising one layer to 4 bits
+# raises the loss by exactly $\frac12\Delta_i^\top H_i\Delta_i$; a perturbation spread over the eigenvectors
+# barely meets the spike, so it is the trace per weight that counts.
+
+# %%
+quadratic_model = hawq.spiked_and_flat_layers(generator=hl.seed(2))
+quadratic = hawq.rank_layers(quadratic_model, bits=4, num_probes=PROBES, generator=hl.seed(3))
+for name, n, top, tr, delta, loss in zip(quadratic.names, quadratic.sizes, quadratic.top_eigenvalues,
+                                         quadratic.exact_traces, quadratic.perturbations, quadratic.loss_increase):
+    print(f"{name:6s}: n = {n:3d}, λ_max = {top:.2f}, Tr(H) = {tr:5.1f}, Tr(H)/n = {tr / n:.3f}, "
+          f"‖Δ‖² = {delta:.3f}, ½ΔᵀHΔ = {loss:.4f}")
+for label, values in (("λ_max(H)", quadratic.top_eigenvalues), ("Tr(H)/n", quadratic.exact_traces / quadratic.sizes),
+                      ("Tr(H)", quadratic.exact_traces), ("measured ½ΔᵀHΔ", quadratic.loss_increase),
+                      ("HAWQ-V2 Tr(H)/n·‖Δ‖²", quadratic.omega), ("HAWQ-V1 λ_max·‖Δ‖²", quadratic.hawq_v1),
+                      ("no 1/n: Tr(H)·‖Δ‖²", quadratic.without_size)):
+    print(f"ranked by {label:21s}: {' > '.join(quadratic.order(values))}")
+
+# %% [markdown]
+# Only HAWQ-V2's score ranks the layers as the loss does: V1 puts the spiked layer first, the score without $1/n_i$
+# the wide one.
+#
+# The traces are Hutchinson estimates, and the traces' assert below (within 4 standard errors of the exact trace)
+# holds for Gaussian probes too: they are unbiased, only noisier, and the variance figure above draws its own
+# probes. What tells the probes apart is the variance: Rademacher's $2\sum_{i\ne j}A_{ij}^2/m$ leaves out the
+# diagonal, Gaussian's $2\lVert A\rVert_F^2/m$ does not. On the damped spiked block $H+I$, whose diagonal is large,
+# the two differ several-fold; measured on `hl.hutchinson_trace` itself, 64 calls of 16 probes each:
+
+# %%
+damped_block = quadratic_model.blocks[0] + torch.eye(len(quadratic_model.blocks[0]), dtype=torch.float64)
+damped = hawq.estimator_variance(damped_block, 16, 64, generator=hl.seed(4))
+print(f"Var of 16-probe estimates on H + I: measured {damped.variance:.3f} ± {damped.stderr:.3f}; "
+      f"Rademacher 2Σ_(i≠j)A_ij²/m = {damped.rademacher:.3f}, Gaussian 2‖A‖_F²/m = {damped.gaussian:.3f}")
+
+# %% [markdown]
 # ## What is asserted
 #
 # 1. Per-layer Hutchinson traces (200 probes, matrix-free) are within 4 of their own standard errors of the exact
@@ -332,6 +374,10 @@ panel(draw,
 #    net at the 3-bit size it picked a configuration with ΔL = 0.044 against uniform's 0.015 on seed 1 (the ternary
 #    layer, above), so nothing is asserted there.
 # 4. Hutchinson's measured variance follows $2\sum_{i\neq j}A_{ij}^2/m$ within 4 of its standard deviations.
+# 5. On the quadratic layers HAWQ-V2's score ranks the layers as the measured loss increase does, and HAWQ-V1's
+#    $\lambda_{\max}\lVert\Delta\rVert^2$ and the score without $1/n_i$ do not (so neither passes for V2).
+# 6. `hl.hutchinson_trace`'s variance on the damped block follows Rademacher's $2\sum_{i\neq j}A_{ij}^2/m$ within 4
+#    of its standard deviations, and Gaussian's $2\lVert A\rVert_F^2/m$ lies more than 8 of them away.
 
 # %%
 z_scores = np.array([(e.value - x) / e.stderr for e, x in zip(traces.estimates, exact)])
@@ -357,3 +403,16 @@ for i, v in variances.items():
     z = (v.variance - v.predicted) / v.stderr
     print(f"{net.weight_names[i]}: (measured − predicted variance) / its standard deviation = {np.round(z, 2)}")
 assert all(np.all(np.abs(v.variance - v.predicted) <= 4 * v.stderr) for v in variances.values())
+
+# %%
+print(f"loss {quadratic.order(quadratic.loss_increase)}, V2 {quadratic.order(quadratic.omega)}, "
+      f"V1 {quadratic.order(quadratic.hawq_v1)}, no 1/n {quadratic.order(quadratic.without_size)}")
+assert quadratic.order(quadratic.omega) == quadratic.order(quadratic.loss_increase)
+assert quadratic.order(quadratic.hawq_v1) != quadratic.order(quadratic.loss_increase)
+assert quadratic.order(quadratic.without_size) != quadratic.order(quadratic.loss_increase)
+
+# %%
+print(f"(measured − Rademacher) / s.d. = {(damped.variance - damped.rademacher) / damped.stderr:+.2f}, "
+      f"(Gaussian − Rademacher) / s.d. = {(damped.gaussian - damped.rademacher) / damped.stderr:+.1f}")
+assert abs(damped.variance - damped.rademacher) <= 4 * damped.stderr
+assert damped.gaussian - damped.rademacher > 8 * damped.stderr

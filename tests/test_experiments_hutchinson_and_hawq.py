@@ -267,3 +267,58 @@ def test_notebook_claims_hold_on_further_seeds(seed):
     assert wide_4.pick_loss_increase < wide_4.uniform_loss_increase / 2
     variance = hawq.hutchinson_variance(blocks[2], [2, 4, 8, 16, 32, 64, 128], 64, generator=hl.seed(seed))
     assert np.all(np.abs(variance.variance - variance.predicted) <= 4 * variance.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# layers ranked differently by λ_max, Tr/n and Tr; the probes told apart by the variance
+# ----------------------------------------------------------------------------------------------------------------------
+def test_quadratic_layers_have_the_stated_spectra():
+    model = hawq.spiked_and_flat_layers(generator=hl.seed(0))
+    assert model.names == ("spiked", "flat", "wide") and list(model.layer_sizes) == [64, 64, 512]
+    for H, top, trace in zip(model.blocks, [2.0, 1.0, 0.1], [8 + 60 * 0.02, 64.0, 51.2]):
+        eigenvalues = torch.linalg.eigvalsh(H)
+        assert torch.equal(H, H.T)
+        assert eigenvalues[-1].item() == pytest.approx(top, rel=1e-12)
+        assert H.trace().item() == pytest.approx(trace, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_only_hawq_v2_ranks_the_quadratic_layers_as_their_loss_increase(seed):
+    ranking = hawq.rank_layers(hawq.spiked_and_flat_layers(generator=hl.seed(seed)), bits=4, num_probes=200,
+                               generator=hl.seed(10 + seed))
+    # the three statistics rank the layers three ways
+    assert ranking.order(ranking.top_eigenvalues) == ("spiked", "flat", "wide")
+    assert ranking.order(ranking.exact_traces / ranking.sizes) == ("flat", "spiked", "wide")
+    assert ranking.order(ranking.exact_traces) == ("flat", "wide", "spiked")
+    # the loss, exactly quadratic, ranks them as HAWQ-V2's score; V1's and the score without 1/n do not
+    assert ranking.order(ranking.loss_increase) == ranking.order(ranking.omega) == ("flat", "wide", "spiked")
+    assert ranking.order(ranking.hawq_v1) == ("spiked", "flat", "wide")
+    assert ranking.order(ranking.without_size) == ("wide", "flat", "spiked")
+    # on the flat blocks (H = cI) Rademacher Hutchinson is exact and ½ΔᵀHΔ = ½Ω exactly
+    assert ranking.traces[1:] == pytest.approx(ranking.exact_traces[1:], rel=1e-12)
+    assert ranking.loss_increase[1:] == pytest.approx(ranking.omega[1:] / 2, rel=1e-12)
+    assert ranking.hawq_v1 == pytest.approx(ranking.top_eigenvalues * ranking.perturbations)
+
+
+def test_rank_layers_bad_input():
+    with pytest.raises(TypeError, match="QuadraticLayers"):
+        hawq.rank_layers("net")
+    with pytest.raises(ValueError, match="bits"):
+        hawq.rank_layers(hawq.spiked_and_flat_layers(generator=hl.seed(0)), bits=1)
+
+
+def test_estimator_variance_tells_rademacher_from_gaussian_probes_on_a_large_diagonal():
+    A = hawq.spiked_and_flat_layers(generator=hl.seed(0)).blocks[0] + torch.eye(64, dtype=torch.float64)
+    result = hawq.estimator_variance(A, 16, 64, generator=hl.seed(1))
+    assert abs(result.variance - result.rademacher) <= 4 * result.stderr
+    assert result.gaussian > 5 * result.rademacher and result.gaussian - result.rademacher > 8 * result.stderr
+    assert result.rademacher == pytest.approx(hawq.hutchinson_variance_of(A) / 16)
+    # a diagonal matrix: every Rademacher estimate is the trace
+    diagonal = hawq.estimator_variance(torch.diag(torch.arange(1.0, 6.0, dtype=torch.float64)), 2, 4)
+    assert diagonal.variance == pytest.approx(0, abs=1e-25) and diagonal.rademacher == 0 and diagonal.stderr == 0
+    with pytest.raises(ValueError, match="num_probes"):
+        hawq.estimator_variance(A, 1, 64)
+    with pytest.raises(ValueError, match="repeats"):
+        hawq.estimator_variance(A, 4, 3)
+    with pytest.raises(TypeError, match="dense"):
+        hawq.estimator_variance([[1.0]], 4, 8)

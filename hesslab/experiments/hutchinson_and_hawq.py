@@ -465,3 +465,136 @@ def compare_with_uniform(search: BitSearch) -> tuple[UniformComparison, ...]:
         rows.append(UniformComparison(b, budget, uniform, pick, best, *(float(search.loss_increase[i])
                                                                          for i in (uniform, pick, best))))
     return tuple(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# why the average trace: layers ranked differently by λ_max, Tr(H)/n and Tr(H)
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuadraticLayers:
+    """A loss exactly quadratic in each layer's weights, with its minimum at W*:
+
+        L(W) = ½ Σ_i (W_i − W_i*)ᵀ H_i (W_i − W_i*),
+
+    so quantising layer i alone raises it by exactly ½ Δ_iᵀ H_i Δ_i, Δ_i = Q_b(W_i*) − W_i*. The model of the loss
+    that HAWQ's scores are derived from, with nothing left out (no cross-layer blocks, no higher-order terms).
+    """
+
+    names: tuple[str, ...]
+    weights: tuple[Tensor, ...]  # W_i*, flat (n_i,)
+    blocks: tuple[Tensor, ...]  # H_i, dense symmetric (n_i, n_i)
+
+    @property
+    def layer_sizes(self) -> np.ndarray:
+        return np.array([w.numel() for w in self.weights])
+
+
+def spiked_and_flat_layers(generator: torch.Generator | None = None) -> QuadraticLayers:
+    """Three layers whose Hessian blocks rank them three different ways (float64, CPU, milliseconds):
+
+        "spiked": n = 64,  4 eigenvalues 2 and 60 eigenvalues 0.02:  λ_max 2,   Tr 9.2,  Tr/n 0.14
+        "flat":   n = 64,  every eigenvalue 1:                        λ_max 1,   Tr 64,   Tr/n 1
+        "wide":   n = 512, every eigenvalue 0.1:                      λ_max 0.1, Tr 51.2, Tr/n 0.1
+
+    The eigenvectors are random (Q from the QR factorisation of a Gaussian matrix), so a quantisation error is
+    spread over them as HAWQ-V2 assumes; the weights W* are uniform on [−1, 1], so every layer has the same
+    quantisation step and ‖Δ_i‖² ≈ n_i s²/12. The loss increase ½ Δᵀ H Δ then ranks flat > wide > spiked, as Tr/n·‖Δ‖²
+    does, while λ_max·‖Δ‖² (HAWQ-V1) puts the spiked layer first and Tr·‖Δ‖² (no 1/n) the wide one.
+    (The spike is 4 eigenvalues, not 1, so that ½ Δᵀ H Δ of the spiked layer, a χ² with 4 degrees of freedom in
+    the spike's share, stays below the others on every seed but with probability ~1e-4.)
+    """
+    spectra = {"spiked": torch.cat([torch.full((4,), 2.0), torch.full((60,), 0.02)]),
+               "flat": torch.ones(64, dtype=torch.float64), "wide": torch.full((512,), 0.1)}
+    weights, blocks = [], []
+    for eigenvalues in spectra.values():
+        eigenvalues = eigenvalues.double()
+        n = len(eigenvalues)
+        Q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+        H = (Q * eigenvalues) @ Q.T
+        blocks.append((H + H.T) / 2)
+        weights.append(2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1)
+    return QuadraticLayers(tuple(spectra), tuple(weights), tuple(blocks))
+
+
+@dataclass(frozen=True)
+class LayerRanking:
+    """Per layer of a ``QuadraticLayers`` quantised alone to ``bits``: the curvature statistics, the three scores and
+    the exact loss increase."""
+
+    names: tuple[str, ...]
+    sizes: np.ndarray  # (L,) n_i
+    bits: int
+    top_eigenvalues: np.ndarray  # (L,) λ_max(H_i), exact
+    traces: np.ndarray  # (L,) Tr(H_i) by hl.hutchinson_trace
+    exact_traces: np.ndarray  # (L,) Tr(H_i)
+    perturbations: np.ndarray  # (L,) ‖Q_b(W_i) − W_i‖²
+    omega: np.ndarray  # (L,) HAWQ-V2's Ω_i(b) = Tr(H_i)/n_i · ‖Δ_i‖², from ``sensitivities``
+    hawq_v1: np.ndarray  # (L,) λ_max(H_i) · ‖Δ_i‖²
+    without_size: np.ndarray  # (L,) Tr(H_i) · ‖Δ_i‖² (the 1/n_i dropped)
+    loss_increase: np.ndarray  # (L,) ½ Δ_iᵀ H_i Δ_i, exact
+
+    def order(self, values) -> tuple[str, ...]:
+        """The layer names from the largest of ``values`` to the smallest."""
+        return tuple(self.names[i] for i in np.argsort(-np.asarray(values), kind="stable"))
+
+
+def rank_layers(model: QuadraticLayers, bits: int = 4, num_probes: int = 200,
+                generator: torch.Generator | None = None) -> LayerRanking:
+    """Score each layer of ``model`` quantised alone to ``bits`` bits by HAWQ-V2 (traces from ``num_probes``
+    Hutchinson products, Ω from ``sensitivities``), by HAWQ-V1 and without the 1/n_i, and measure ½ ΔᵀHΔ.
+
+    Cost: L · num_probes dense products, L eigenvalue decompositions (n_i³).
+    """
+    if not isinstance(model, QuadraticLayers):
+        raise TypeError(f"model must be a QuadraticLayers (e.g. spiked_and_flat_layers()), got "
+                        f"{type(model).__name__}.")
+    check_count("bits", bits, 2, 32)
+    estimates = [hutchinson_trace(dense_operator(H), num_probes, generator=generator) for H in model.blocks]
+    traces = np.array([e.value for e in estimates])
+    omega = sensitivities(model.weights, list(traces), (bits,))[:, 0]
+    deltas = [quantize(W, bits) - W for W in model.weights]
+    perturbations = np.array([d.pow(2).sum().item() for d in deltas])
+    top = np.array([torch.linalg.eigvalsh(H)[-1].item() for H in model.blocks])
+    exact = np.array([H.trace().item() for H in model.blocks])
+    loss = np.array([0.5 * (d @ (H @ d)).item() for d, H in zip(deltas, model.blocks)])
+    return LayerRanking(model.names, model.layer_sizes, bits, top, traces, exact, perturbations, omega,
+                        top * perturbations, exact * perturbations, loss)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the diagonal costs nothing: Rademacher, not Gaussian, probes
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EstimatorVariance:
+    """The spread of ``hl.hutchinson_trace``'s m-probe estimates, with what Rademacher and Gaussian probes predict."""
+
+    num_probes: int
+    repeats: int
+    variance: float  # sample variance of `repeats` estimates
+    rademacher: float  # 2 Σ_{i≠j} A_ij² / m
+    gaussian: float  # 2 ‖A‖_F² / m
+    stderr: float  # standard deviation of that sample variance when the Rademacher prediction holds
+
+
+def estimator_variance(A: Tensor, num_probes: int, repeats: int,
+                       generator: torch.Generator | None = None) -> EstimatorVariance:
+    """Var of ``hl.hutchinson_trace(A, m)`` over ``repeats`` independent calls, against 2 Σ_{i≠j} A_ij² / m (Rademacher
+    probes: the diagonal costs nothing) and 2 ‖A‖_F² / m (Gaussian probes: it does). On a matrix with a large
+    diagonal the two differ by a large factor, so this tells the probes apart from the library's output alone.
+
+    The standard deviation of the sample variance is v · sqrt(2/(R − 1) + κ/R), κ the excess kurtosis of one
+    estimate, measured from the R estimates (and taken as 0 when negative).
+    Cost: repeats · num_probes products with A.
+    """
+    operator = dense_operator(A)
+    check_count("num_probes", num_probes, 2)
+    check_count("repeats", repeats, 4)
+    values = torch.tensor([hutchinson_trace(operator, num_probes, generator=generator).value
+                           for _ in range(repeats)], dtype=torch.float64)
+    centred = values - values.mean()
+    spread = centred.pow(2).mean().item()
+    kurtosis = max(centred.pow(4).mean().item() / spread**2 - 3, 0.0) if spread > 0 else 0.0
+    rademacher_variance = hutchinson_variance_of(A) / num_probes
+    gaussian_variance = 2 * A.double().pow(2).sum().item() / num_probes
+    stderr = rademacher_variance * math.sqrt(2 / (repeats - 1) + kurtosis / repeats)
+    return EstimatorVariance(num_probes, repeats, values.var().item(), rademacher_variance, gaussian_variance, stderr)
