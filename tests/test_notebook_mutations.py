@@ -8,6 +8,13 @@ not only the unit tests.
 Mutation → the notebook assertion that fails (measured values, correct → mutated):
 
 - 01, the Hessian replaced by the GGN (H − G ≡ 0) → "H − G is indefinite": λ_max(H − G) > 0 > λ_min(H − G) fails.
+- 02, HAWQ-V1's score λ_max(H_i)·‖ΔW_i‖² in place of V2's Tr(H_i)/n_i·‖ΔW_i‖² (n_i·λ_max fed where the trace goes)
+  → "on the quadratic layers V2's score ranks the layers as the loss increase" fails (flat > wide > spiked
+  measured, spiked > flat > wide scored). On both digits nets it picks the same bits as V2, so only this catches it.
+- 02, HAWQ-V2 without the 1/n_i → the same assert fails (scored wide > flat > spiked).
+- 02, Gaussian instead of Rademacher probes in hl.hutchinson_trace → "the variance of hl.hutchinson_trace on the
+  damped block H + I follows 2Σ_{i≠j}A_ij²/m within 4 s.d." fails (measured/predicted 0.83 → 5.9, 27.8 s.d. off); the
+  traces' 4-standard-error assert does not catch it (Gaussian estimates are unbiased, their stderr measured).
 - 03, Lanczos without reorthogonalisation → "the top four Ritz values after 30 steps are at 1e-10 relative" fails
   (relative errors 4e-16 → 0.26, a ghost copy of λ_1).
 - 03, SLQ with Gaussian instead of Rademacher probes → "SLQ on diag(eig H) is exact to rounding" fails
@@ -16,22 +23,25 @@ Mutation → the notebook assertion that fails (measured values, correct → mut
   tol + (n + m)ε" and "the plan within 1e-6 of POT's" fail on the grid, where a ≠ b (‖Pᵀ1 − b‖₁ = 1.6,
   ‖P − P_POT‖₁ = 2.0 at the notebook's 20 × 20 grid), while the solver's own log says converged.
 
-Not here: notebook 02's HAWQ without the 1/n_i and notebook 04's mutations (their owners' notebooks).
+Not here: notebook 04's mutations (its owner's notebook).
 """
 
 import dataclasses
 import importlib
 
+import numpy as np
 import pytest
 import torch
 
 import hesslab as hl
 from hesslab.experiments import bulk_and_outliers as bo
+from hesslab.experiments import hutchinson_and_hawq as hawq
 from hesslab.experiments import lanczos_and_batch_size as bs
 from hesslab.experiments import sinkhorn_newton_sparse as ot_ex
 
 lanczos_module = importlib.import_module("hesslab.lanczos")     # the module, not the function hl.lanczos
 sinkhorn_module = importlib.import_module("hesslab.sinkhorn")
+hutchinson_module = importlib.import_module("hesslab.hutchinson")
 EPS = torch.finfo(torch.float64).eps
 MATRIX = bo._matrix  # the cached original, cleared around each call (a patched _matrix has no cache)
 
@@ -45,6 +55,21 @@ def notebook_01_difference_is_indefinite(seed: int = 0) -> bool:
     MATRIX.cache_clear()
     D = bo.spectrum(10, 32, "difference", seed=seed)
     return bool(D.eigenvalues[0] > 0 > D.eigenvalues[-1])
+
+
+def notebook_02_v2_ranks_the_quadratic_layers_as_their_loss() -> bool:
+    """Notebook 02: on the quadratic layers, HAWQ-V2's score orders the layers as the exact loss increase does."""
+    ranking = hawq.rank_layers(hawq.spiked_and_flat_layers(generator=hl.seed(2)), bits=4, num_probes=200,
+                               generator=hl.seed(3))
+    return ranking.order(ranking.omega) == ranking.order(ranking.loss_increase)
+
+
+def notebook_02_variance_is_rademachers_on_the_damped_block() -> bool:
+    """Notebook 02: hl.hutchinson_trace's variance on H + I (the spiked block, damped) is 2Σ_{i≠j}A_ij²/m."""
+    block = hawq.spiked_and_flat_layers(generator=hl.seed(2)).blocks[0]
+    damped = hawq.estimator_variance(block + torch.eye(len(block), dtype=torch.float64), 16, 64,
+                                     generator=hl.seed(4))
+    return bool(abs(damped.variance - damped.rademacher) <= 4 * damped.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +117,35 @@ def test_01_hessian_replaced_by_the_ggn_fails_the_indefinite_difference(monkeypa
         monkeypatch.undo()
         bo.spectrum.cache_clear()
         MATRIX.cache_clear()
+
+
+def test_02_hawq_v1_top_eigenvalue_score_fails_the_quadratic_ranking(monkeypatch):
+    assert notebook_02_v2_ranks_the_quadratic_layers_as_their_loss()
+
+    def size_times_top_eigenvalue(A, num_probes, method="hutchinson", generator=None):
+        # V1's λ_max where V2's trace goes; sensitivities divides by n_i, so Ω_i = λ_max(H_i)·‖ΔW_i‖² exactly
+        dense = A.to_dense()
+        return hl.Estimate(len(dense) * torch.linalg.eigvalsh(dense)[-1].item(), 0.0, num_probes)
+
+    monkeypatch.setattr(hawq, "hutchinson_trace", size_times_top_eigenvalue)
+    assert not notebook_02_v2_ranks_the_quadratic_layers_as_their_loss()
+
+
+def test_02_hawq_without_the_one_over_n_fails_the_quadratic_ranking(monkeypatch):
+    assert notebook_02_v2_ranks_the_quadratic_layers_as_their_loss()
+
+    def trace_times_perturbation(weights, traces, bit_choices=hawq.BIT_CHOICES):  # Tr(H_i)·‖Q_b(W_i) − W_i‖²
+        return np.array([[trace * (hawq.quantize(W, b) - W).pow(2).sum().item() for b in bit_choices]
+                         for W, trace in zip(weights, traces)])
+
+    monkeypatch.setattr(hawq, "sensitivities", trace_times_perturbation)
+    assert not notebook_02_v2_ranks_the_quadratic_layers_as_their_loss()
+
+
+def test_02_gaussian_hutchinson_probes_fail_the_variance_assert(monkeypatch):
+    assert notebook_02_variance_is_rademachers_on_the_damped_block()
+    monkeypatch.setattr(hutchinson_module, "rademacher", hutchinson_module.gaussian)
+    assert not notebook_02_variance_is_rademachers_on_the_damped_block()
 
 
 def test_03_lanczos_without_reorthogonalisation_fails_the_ritz_assert(monkeypatch, softmax_hessian):
