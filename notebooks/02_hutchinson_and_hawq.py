@@ -322,9 +322,11 @@ panel(draw,
 # %% [markdown]
 # ## Why the average trace, and why Rademacher probes
 #
-# On both nets the top eigenvalue of each block, its trace and its trace per weight happen to rank the layers so
-# that HAWQ-V1's score $\lambda_{\max}(H_i)\lVert\Delta_i\rVert^2$, or $\operatorname{Tr}(H_i)\lVert\Delta_i\rVert^2$
-# without the $1/n_i$, would pick the same bits. They are not the same score. A loss that is exactly quadratic per
+# On the two digits nets HAWQ-V1's score $\lambda_{\max}(H_i)\lVert\Delta_i\rVert^2$, and
+# $\operatorname{Tr}(H_i)\lVert\Delta_i\rVert^2$ without the $1/n_i$, pass every assert of this notebook's nets
+# (seed 0: Spearman ρ 0.975 and 0.970 on 64-64-32-10, 0.886 and 0.854 on the wide net, the same picks at the uniform
+# sizes asserted); they part from V2 only at the wide net's 3-bit size, which is not asserted. They are not the same
+# score. A loss that is exactly quadratic per
 # layer, $L(W)=\frac12\sum_i(W_i-W_i^*)^\top H_i(W_i-W_i^*)$, with random eigenvectors and weights uniform on
 # $[-1,1]$, separates them: a **spiked** block (64 weights, 4 eigenvalues 2, the rest 0.02), a **flat** one
 # (64 weights, all eigenvalues 1) and a **wide** flat one (512 weights, all 0.1). Quantising one layer to 4 bits
