@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .common import (all_finite, check_betas, check_generator, check_number, evaluate_closure, gradients_of,
-                     trainable, warn_nonfinite)
+                     trainable, user_diagonal, warn_nonfinite)
 from .estimators import hutchinson_diagonal_estimate, spatial_average
 
 Estimator = Callable[[Tensor, list[Tensor]], list[Tensor]]
@@ -79,10 +79,7 @@ class AdaHessian(torch.optim.Optimizer):
     def _diagonal(self, loss: Tensor, gradients: list[Tensor], params: list[Tensor]) -> list[Tensor]:
         if self.estimator == "hutchinson":
             return hutchinson_diagonal_estimate(gradients, params, self.generator)
-        diagonals = list(self.estimator(loss, params))
-        if len(diagonals) != len(params) or any(d.shape != p.shape for d, p in zip(diagonals, params)):
-            raise ValueError("AdaHessian: the estimator must return one tensor per parameter, shaped like it.")
-        return [d.detach() for d in diagonals]
+        return user_diagonal(self.estimator, loss, params, "AdaHessian")
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:

@@ -116,3 +116,12 @@ def all_finite(tensors: list[Tensor]) -> bool:
 def warn_nonfinite(owner: str, what: str) -> None:
     warnings.warn(f"{owner}: the curvature estimate has non-finite entries; {what}. "
                   "optimizer.nonfinite_curvature counts these events.", RuntimeWarning, stacklevel=3)
+
+
+def user_diagonal(estimator: Callable, loss: Tensor, params: list[Tensor], owner: str) -> list[Tensor]:
+    """A user-supplied diagonal estimate ``estimator(loss, params)``: one tensor per parameter, shaped like it
+    (checked), detached."""
+    diagonals = list(estimator(loss, params))
+    if len(diagonals) != len(params) or any(d.shape != p.shape for d, p in zip(diagonals, params)):
+        raise ValueError(f"{owner}: the estimator must return one tensor per parameter, shaped like it.")
+    return [d.detach() for d in diagonals]

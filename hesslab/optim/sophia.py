@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .common import (all_finite, check_betas, check_generator, check_number, evaluate_closure, gradients_of,
-                     trainable, warn_nonfinite)
+                     trainable, user_diagonal, warn_nonfinite)
 from .estimators import gauss_newton_bartlett_estimate, hutchinson_diagonal_estimate
 
 ESTIMATORS = ("gauss-newton-bartlett", "hutchinson")
@@ -93,10 +93,7 @@ class Sophia(torch.optim.Optimizer):
             return gauss_newton_bartlett_estimate(logits, params, self.generator)
         if self.estimator == "hutchinson":
             return hutchinson_diagonal_estimate(gradients, params, self.generator)
-        diagonals = list(self.estimator(loss, params))
-        if len(diagonals) != len(params) or any(d.shape != p.shape for d, p in zip(diagonals, params)):
-            raise ValueError("Sophia: the estimator must return one tensor per parameter, shaped like it.")
-        return [d.detach() for d in diagonals]
+        return user_diagonal(self.estimator, loss, params, "Sophia")
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor | tuple[Tensor, Tensor]] | None = None) -> Tensor:
