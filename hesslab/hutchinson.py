@@ -76,11 +76,6 @@ def _block_size(n: int, dtype: torch.dtype) -> int:
     return max(1, PROBE_BLOCK_BYTES // (n * torch.empty((), dtype=dtype).element_size()))
 
 
-def _products(A, probes: Tensor, what: str) -> Tensor:
-    """A Z for the probe columns Z, checked finite (a NaN or inf means ∇²f is not finite at the point)."""
-    return A @ probes  # every operator product is checked finite (CurvatureOperator.__matmul__)
-
-
 class _RunningMoments:
     """Count, mean and sum of squared deviations of samples arriving in blocks, combined exactly (Chan, Golub &
     LeVeque 1979): the mean and variance of all samples without keeping them."""
@@ -102,8 +97,7 @@ class _RunningMoments:
         return math.sqrt(self.squares / (self.count - 1) / self.count)
 
 
-def _hutchinson(A, num_probes: int, generator, project: Tensor | None = None,
-                what: str = "hutchinson_trace") -> tuple[float, float]:
+def _hutchinson(A, num_probes: int, generator, project: Tensor | None = None) -> tuple[float, float]:
     """Mean and standard error of zᵀ A z over ``num_probes`` Rademacher probes z, drawn and multiplied in blocks;
     with ``project`` = Q (n, s) orthonormal, over the deflated probes (I − QQᵀ) z instead."""
     n = A.shape[0]
@@ -113,7 +107,7 @@ def _hutchinson(A, num_probes: int, generator, project: Tensor | None = None,
         probes = rademacher(n, min(block, num_probes - first), A.dtype, A.device, generator)
         if project is not None:
             probes = probes - project @ (project.T @ probes)  # (I − QQᵀ) z
-        moments.add((probes * _products(A, probes, what)).sum(0))
+        moments.add((probes * (A @ probes)).sum(0))  # A @ checks every product finite
     return moments.mean, moments.standard_error()
 
 
@@ -146,8 +140,8 @@ def hutchinson_trace(A, num_probes: int, method: str = "hutchinson",
         sketch_size = min(num_probes // 3, n)
         _check_sketch_fits(n, sketch_size, A.dtype, A.device, num_probes)
         sketch = rademacher(n, sketch_size, A.dtype, A.device, generator)
-        Q, _ = torch.linalg.qr(_products(A, sketch, "hutchinson_trace"))  # orthonormal basis of the top eigenspace
-        exact_part = (Q * _products(A, Q, "hutchinson_trace")).sum().item()  # tr(Qᵀ A Q)
+        Q, _ = torch.linalg.qr(A @ sketch)  # orthonormal basis of the top eigenspace
+        exact_part = (Q * (A @ Q)).sum().item()  # tr(Qᵀ A Q)
         rest, stderr = _hutchinson(A, num_probes - 2 * sketch_size, generator, project=Q)
         return Estimate(exact_part + rest, stderr, num_probes)
     raise ValueError(f"method must be 'hutchinson' or 'hutch++', got {method!r}.")
@@ -179,5 +173,5 @@ def hutchinson_diagonal(A, num_probes: int, generator: torch.Generator | None = 
     block = _block_size(n, A.dtype)
     for first in range(0, num_probes, block):
         probes = rademacher(n, min(block, num_probes - first), A.dtype, A.device, generator)
-        total += (probes * _products(A, probes, "hutchinson_diagonal")).sum(1)
+        total += (probes * (A @ probes)).sum(1)
     return total / num_probes

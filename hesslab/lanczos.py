@@ -65,15 +65,14 @@ def _random_start(n: int, p: int, dtype, device, generator) -> Tensor:
     return start / start.norm(dim=0)
 
 
-def _apply(A, rows: Tensor, what: str) -> Tensor:
+def _apply(A, rows: Tensor) -> Tensor:
     """A q for each row q of ``rows`` (p, n): the product in A's dtype, checked finite, returned in rows' dtype."""
     product = (A @ rows.T.to(A.dtype)).T
     return product.to(rows.dtype)  # checked finite by the operator (CurvatureOperator.__matmul__)
 
 
 def _lanczos(A, start: Tensor, max_steps: int, generator=None,
-             stop: Callable[[Tensor, Tensor, Tensor], bool] | None = None, locked: Tensor | None = None,
-             what: str = "lanczos"):
+             stop: Callable[[Tensor, Tensor, Tensor], bool] | None = None, locked: Tensor | None = None):
     """Lanczos with full reorthogonalisation on p independent start vectors at once (the columns of ``start``,
     unit norm, in the work dtype).
 
@@ -101,7 +100,7 @@ def _lanczos(A, start: Tensor, max_steps: int, generator=None,
     scale = torch.zeros(p, dtype=dtype, device=device)  # running max of |α|, β: the size of T
     for j in range(max_steps):
         q = basis[:, l + j]  # (p, n): one row per probe
-        w = _apply(A, q, what)
+        w = _apply(A, q)
         alphas[j] = torch.linalg.vecdot(q, w)
         w = torch.addcmul(w, alphas[j, :, None], q, value=-1)  # the three-term recurrence w − α q − β q_prev ...
         if j > 0:
@@ -332,8 +331,7 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
         steps = min(max_steps, room)
         start = _random_start(n, 1, work, A.device, generator)
         alphas, betas, basis, beta = _lanczos(A, start, steps, generator, stop=residuals_small,
-                                              locked=locked_vectors if locked_vectors.numel() else None,
-                                              what="top_eigen")
+                                              locked=locked_vectors if locked_vectors.numel() else None)
         num_matvecs += alphas.shape[0]
         exhausted = alphas.shape[0] == room  # the run saw all of span(locked)⊥: its Ritz values are exact
         run_converged = exhausted or residuals_small(alphas, betas, beta)
@@ -362,7 +360,7 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
     order = torch.argsort(_sort_key(locked_values, which), descending=True)[:k]
     values = locked_values[order].to(device=A.device)
     vectors = locked_vectors[order.to(A.device)].T  # (n, k)
-    products = _apply(A, vectors.T, "top_eigen").T.double()
+    products = _apply(A, vectors.T).T.double()
     num_matvecs += k
     residuals = (products - vectors.double() * values).norm(dim=0)
     return EigenResult(values.to(A.dtype), vectors.to(A.dtype), residuals.to(A.dtype), converged, reason,
@@ -424,7 +422,7 @@ def spectral_density(A, num_steps: int, num_probes: int = 1,
     for first in range(0, num_probes, block):
         p = min(block, num_probes - first)
         probes = rademacher(n, p, work, A.device, generator) / math.sqrt(n)
-        alphas, betas, _, _ = _lanczos(A, probes, num_steps, generator, what="spectral_density")
+        alphas, betas, _, _ = _lanczos(A, probes, num_steps, generator)
         theta, S = torch.linalg.eigh(_tridiagonal(alphas.T, betas.T))  # (p, m'), (p, m', m')
         m = theta.shape[1]
         nodes[first: first + p, :m] = theta
