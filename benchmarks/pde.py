@@ -19,7 +19,7 @@ import time
 import scipy.sparse as sparse
 
 import hesslab as hl
-from hesslab.pde import _factorise
+from hesslab.pde._solvers import _factorise
 
 
 def timed(fn) -> tuple[float, object]:
@@ -34,14 +34,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    setup, problem = timed(lambda: hl.elliptic_problem(args.n, 2))
-    solution = hl.pde_newton(problem).u
+    setup, problem = timed(lambda: hl.pde.elliptic_problem(args.n, 2))
+    solution = hl.pde.newton(problem).u
     H = problem.laplacian + sparse.diags(problem.nonlinearity.d2F(solution).numpy())
     workloads = {
         "one factorisation (baseline)": lambda: _factorise(H),
-        "Newton, direct": lambda: hl.pde_newton(problem),
-        "Newton-CG, (A + I)-preconditioned": lambda: hl.pde_newton(problem, linear_solver="cg"),
-        "(A + I)-preconditioned GD, tol 1e-6": lambda: hl.pde_preconditioned_gradient_descent(problem),
+        "Newton, direct": lambda: hl.pde.newton(problem),
+        "Newton-CG, (A + I)-preconditioned": lambda: hl.pde.newton(problem, linear_solver="cg"),
+        "(A + I)-preconditioned GD, tol 1e-6": lambda: hl.pde.preconditioned_gradient_descent(problem),
     }
     times: dict[str, list[float]] = {name: [] for name in workloads}
     results: dict[str, object] = {}

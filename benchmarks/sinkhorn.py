@@ -5,8 +5,8 @@ Euclidean cost divided by its maximum, uniform marginals 1/n; n = 500 and 1000, 
 marginal error ‖P1 − a‖₁ + ‖Pᵀ1 − b‖₁ of 1e-8 and of 1e-12, in float64.
 
     competitor              what it runs
-    hesslab sinkhorn        hl.sinkhorn (log domain), tol = the target
-    hesslab SNS             hl.sinkhorn_newton_sparse (defaults: 20 warm-start steps, threshold 1e-6), tol = the target
+    hesslab sinkhorn        hl.transport.sinkhorn (log domain), tol = the target
+    hesslab SNS             hl.transport.sinkhorn_newton_sparse (defaults: 20 warm-start steps, threshold 1e-6), tol = the target
     POT sinkhorn            ot.sinkhorn(method="sinkhorn"): the scaling form u, v with K = exp(−C/reg)
     POT sinkhorn_log        ot.sinkhorn(method="sinkhorn_log"): the log-domain form
 
@@ -91,7 +91,7 @@ def marginal_error(plan: torch.Tensor, problem: Problem) -> float:
 def solver(competitor: str, problem: Problem, reg: float, tol: float) -> Callable[[], tuple[torch.Tensor, int, bool]]:
     """A call that solves the problem and returns (plan, iterations, converged)."""
     if competitor.startswith("hesslab"):
-        method = hl.sinkhorn if competitor == "hesslab sinkhorn" else hl.sinkhorn_newton_sparse
+        method = hl.transport.sinkhorn if competitor == "hesslab sinkhorn" else hl.transport.sinkhorn_newton_sparse
 
         def run():
             with warnings.catch_warnings():
@@ -228,8 +228,8 @@ def soundness() -> bool:
                 problem = random_point_clouds(n, torch.Generator().manual_seed(seed))
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    sns = hl.sinkhorn_newton_sparse(problem.a, problem.b, problem.C, reg, tol=1e-8, max_iter=5000)
-                    plain = hl.sinkhorn(problem.a, problem.b, problem.C, reg, tol=1e-8, max_iter=sns.iterations)
+                    sns = hl.transport.sinkhorn_newton_sparse(problem.a, problem.b, problem.C, reg, tol=1e-8, max_iter=5000)
+                    plain = hl.transport.sinkhorn(problem.a, problem.b, problem.C, reg, tol=1e-8, max_iter=sns.iterations)
                 warm, worst = sns.history[20], max(sns.history[20:])
                 ok = sns.converged and worst <= warm and not plain.converged
                 passed &= ok
@@ -266,7 +266,7 @@ def main() -> None:
         for n in sizes:
             problem = make_problem(n, device)
             for reg in REGS:
-                reference = hl.sinkhorn_newton_sparse(problem.a, problem.b, problem.C, reg, tol=1e-13).plan
+                reference = hl.transport.sinkhorn_newton_sparse(problem.a, problem.b, problem.C, reg, tol=1e-13).plan
                 print(f"== n = {n}, reg = {reg:g} (reference: SNS to 1e-13)", flush=True)
                 runs += bench(problem, reg, reference, device, args.rounds)
     print()

@@ -280,7 +280,7 @@ def footer_text() -> str:
     import torch
 
     import hesslab as hl
-    from hesslab.device import scale
+    from hesslab.runtime import scale
 
     return (f"Executed {time.strftime('%Y-%m-%d %H:%M')} at scale <code>{scale()}</code> on "
             f"<code>{hl.device()}</code>, torch {torch.__version__}.")

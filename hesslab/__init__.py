@@ -1,31 +1,38 @@
-"""hesslab: readable reference implementations of the Hessian of a loss — exact, matrix-free, estimated."""
+"""hesslab: readable reference implementations of the Hessian of a loss — exact, matrix-free, estimated.
 
-from .device import device, scale, seed, sized
+The top level holds the curvature core; the domain tools are subpackages: ``hl.optimize`` (the Newton family),
+``hl.transport`` (Sinkhorn, Sinkhorn-Newton-Sparse), ``hl.pde`` (elliptic problems, their solvers, Deep Ritz),
+``hl.optim`` (AdaHessian, Sophia), ``hl.landscape`` (loss landscapes along Hessian directions).
+"""
+
+from . import landscape, optim, optimize, pde, transport
 from .exact import ggn, hessian
 from .functional import hvp, loss_function, output_function
 from .hutchinson import Estimate, hutchinson_diagonal, hutchinson_trace
-from .lanczos import EigenResult, LanczosResult, SpectralDensity, lanczos, spectral_density, top_eigen
-from .newton import CostModel, NewtonResult, damped_newton, lazy_newton, newton
 from .operators import CurvatureOperator, GGNOperator, HessianOperator, as_operator
-from .pde import (EllipticProblem, Nonlinearity, PDESolveResult, double_well, elliptic_problem, laplacian_eigenvalues,
-                  pde_gradient_descent, pde_newton, pde_preconditioned_gradient_descent, quartic)
-from .pde_neural import RitzEnergy, RitzTrainingResult, ritz_energy, train_ritz_adam, train_ritz_gauss_newton
-from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_newton_sparse
-from . import landscape
-from . import optim  # noqa: E402  hl.optim.AdaHessian, hl.optim.Sophia
+from .runtime import device, scale, seed, sized
+from .spectrum import (
+    EigenResult,
+    LanczosResult,
+    SpectralDensity,
+    lanczos,
+    spectral_density,
+    top_eigen,
+)
 
 __all__ = [
+    # where and how big
     "device", "seed", "scale", "sized",
+    # f(θ) and its exact derivatives
     "loss_function", "output_function", "hvp", "hessian", "ggn",
+    # matrix-free curvature operators
     "CurvatureOperator", "HessianOperator", "GGNOperator", "as_operator",
+    # trace and diagonal estimation
     "Estimate", "hutchinson_trace", "hutchinson_diagonal",
+    # the spectrum
     "LanczosResult", "EigenResult", "SpectralDensity", "lanczos", "top_eigen", "spectral_density",
-    "newton", "damped_newton", "lazy_newton", "NewtonResult", "CostModel",
-    "EllipticProblem", "Nonlinearity", "PDESolveResult", "elliptic_problem", "quartic", "double_well",
-    "laplacian_eigenvalues", "pde_newton", "pde_gradient_descent", "pde_preconditioned_gradient_descent",
-    "RitzEnergy", "RitzTrainingResult", "ritz_energy", "train_ritz_adam", "train_ritz_gauss_newton",
-    "SinkhornResult", "sinkhorn", "sinkhorn_newton_sparse",
-    "landscape", "optim",
+    # domain tools (subpackages)
+    "optimize", "transport", "pde", "optim", "landscape",
 ]
 
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .checks import check_count
+from ._checks import check_count
 
 
 def gaussian_clusters(num_points: int, dim: int, num_classes: int, spread: float = 10.0, std: float = 1.0,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checks import check_count, check_finite_product, check_flat_vector
+from ._checks import check_count, check_finite_product, check_flat_vector
 from .functional import ggnvp_at, hvp_at
 
 Product = Callable[[Tensor], Tensor]

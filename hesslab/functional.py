@@ -29,7 +29,13 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .checks import check_finite, check_finite_product, check_flat_vector, check_like, check_scalar_output
+from ._checks import (
+    check_finite,
+    check_finite_product,
+    check_flat_vector,
+    check_like,
+    check_scalar_output,
+)
 
 _STOCHASTIC_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 

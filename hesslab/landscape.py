@@ -36,9 +36,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checks import check_count, check_flat_vector
+from ._checks import check_count, check_flat_vector
 from .functional import loss_function, output_function, select_parameters
-from .lanczos import top_eigen
+from .spectrum import top_eigen
 
 NORMALIZATIONS = ("filter", "layer", None)
 

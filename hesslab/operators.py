@@ -20,11 +20,27 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor, nn
 
+from ._checks import (
+    check_count,
+    check_finite,
+    check_finite_product,
+    check_flat_vector,
+    check_like,
+)
 from .batches import Batch, Batches, as_batches, check_mean_reduction
-from .checks import check_count, check_finite, check_finite_product, check_flat_vector, check_like
 from .exact import Product, check_dense_fits, default_chunk_size, dense_matrix
-from .functional import (call_model, check_inputs, differentiable_attention, flatten_parameters, ggnvp_at, hvp_at,
-                         loss_function, output_function, select_parameters, warn_if_stochastic)
+from .functional import (
+    call_model,
+    check_inputs,
+    differentiable_attention,
+    flatten_parameters,
+    ggnvp_at,
+    hvp_at,
+    loss_function,
+    output_function,
+    select_parameters,
+    warn_if_stochastic,
+)
 
 
 def by_columns(product: Product, V: Tensor, chunk_size: int) -> Tensor:

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from .lanczos import SpectralDensity
+from .spectrum import SpectralDensity
 
 
 def plot_spectral_density(density: SpectralDensity, eigenvalues: Tensor | None = None, ax=None,

@@ -37,7 +37,7 @@
 # $(1 + d)/(2\sqrt d) \approx \sqrt d / 2$ lower (2.9 for $d = 31$, 4.1 for $d = 65$). **Look for** a U-shaped cost
 # against $m$ with its bottom near $m = d$.
 #
-# **Cost model** (`hl.CostModel`): one gradient = 1; one Hessian = $d$ gradients; one eigendecomposition
+# **Cost model** (`hl.optimize.CostModel`): one gradient = 1; one Hessian = $d$ gradients; one eigendecomposition
 # $= d^3/F$ and one lazy step's linear algebra $= d^2/F$, where $F = 4Nd$ is the arithmetic of one gradient of a
 # linear model on $N$ samples.
 

@@ -67,7 +67,7 @@ import numpy as np
 
 import hesslab as hl
 from hesslab.experiments import sinkhorn_newton_sparse as ex
-from hesslab.sinkhorn import DENSE_FRACTION
+from hesslab.transport import DENSE_FRACTION
 from hesslab.widgets import panel
 
 generator = hl.seed(0)
@@ -209,7 +209,7 @@ axes[0].set_title(f"sparsified Hessian, {2 * N}×{2 * N}: {int(pattern.sum())} n
 axes[0].set_xlabel("index: f (first n), then g")
 axes[0].set_ylabel("index")
 for reg, color in [(1e-1, "C2"), (1e-2, "C1"), (1e-3, "C3")]:
-    result = cloud_race.newton if reg == REG else hl.sinkhorn_newton_sparse(clouds.a, clouds.b, clouds.C, reg, tol=TOL)
+    result = cloud_race.newton if reg == REG else hl.transport.sinkhorn_newton_sparse(clouds.a, clouds.b, clouds.C, reg, tol=TOL)
     fraction, dropped = ex.mass_curve(result.plan)
     axes[1].loglog(fraction.numpy(), dropped.numpy(), color=color, label=f"reg = {reg:g}")
     marker = ex.hessian_sparsity(result.plan, (THRESHOLD,))
@@ -246,7 +246,7 @@ def sinkhorn_run(n, reg):
     problem = small_problem(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # not converging within the cap is shown in the legend
-        return hl.sinkhorn(problem.a, problem.b, problem.C, reg, tol=TOL, max_iter=5000)
+        return hl.transport.sinkhorn(problem.a, problem.b, problem.C, reg, tol=TOL, max_iter=5000)
 
 
 @functools.lru_cache(maxsize=64)
@@ -254,7 +254,7 @@ def newton_run(n, reg, threshold, warm_start):
     problem = small_problem(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return hl.sinkhorn_newton_sparse(problem.a, problem.b, problem.C, reg, tol=TOL, max_iter=5000,
+        return hl.transport.sinkhorn_newton_sparse(problem.a, problem.b, problem.C, reg, tol=TOL, max_iter=5000,
                                          warm_start=warm_start, threshold=threshold)
 
 

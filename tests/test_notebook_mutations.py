@@ -27,7 +27,6 @@ Not here: notebook 04's mutations (its owner's notebook).
 """
 
 import dataclasses
-import importlib
 
 import numpy as np
 import pytest
@@ -39,9 +38,8 @@ from hesslab.experiments import hutchinson_and_hawq as hawq
 from hesslab.experiments import lanczos_and_batch_size as bs
 from hesslab.experiments import sinkhorn_newton_sparse as ot_ex
 
-lanczos_module = importlib.import_module("hesslab.lanczos")     # the module, not the function hl.lanczos
-sinkhorn_module = importlib.import_module("hesslab.sinkhorn")
-hutchinson_module = importlib.import_module("hesslab.hutchinson")
+from hesslab import hutchinson, sampling, spectrum  # noqa: E402  the modules whose names are patched
+from hesslab.transport import _sinkhorn, _sns  # noqa: E402
 EPS = torch.finfo(torch.float64).eps
 MATRIX = bo._matrix  # the cached original, cleared around each call (a patched _matrix has no cache)
 
@@ -98,7 +96,7 @@ def notebook_05_marginals_and_pot_on_the_grid(grid: int = 10, reg: float = 1e-2,
                                                tol: float = 1e-9) -> tuple[bool, bool]:
     """Notebook 05's two assertions on the a ≠ b grid, at a smaller grid and larger reg (seconds, not minutes)."""
     problem = ot_ex.gaussian_mixture_densities(grid)
-    result = hl.sinkhorn(problem.a, problem.b, problem.C, reg, tol=tol, max_iter=100_000)
+    result = hl.transport.sinkhorn(problem.a, problem.b, problem.C, reg, tol=tol, max_iter=100_000)
     marginals = sum(ot_ex.marginal_errors(problem, result.plan)) <= tol + ot_ex.marginal_rounding(problem)
     pot = (result.plan - ot_ex.pot_plan(problem, reg, tol)).abs().sum().item() <= 1e-6
     return marginals, pot
@@ -144,35 +142,36 @@ def test_02_hawq_without_the_one_over_n_fails_the_quadratic_ranking(monkeypatch)
 
 def test_02_gaussian_hutchinson_probes_fail_the_variance_assert(monkeypatch):
     assert notebook_02_variance_is_rademachers_on_the_damped_block()
-    monkeypatch.setattr(hutchinson_module, "rademacher", hutchinson_module.gaussian)
+    monkeypatch.setattr(hutchinson, "rademacher", sampling.gaussian)
     assert not notebook_02_variance_is_rademachers_on_the_damped_block()
 
 
 def test_03_lanczos_without_reorthogonalisation_fails_the_ritz_assert(monkeypatch, softmax_hessian):
     assert notebook_03_ritz_values_at_rounding(softmax_hessian)
-    original = lanczos_module._orthogonalise
+    original = spectrum._orthogonalise
 
     def three_term_only(w, Q, twice=False):  # the recurrence alone: no projection against the older basis vectors
         if twice:  # the start vector's orthogonalisation against locked vectors (restarts) is left alone
             return original(w, Q, twice)
         return w, w.norm(dim=1), torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
 
-    monkeypatch.setattr(lanczos_module, "_orthogonalise", three_term_only)
+    monkeypatch.setattr(spectrum, "_orthogonalise", three_term_only)
     assert not notebook_03_ritz_values_at_rounding(softmax_hessian)
 
 
 def test_03_gaussian_slq_probes_fail_the_diagonal_assert(monkeypatch, softmax_hessian):
     assert notebook_03_slq_exact_on_a_diagonal(softmax_hessian)
-    monkeypatch.setattr(lanczos_module, "rademacher", lanczos_module.gaussian)
+    monkeypatch.setattr(spectrum, "rademacher", sampling.gaussian)
     assert not notebook_03_slq_exact_on_a_diagonal(softmax_hessian)
 
 
 def test_05_sinkhorn_column_update_with_a_fails_the_marginal_and_pot_asserts(monkeypatch):
     assert notebook_05_marginals_and_pot_on_the_grid() == (True, True)
-    original = sinkhorn_module._sinkhorn_iterations
+    original = _sinkhorn._sinkhorn_iterations
 
     def columns_matched_to_a(problem, *args, **kwargs):
         return original(dataclasses.replace(problem, b=problem.a), *args, **kwargs)
 
-    monkeypatch.setattr(sinkhorn_module, "_sinkhorn_iterations", columns_matched_to_a)
+    monkeypatch.setattr(_sinkhorn, "_sinkhorn_iterations", columns_matched_to_a)  # in Sinkhorn and in SNS's warm start
+    monkeypatch.setattr(_sns, "_sinkhorn_iterations", columns_matched_to_a)
     assert notebook_05_marginals_and_pot_on_the_grid() == (False, False)

@@ -32,7 +32,10 @@ from .. import data, models
 from ..exact import ggn, hessian
 from ..functional import loss_function, output_function
 from ..optim import AdaHessian, Sophia
-from ..optim.estimators import gauss_newton_bartlett_estimate, hutchinson_diagonal_estimate
+from ..optim.estimators import (
+    gauss_newton_bartlett_estimate,
+    hutchinson_diagonal_estimate,
+)
 
 TOY_START = (0.2, 0.0)
 TOY_MINIMUM = (1.0, 4.0)

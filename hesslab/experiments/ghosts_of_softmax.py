@@ -19,8 +19,14 @@ from torch import Tensor, nn
 
 from ..data import breast_cancer, digits
 from ..functional import flatten_parameters, loss_function, select_parameters, unflatten
-from ..landscape import (binary_radius, convergence_radius, cross_entropy_taylor_coefficients, linearised_cross_entropy,
-                         logit_derivatives, loss_slice)
+from ..landscape import (
+    binary_radius,
+    convergence_radius,
+    cross_entropy_taylor_coefficients,
+    linearised_cross_entropy,
+    logit_derivatives,
+    loss_slice,
+)
 from ..models import mlp
 
 METHODS = ("plain", "clipped", "rho-capped")

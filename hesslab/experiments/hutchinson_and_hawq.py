@@ -36,13 +36,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from ..checks import check_count, check_finite
+from .._checks import check_count, check_finite
 from ..data import digits
 from ..exact import hessian
 from ..functional import loss_function
-from ..hutchinson import Estimate, hutchinson_trace, rademacher
+from ..hutchinson import Estimate, hutchinson_trace
 from ..models import mlp, train_full_batch
 from ..operators import CurvatureOperator, HessianOperator, as_operator
+from ..sampling import rademacher
 
 LOSS = nn.functional.cross_entropy
 BIT_CHOICES = (2, 3, 4, 8)

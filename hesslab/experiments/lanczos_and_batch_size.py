@@ -25,11 +25,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..checks import check_count
+from .._checks import check_count
 from ..hutchinson import rademacher
-from ..lanczos import SpectralDensity, lanczos, spectral_density
 from ..models import mlp, train_full_batch
 from ..operators import as_operator
+from ..spectrum import SpectralDensity, lanczos, spectral_density
 
 
 def pixel_digits(dtype: torch.dtype = torch.float64,

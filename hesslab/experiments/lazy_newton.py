@@ -8,7 +8,7 @@ random Fourier features of the digits, d = 257) for the full scale — and a non
 
     f(x) = (1/N) Σ_n log(1 + exp(−s_n ⟨a_n, x⟩)) + (μ/2)‖x‖²,     s_n = ±1.
 
-Cost is counted by ``hl.CostModel`` with F = 4Nd operations per gradient (X x and Xᵀr): a Hessian costs d gradients,
+Cost is counted by ``hl.optimize.CostModel`` with F = 4Nd operations per gradient (X x and Xᵀr): a Hessian costs d gradients,
 an eigendecomposition d³/(4Nd), a lazy step one gradient and d²/(4Nd). Runs are cached (``functools.lru_cache``), so
 a notebook's sweeps and widgets share them.
 """
@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.nn.functional import softplus
 
 from .. import data
-from ..newton import CostModel, NewtonResult, damped_newton, lazy_newton, newton
+from ..optimize import CostModel, NewtonResult, damped_newton, lazy_newton, newton
 
 DATASETS = ("breast_cancer", "digits", "digits-features")
 STARTS = ("zero", "ones", "random", "far", "far-random")

@@ -21,10 +21,15 @@ from torch import Tensor, nn
 
 from ..data import digits
 from ..functional import loss_function
-from ..lanczos import spectral_density
-from ..landscape import hessian_directions, loss_slice, random_direction, second_difference
+from ..landscape import (
+    hessian_directions,
+    loss_slice,
+    random_direction,
+    second_difference,
+)
 from ..models import mlp
 from ..operators import HessianOperator
+from ..spectrum import spectral_density
 
 
 def digits_net(width: int = 32, batch_norm: bool = False, generator: torch.Generator | None = None) -> nn.Sequential:

@@ -20,14 +20,26 @@ from scipy.sparse.linalg import eigsh
 from torch import Tensor
 
 from ..exact import hessian
-from ..lanczos import SpectralDensity, spectral_density
 from ..operators import HessianOperator
-from ..pde import (EllipticProblem, PDESolveResult, double_well, elliptic_problem, pde_gradient_descent,
-                   laplacian_eigenvalues, pde_newton, pde_preconditioned_gradient_descent, quartic)
-from ..pde_neural import RitzTrainingResult, ritz_energy, train_ritz_adam, train_ritz_gauss_newton
+from ..pde import (
+    EllipticProblem,
+    PDESolveResult,
+    RitzTrainingResult,
+    double_well,
+    elliptic_problem,
+    gradient_descent,
+    laplacian_eigenvalues,
+    newton,
+    preconditioned_gradient_descent,
+    quartic,
+    ritz_energy,
+    train_ritz_adam,
+    train_ritz_gauss_newton,
+)
+from ..spectrum import SpectralDensity, spectral_density
 
-SOLVERS = {"Newton": pde_newton, "preconditioned GD": pde_preconditioned_gradient_descent,
-           "gradient descent": pde_gradient_descent}
+SOLVERS = {"Newton": newton, "preconditioned GD": preconditioned_gradient_descent,
+           "gradient descent": gradient_descent}
 
 
 def make_problem(n: int, dim: int = 1, strength: float = 1.0, nonlinearity: str = "quartic") -> EllipticProblem:
@@ -121,7 +133,7 @@ def hessian_spectra(grid_sizes: list[int], dim: int = 1, strength: float = 1.0) 
     hessians, preconditioned, bounds = [], [], []
     for n in grid_sizes:
         problem = make_problem(n, dim, strength)
-        u = pde_newton(problem).u
+        u = newton(problem).u
         H = (problem.hessian(u) / problem.h**problem.dim).toarray()
         P = (problem.laplacian + sparse.identity(problem.size)).toarray()
         hessians.append(np.linalg.eigvalsh(H))
@@ -157,7 +169,7 @@ def discretisation_error(grid_sizes: list[int], dim: int = 1, strength: float = 
     for n in grid_sizes:
         problem = make_problem(n, dim, strength)
         h.append(problem.h)
-        errors.append(problem.error(pde_newton(problem, tol=1e-8).u))
+        errors.append(problem.error(newton(problem, tol=1e-8).u))
     h, errors = np.array(h), np.array(errors)
     slope = float(np.polyfit(np.log(1 / h), np.log(errors), 1)[0])
     return DiscretisationError(list(grid_sizes), dim, h, errors, slope)
@@ -181,7 +193,7 @@ def large_newton_solve(n: int = 256, dim: int = 2, strength: float = 1.0, linear
     """Time Newton's method on an n^d grid (the issue's 256 × 256 target: N = 65 536 unknowns)."""
     problem = make_problem(n, dim, strength)
     start = time.perf_counter()
-    result = pde_newton(problem, linear_solver=linear_solver)
+    result = newton(problem, linear_solver=linear_solver)
     seconds = time.perf_counter() - start
     return LargeSolve(n, dim, linear_solver, seconds, result.iterations, float(result.residuals[-1]),
                       problem.error(result.u), result)
@@ -272,6 +284,6 @@ def single_solve(n: int, dim: int, strength: float, solver: str, nonlinearity: s
     problem = make_problem(n, dim, strength, nonlinearity)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = (pde_newton(problem) if solver == "Newton"
+        result = (newton(problem) if solver == "Newton"
                   else SOLVERS[solver](problem, tol=1e-6, max_iter=max_iter))
     return SingleSolve(problem, result, problem.error(result.u))

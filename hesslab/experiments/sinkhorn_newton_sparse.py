@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..sinkhorn import SinkhornResult, sinkhorn, sinkhorn_newton_sparse, sparsify
+from ..transport import SinkhornResult, sinkhorn, sinkhorn_newton_sparse, sparsify
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,13 @@
 averaging). ``optimizer.step(closure)`` with a closure that returns the loss; the optimizer differentiates it."""
 
 from .adahessian import AdaHessian
-from .estimators import (gauss_newton_bartlett_estimate, hessian_probe_products, hutchinson_diagonal_estimate,
-                         rademacher_like, spatial_average)
+from .estimators import (
+                         gauss_newton_bartlett_estimate,
+                         hessian_probe_products,
+                         hutchinson_diagonal_estimate,
+                         rademacher_like,
+                         spatial_average,
+)
 from .sophia import Sophia
 
 __all__ = ["AdaHessian", "Sophia", "hutchinson_diagonal_estimate", "gauss_newton_bartlett_estimate",

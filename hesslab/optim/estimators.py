@@ -20,13 +20,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..hutchinson import rademacher
+from ..sampling import rademacher
 
 
 def rademacher_like(params: list[Tensor], generator: torch.Generator | None = None) -> list[Tensor]:
     """One Rademacher probe z (entries ±1), split into tensors shaped like ``params``.
 
-    Drawn as one flat vector by ``hesslab.hutchinson.rademacher`` (on the generator's device): the same generator
+    Drawn as one flat vector by ``hesslab.sampling.rademacher`` (on the generator's device): the same generator
     state gives the same probe whatever the parameters' device.
     """
     n = sum(p.numel() for p in params)

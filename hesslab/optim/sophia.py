@@ -24,8 +24,17 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .common import (all_finite, check_betas, check_generator, check_number, evaluate_closure, gradients_of,
-                     trainable, user_diagonal, warn_nonfinite)
+from .common import (
+    all_finite,
+    check_betas,
+    check_generator,
+    check_number,
+    evaluate_closure,
+    gradients_of,
+    trainable,
+    user_diagonal,
+    warn_nonfinite,
+)
 from .estimators import gauss_newton_bartlett_estimate, hutchinson_diagonal_estimate
 
 ESTIMATORS = ("gauss-newton-bartlett", "hutchinson")

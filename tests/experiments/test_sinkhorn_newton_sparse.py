@@ -5,7 +5,7 @@ import torch
 
 import hesslab as hl
 from hesslab.experiments import sinkhorn_newton_sparse as ex
-from hesslab.sinkhorn import sparsify
+from hesslab.transport import sparsify
 
 N, GRID, REG, TOL = 400, 20, 1e-3, 1e-9  # the notebook's quick settings
 
@@ -70,7 +70,7 @@ def test_the_hessian_is_nearly_sparse_at_small_reg(clouds, cloud_race):
     assert all(d1 >= d2 for d1, d2 in zip(small.density, small.density[1:]))
     assert all(m1 <= m2 for m1, m2 in zip(small.mass_dropped, small.mass_dropped[1:]))
     assert small.density[2] < 0.1 and small.mass_dropped[2] < 1e-5  # < 10% of the entries carry all but 1e-5
-    blurred = hl.sinkhorn_newton_sparse(clouds.a, clouds.b, clouds.C, 1e-1, tol=TOL).plan
+    blurred = hl.transport.sinkhorn_newton_sparse(clouds.a, clouds.b, clouds.C, 1e-1, tol=TOL).plan
     assert ex.hessian_sparsity(blurred, (1e-6,)).density[0] > 5 * small.density[2]
 
 
@@ -78,7 +78,7 @@ def test_mass_curve_keeps_the_largest_entries():
     """On a plan small enough that every k is sampled: the dropped mass is that of the smallest entries, and for the
     number of entries the threshold rule keeps, keeping the largest ones drops no more than the rule does."""
     problem = ex.random_point_clouds(12, hl.seed(2, "cpu"))
-    plan = hl.sinkhorn_newton_sparse(problem.a, problem.b, problem.C, 1e-2, tol=1e-12).plan
+    plan = hl.transport.sinkhorn_newton_sparse(problem.a, problem.b, problem.C, 1e-2, tol=1e-12).plan
     fraction, dropped = ex.mass_curve(plan, points=10_000)
     total = plan.numel()
     assert torch.equal((fraction * total).round().long(), torch.arange(1, total))  # every k < n·m

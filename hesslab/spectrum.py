@@ -30,10 +30,10 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .checks import check_count, check_like
+from ._checks import check_count, check_like
 from .exact import available_memory
-from .hutchinson import gaussian, rademacher
 from .operators import as_operator
+from .sampling import gaussian, rademacher
 
 MAX_REDRAWS = 10  # fresh directions tried after a breakdown before the Krylov space is declared exhausted
 RESIDUAL_FLOOR = 1  # a residual below this many units of the operator's eps·‖T‖ is rounding: converged

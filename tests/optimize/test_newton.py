@@ -1,6 +1,5 @@
 """newton, damped_newton and lazy_newton against exact answers, independent implementations and independent counts."""
 
-import importlib
 import math
 import warnings
 
@@ -14,7 +13,7 @@ from conftest import random_symmetric
 from hesslab.experiments.lazy_newton import logistic_problem, starting_point
 
 EPS = torch.finfo(torch.float64).eps
-hn = importlib.import_module("hesslab.newton")  # the module; hesslab.newton is the function newton
+from hesslab.optimize import _cost, _lazy, _newton  # noqa: E402  the private modules, for counting and patching
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see conftest.one_thread
@@ -37,7 +36,7 @@ def quadratic_problem(d=12, seed=0):
 # ----------------------------------------------------------------------------------------------------------------------
 def test_newton_minimises_a_strictly_convex_quadratic_in_one_step():
     f, A, b = quadratic_problem()
-    result = hl.newton(f, torch.full((12,), 5.0))
+    result = hl.optimize.newton(f, torch.full((12,), 5.0))
     x_star = torch.linalg.solve(A, b)
     assert result.converged and result.iterations == 1 and result.history[1].stepsize == 1.0
     # the Cholesky solve is backward stable: ‖x − x*‖ <= κ(A)·d·eps·‖x*‖ with κ(A) = 10
@@ -58,7 +57,7 @@ def test_quadratic_convergence_on_logistic_regression(logistic, solver):
     2 when C_k settles (quadratic), drifting to 1 for linear and growing C_k for merely superlinear convergence.
     In the local regime g < 3e-3 (C·g < 0.15 here, C ≈ 45) C_k moves by under 25% per step while |log(g_k/g_{k−1})|
     >= 2.3, so |q − 2| <= log(1.25)/2.3 < 0.1. Gradients below 1e-13 are at the rounding level and left out."""
-    run = getattr(hl, solver)
+    run = getattr(hl.optimize, solver)
     result = run(logistic.f, starting_point(logistic, "zero"), tol=1e-13)
     g = result.trace("grad_norm")
     local = g[(g < 3e-3) & (g > 1e-13)]
@@ -70,7 +69,7 @@ def test_quadratic_convergence_on_logistic_regression(logistic, solver):
 
 def test_newton_levenberg_marquardt_damping_is_recorded_and_converges():
     f, A, b = quadratic_problem()
-    result = hl.newton(f, torch.zeros(12), damping=0.5, tol=1e-10)
+    result = hl.optimize.newton(f, torch.zeros(12), damping=0.5, tol=1e-10)
     assert result.converged and all(record.regularization == 0.5 for record in result.history)
     # the damped step contracts the error by max_i λ/(λ_i + λ) = 0.5/1.5 per iteration on this quadratic
     assert result.iterations <= math.ceil(math.log(1e-10 / b.norm().item()) / math.log(1 / 3)) + 2
@@ -81,7 +80,7 @@ def test_newton_shifts_an_indefinite_hessian_and_says_so():
     direction and Newton reaches a minimiser (±1, 0) — no NaN anywhere."""
     f = lambda x: x[0] ** 4 / 4 - x[0] ** 2 / 2 + x[1] ** 2 / 2  # noqa: E731
     with pytest.warns(UserWarning, match="not positive definite"):
-        result = hl.newton(f, torch.tensor([0.1, 1.0]), tol=1e-12)
+        result = hl.optimize.newton(f, torch.tensor([0.1, 1.0]), tol=1e-12)
     assert result.converged and result.shifted >= 1 and result.history[1].regularization > 0
     torch.testing.assert_close(result.x.abs(), torch.tensor([1.0, 0.0]), atol=1e-10, rtol=0)
     assert np.all(np.isfinite(result.trace("f")))
@@ -89,7 +88,7 @@ def test_newton_shifts_an_indefinite_hessian_and_says_so():
 
 def test_pure_newton_diverges_far_away_and_reports_it(logistic):
     with pytest.warns(RuntimeWarning, match="did not converge"):
-        result = hl.newton(logistic.f, starting_point(logistic, "far"), line_search=False, max_iter=8)
+        result = hl.optimize.newton(logistic.f, starting_point(logistic, "far"), line_search=False, max_iter=8)
     assert not result.converged and "max_iter" in result.reason
     assert result.f > result.history[0].f  # worse than where it started
 
@@ -101,9 +100,9 @@ def test_aicn_stepsize_minimises_the_cubic_bound():
     for L, G in [(0.1, 0.3), (1.0, 1.0), (10.0, 5.0), (1e3, 1e-2)]:
         bound = lambda a: -a * G**2 + a**2 * G**2 / 2 + L * a**3 * G**3 / 6  # noqa: E731
         best = scipy.optimize.minimize_scalar(bound, bounds=(0, 1), method="bounded", options={"xatol": 1e-12}).x
-        assert abs(hn.newton_stepsize(L, G, "aicn") - best) < 1e-8
-    assert hn.newton_stepsize(1.0, 0.0, "aicn") == 1.0 and hn.newton_stepsize(1.0, 0.0, "holder", 4.0) == 1.0
-    assert 0 < hn.newton_stepsize(5.0, 2.0, "holder", 3.0) == pytest.approx(1 / (1 + math.sqrt(10.0)))
+        assert abs(hl.optimize.newton_stepsize(L, G, "aicn") - best) < 1e-8
+    assert hl.optimize.newton_stepsize(1.0, 0.0, "aicn") == 1.0 and hl.optimize.newton_stepsize(1.0, 0.0, "holder", 4.0) == 1.0
+    assert 0 < hl.optimize.newton_stepsize(5.0, 2.0, "holder", 3.0) == pytest.approx(1 / (1 + math.sqrt(10.0)))
 
 
 @pytest.mark.parametrize("schedule", ["aicn", "holder"])
@@ -111,8 +110,8 @@ def test_damped_newton_is_affine_invariant(logistic, schedule):
     """g(y) = f(Ay): damped Newton's iterates are y_k = A⁻¹x_k, so f values, stepsizes and L's agree; rounding only."""
     A = torch.eye(31) + 0.3 * torch.randn(31, 31, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     x0 = starting_point(logistic, "far")
-    original = hl.damped_newton(logistic.f, x0, schedule=schedule, tol=1e-9)
-    transformed = hl.damped_newton(lambda y: logistic.f(A @ y), torch.linalg.solve(A, x0), schedule=schedule,
+    original = hl.optimize.damped_newton(logistic.f, x0, schedule=schedule, tol=1e-9)
+    transformed = hl.optimize.damped_newton(lambda y: logistic.f(A @ y), torch.linalg.solve(A, x0), schedule=schedule,
                                    tol=1e-9 / torch.linalg.matrix_norm(A, 2).item())
     assert original.converged and transformed.converged
     n = min(len(original.history), len(transformed.history))
@@ -123,15 +122,15 @@ def test_damped_newton_is_affine_invariant(logistic, schedule):
 
 def test_damped_newton_converges_from_far_where_pure_newton_does_not(logistic):
     x0 = starting_point(logistic, "far")
-    result = hl.damped_newton(logistic.f, x0, tol=1e-9)
+    result = hl.optimize.damped_newton(logistic.f, x0, tol=1e-9)
     assert result.converged and np.all(np.diff(result.trace("f")) <= 0)  # monotone: the backtracking test
-    fixed = hl.damped_newton(logistic.f, x0, smoothness=max(r.regularization for r in result.history), tol=1e-9)
+    fixed = hl.optimize.damped_newton(logistic.f, x0, smoothness=max(r.regularization for r in result.history), tol=1e-9)
     assert fixed.converged
 
 
 def test_damped_newton_stops_at_an_indefinite_hessian():
     with pytest.warns(RuntimeWarning, match="not positive definite"):
-        result = hl.damped_newton(lambda x: x[0] ** 4 / 4 - x[0] ** 2 / 2 + x[1] ** 2, torch.tensor([0.1, 1.0]))
+        result = hl.optimize.damped_newton(lambda x: x[0] ** 4 / 4 - x[0] ** 2 / 2 + x[1] ** 2, torch.tensor([0.1, 1.0]))
     assert not result.converged and result.iterations == 0
 
 
@@ -146,7 +145,7 @@ def test_cubic_step_satisfies_the_global_optimality_conditions(seed, M):
     H = random_symmetric(20, seed=seed)  # indefinite: standard normal eigenvalues
     g = torch.randn(20, generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64)
     lam, U = torch.linalg.eigh(H)
-    h = hn.cubic_step(lam, U, g, M)
+    h = hl.optimize.cubic_step(lam, U, g, M)
     mu = M / 2 * h.norm()
     scale = 20 * EPS * 1e3 * (torch.linalg.matrix_norm(H, 2) * h.norm() + g.norm())
     assert (H @ h + mu * h + g).norm() <= scale
@@ -159,7 +158,7 @@ def test_cubic_step_hard_case():
     g = torch.tensor([0.0, 0.1, 0.1])
     lam, U = torch.linalg.eigh(H)
     M = 1.0
-    h = hn.cubic_step(lam, U, g, M)
+    h = hl.optimize.cubic_step(lam, U, g, M)
     assert h.norm().item() == pytest.approx(2 / M, rel=1e-12) and abs(h[0].item()) > 1
     torch.testing.assert_close(H @ h + M / 2 * h.norm() * h, -g, atol=1e-12, rtol=0)
 
@@ -218,7 +217,7 @@ def test_lazy_newton_with_m_1_is_the_non_lazy_method_iterate_by_iterate(kind, no
     x0 = starting_point(problem, "ones")
     with warnings.catch_warnings():  # 12 steps need not reach tol; that is not what is compared
         warnings.simplefilter("ignore", RuntimeWarning)
-        lazy = hl.lazy_newton(problem.f, x0, update_every=1, regularization=kind, M=0.05, adaptive=adaptive,
+        lazy = hl.optimize.lazy_newton(problem.f, x0, update_every=1, regularization=kind, M=0.05, adaptive=adaptive,
                               tol=0.0, max_iter=12)
     x_ref, f_ref, g_ref = reference_newton(problem.f, x0, kind, 0.05, adaptive, steps=12)
     assert len(lazy.history) == len(f_ref) == 13
@@ -230,7 +229,7 @@ def test_lazy_newton_with_m_1_is_the_non_lazy_method_iterate_by_iterate(kind, no
 
 
 def test_lazy_newton_reuses_each_hessian_for_m_steps(logistic):
-    result = hl.lazy_newton(logistic.f, starting_point(logistic, "ones"), update_every=7, tol=1e-9)
+    result = hl.optimize.lazy_newton(logistic.f, starting_point(logistic, "ones"), update_every=7, tol=1e-9)
     assert result.converged
     assert result.history[-1].hessians == math.ceil(result.iterations / 7)
     assert result.history[-1].factorizations == result.history[-1].hessians  # one eigendecomposition per snapshot
@@ -259,21 +258,21 @@ def test_cost_accounting_matches_independently_counted_evaluations(logistic, mon
     """Count calls of f, of the Hessian, of every factorisation and every solve from outside; the last record's
     counts must equal them and its cost must be gradients + d·hessians + (d³·factorisations + d²·solves)/F."""
     f = Counter(logistic.f)
-    hessians = Counter(hn.hessian)
-    monkeypatch.setattr(hn, "hessian", hessians)
+    hessians = Counter(_cost.hessian)
+    monkeypatch.setattr(_cost, "hessian", hessians)
     factorizations = {name: Counter(getattr(torch.linalg, name)) for name in ("eigh", "cholesky_ex")}
     for name, counter in factorizations.items():
         monkeypatch.setattr(torch.linalg, name, counter)
-    solves = {name: Counter(getattr(hn, name)) for name in ("cubic_step", "regularized_step")}
+    solves = {name: Counter(getattr(_lazy, name)) for name in ("cubic_step", "regularized_step")}
     for name, counter in solves.items():
-        monkeypatch.setattr(hn, name, counter)
+        monkeypatch.setattr(_lazy, name, counter)
     cholesky_solves = Counter(torch.cholesky_solve)
     monkeypatch.setattr(torch, "cholesky_solve", cholesky_solves)
 
     x0 = starting_point(logistic, kwargs.pop("start"))
     F, d = 1234.0, logistic.d
     with pytest.warns(RuntimeWarning) if kwargs.get("line_search") is False else _no_warning():
-        result = getattr(hl, solver)(f, x0, cost_model=hn.CostModel(flops_per_gradient=F), **kwargs)
+        result = getattr(hl.optimize, solver)(f, x0, cost_model=hl.optimize.CostModel(flops_per_gradient=F), **kwargs)
     last = result.history[-1]
     assert last.hessians == hessians.calls >= 1
     assert last.gradients == f.calls - hessians.calls  # each dense Hessian evaluates f once, each gradient once
@@ -293,14 +292,14 @@ class _no_warning:
 
 
 def test_cost_model_defaults_and_parameters():
-    default = hn.CostModel()
+    default = hl.optimize.CostModel()
     assert default.total(10, gradients=3, hessians=2, factorizations=1, solves=4) == 3 + 20 + (1000 + 400) / 100
-    custom = hn.CostModel(gradient=2.0, hessian=5.0, flops_per_gradient=1000.0)
+    custom = hl.optimize.CostModel(gradient=2.0, hessian=5.0, flops_per_gradient=1000.0)
     assert custom.total(10, 1, 1, 1, 1) == 2.0 + 5.0 + 1100 / 1000 * 2.0
     with pytest.raises(ValueError, match="flops_per_gradient"):
-        hn.CostModel(flops_per_gradient=0)
+        hl.optimize.CostModel(flops_per_gradient=0)
     with pytest.raises(ValueError, match="hessian"):
-        hn.CostModel(hessian=-1.0)
+        hl.optimize.CostModel(hessian=-1.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -323,7 +322,7 @@ square = lambda x: (x**2).sum()  # noqa: E731
 ])
 def test_bad_function_or_start(solver, f, x0, error, message):
     with pytest.raises(error, match=message):
-        getattr(hl, solver)(f, x0)
+        getattr(hl.optimize, solver)(f, x0)
 
 
 @pytest.mark.parametrize("solver, kwargs, error, message", [
@@ -342,16 +341,16 @@ def test_bad_function_or_start(solver, f, x0, error, message):
 ])
 def test_bad_options(solver, kwargs, error, message):
     with pytest.raises(error, match=message):
-        getattr(hl, solver)(square, torch.ones(3), **kwargs)
+        getattr(hl.optimize, solver)(square, torch.ones(3), **kwargs)
 
 
 def test_quadratic_regularisation_on_a_non_convex_function_is_reported_not_nan():
     """With fixed M, λ = √(M‖g‖) can be too small for ∇²f + λI ≻ 0 on a non-convex f: the run stops and says why."""
     f = lambda x: x[0] ** 4 / 4 - x[0] ** 2 / 2 + x[1] ** 2 / 2  # noqa: E731
     with pytest.warns(RuntimeWarning, match="quadratic regularisation needs a convex f"):
-        result = hl.lazy_newton(f, torch.tensor([0.1, 1.0]), regularization="quadratic", M=1e-3, adaptive=False)
+        result = hl.optimize.lazy_newton(f, torch.tensor([0.1, 1.0]), regularization="quadratic", M=1e-3, adaptive=False)
     assert not result.converged and np.all(np.isfinite(result.trace("f")))
-    adaptive = hl.lazy_newton(f, torch.tensor([0.1, 1.0]), regularization="quadratic", M=1e-3, tol=1e-10)
+    adaptive = hl.optimize.lazy_newton(f, torch.tensor([0.1, 1.0]), regularization="quadratic", M=1e-3, tol=1e-10)
     assert adaptive.converged  # doubling M makes λ large enough
 
 
@@ -366,7 +365,7 @@ def test_a_non_finite_hessian_is_an_error_not_a_hang(solver):
     with pytest.raises(ValueError, match="∇²f is not finite at this point"):  # hl.hessian refuses it too
         hl.hessian(f, torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="∇²f is not finite at this point.*not twice differentiable"):
-        getattr(hl, solver)(f, torch.zeros(3, dtype=torch.float64))
+        getattr(hl.optimize, solver)(f, torch.zeros(3, dtype=torch.float64))
 
 
 def test_a_non_finite_gradient_at_an_iterate_is_an_error():
@@ -374,21 +373,21 @@ def test_a_non_finite_gradient_at_an_iterate_is_an_error():
     is finite but the autograd gradient is 0·∞ = NaN: a ValueError, not a "diverged" result."""
     f = lambda x: 0.5 * (x**2).sum() + 0.0 * x.abs().sqrt().sum()  # noqa: E731
     with pytest.raises(ValueError, match="gradient of f at this point has non-finite entries.*not differentiable"):
-        hl.newton(f, torch.ones(2, dtype=torch.float64), line_search=False)
+        hl.optimize.newton(f, torch.ones(2, dtype=torch.float64), line_search=False)
 
 
 def test_the_shift_loop_is_bounded():
     """A NaN matrix is never positive definite; a finite one needing a shift 10³⁰ times its diagonal is too far.
     Both end in a ValueError after MAX_SHIFTS + 1 factorisations (before: an endless loop for NaN)."""
-    oracle = hn._Oracle(lambda x: (x**2).sum(), torch.ones(2, dtype=torch.float64), hn.CostModel())
+    oracle = _cost._Oracle(lambda x: (x**2).sum(), torch.ones(2, dtype=torch.float64), hl.optimize.CostModel())
     for H in (torch.full((2, 2), math.nan, dtype=torch.float64),
               torch.tensor([[1e-20, 1e10], [1e10, 1e-20]], dtype=torch.float64)):
         oracle.factorizations = 0
         with pytest.raises(ValueError, match="not positive definite for any shift"):
-            hn._shifted_cholesky(H, 0.0, oracle)
-        assert oracle.factorizations == hn.MAX_SHIFTS + 1
+            _newton._shifted_cholesky(H, 0.0, oracle)
+        assert oracle.factorizations == _newton.MAX_SHIFTS + 1
     # a zero diagonal is scaled by the largest entry: [[0, 1], [1, 0]] + τI is positive definite for τ > 1
-    factor, shift = hn._shifted_cholesky(torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64), 0.0, oracle)
+    factor, shift = _newton._shifted_cholesky(torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64), 0.0, oracle)
     assert 1.0 < shift <= 2.048
 
 
@@ -403,7 +402,7 @@ def test_numpy_scalars_and_0d_tensors_are_numbers(solver, kwargs):
     f, A, b = quadratic_problem(d=5)
     floats = {key: (float(value) if not isinstance(value, str) else value) for key, value in kwargs.items()}
     x0 = torch.zeros(5, dtype=torch.float64)
-    assert torch.equal(getattr(hl, solver)(f, x0, **kwargs).x, getattr(hl, solver)(f, x0, **floats).x)
+    assert torch.equal(getattr(hl.optimize, solver)(f, x0, **kwargs).x, getattr(hl.optimize, solver)(f, x0, **floats).x)
 
 
 @pytest.mark.parametrize("solver, kwargs, error, message", [
@@ -420,4 +419,4 @@ def test_numpy_scalars_and_0d_tensors_are_numbers(solver, kwargs):
 ])
 def test_bools_and_out_of_range_numbers_are_refused(solver, kwargs, error, message):
     with pytest.raises(error, match=message):
-        getattr(hl, solver)(square, torch.ones(3, dtype=torch.float64), **kwargs)
+        getattr(hl.optimize, solver)(square, torch.ones(3, dtype=torch.float64), **kwargs)

@@ -11,7 +11,7 @@ from torch import nn
 import hesslab as hl
 from conftest import random_symmetric
 from hesslab.experiments import lanczos_and_batch_size as bs
-from hesslab.hutchinson import rademacher
+from hesslab.sampling import rademacher
 
 QUICK_BATCH_SIZES = (4, 8, 16, 32, 64, 128, 256)
 EPS = torch.finfo(torch.float64).eps

@@ -10,7 +10,6 @@ the marginals; δm is orthogonal to H's null vector (1, −1) since both sides h
 terms, which are O(ε²) at the ε <= 1e-9 used here).
 """
 
-import importlib
 import itertools
 import math
 import warnings
@@ -21,11 +20,10 @@ import pytest
 import torch
 
 import hesslab as hl
-from hesslab.sinkhorn import dual_hessian, lyapunov, sparsify
+from hesslab.transport import _sinkhorn, _sns, dual_hessian, lyapunov, sparsify  # private modules: patched below
 
-sinkhorn_module = importlib.import_module("hesslab.sinkhorn")  # the attribute hl.sinkhorn is the function
 
-SOLVERS = [hl.sinkhorn, hl.sinkhorn_newton_sparse]
+SOLVERS = [hl.transport.sinkhorn, hl.transport.sinkhorn_newton_sparse]
 EPS = torch.finfo(torch.float64).eps
 
 
@@ -77,8 +75,8 @@ def test_plan_matches_pot(solver, reg):
 def test_sns_matches_sinkhorn_at_small_reg():
     """At reg = 1e-3 POT's log-domain Sinkhorn would take minutes to reach rounding; the two solvers here agree."""
     a, b, C = point_clouds(100, 100, seed=0, uniform=True)
-    slow = hl.sinkhorn(a, b, C, 1e-3, tol=1e-10)
-    fast = hl.sinkhorn_newton_sparse(a, b, C, 1e-3, tol=1e-10)
+    slow = hl.transport.sinkhorn(a, b, C, 1e-3, tol=1e-10)
+    fast = hl.transport.sinkhorn_newton_sparse(a, b, C, 1e-3, tol=1e-10)
     assert slow.converged and fast.converged
     tolerance = plan_error_bound(fast.plan, marginal_error(slow.plan, a, b) + marginal_error(fast.plan, a, b))
     assert (slow.plan - fast.plan).abs().sum().item() <= tolerance
@@ -190,9 +188,9 @@ def test_sinkhorn_stalls_on_a_weakly_coupled_chain_where_newton_does_not():
     C = (x[:, None] - x[None, :] - 0.25) ** 2
     a = torch.full((n,), 1 / n)
     with pytest.warns(RuntimeWarning, match="sinkhorn did not reach"):
-        stalled = hl.sinkhorn(a, a, C, 0.03, tol=1e-12, max_iter=2000)
+        stalled = hl.transport.sinkhorn(a, a, C, 0.03, tol=1e-12, max_iter=2000)
     assert stalled.history[-1] > 0.5 * stalled.history[1]
-    newton = hl.sinkhorn_newton_sparse(a, a, C, 0.03, tol=1e-12)
+    newton = hl.transport.sinkhorn_newton_sparse(a, a, C, 0.03, tol=1e-12)
     assert newton.converged and newton.iterations <= 100
 
 
@@ -243,7 +241,7 @@ def test_duality_gap_at_the_solution(solver):
 
 def test_sparsify_keeps_what_the_rule_says():
     a, b, C = point_clouds(30, 20, seed=6)
-    P = hl.sinkhorn(a, b, C, 0.01).plan
+    P = hl.transport.sinkhorn(a, b, C, 0.01).plan
     assert torch.equal(sparsify(P, 0.0).to_dense(), P)
     threshold = 1e-3
     dense = sparsify(P, threshold).to_dense()
@@ -259,9 +257,9 @@ def test_sparsify_keeps_what_the_rule_says():
 def test_sparse_products(device):
     """S x and Sᵀ y as the dense products (scipy on the CPU, torch CSR with a sorted transpose on a GPU)."""
     a, b, C = point_clouds(30, 20, seed=6)
-    P = hl.sinkhorn(a, b, C, 0.01).plan.to(device)
+    P = hl.transport.sinkhorn(a, b, C, 0.01).plan.to(device)
     S = sparsify(P, 1e-3)
-    times, transposed_times = sinkhorn_module._sparse_products(S)
+    times, transposed_times = _sns._sparse_products(S)
     x, y = torch.rand(20, dtype=torch.float64, device=device), torch.rand(30, dtype=torch.float64, device=device)
     assert torch.allclose(times(x), S.to_dense() @ x, atol=1e-16)
     assert torch.allclose(transposed_times(y), S.to_dense().T @ y, atol=1e-16)
@@ -359,10 +357,10 @@ def test_non_convergence_is_reported_and_warned(solver):
 
 def test_sns_falls_back_to_sinkhorn_when_the_line_search_fails(monkeypatch):
     """With no line-search trial allowed every Newton step is replaced by a Sinkhorn iteration: SNS then is Sinkhorn."""
-    monkeypatch.setattr(sinkhorn_module, "MAX_HALVINGS", 0)
+    monkeypatch.setattr(_sns, "MAX_HALVINGS", 0)
     a, b, C = point_clouds(20, 20, seed=13)
-    fallback = hl.sinkhorn_newton_sparse(a, b, C, 0.05, tol=1e-10, warm_start=1)
-    plain = hl.sinkhorn(a, b, C, 0.05, tol=1e-10)
+    fallback = hl.transport.sinkhorn_newton_sparse(a, b, C, 0.05, tol=1e-10, warm_start=1)
+    plain = hl.transport.sinkhorn(a, b, C, 0.05, tol=1e-10)
     assert fallback.iterations == plain.iterations
     assert torch.allclose(fallback.plan, plain.plan, rtol=0, atol=1e-15)
 
@@ -371,16 +369,16 @@ def test_a_row_whose_sum_underflows_takes_the_exact_log_domain_step(monkeypatch)
     """An outlier source point ~1 away from every target at reg = 1e-3: after the first column scaling its row sums
     to about e^−940, which underflows; that half-step is then taken by logsumexp, and nothing becomes NaN or inf."""
     exact_steps = []
-    representable = sinkhorn_module._representable
-    monkeypatch.setattr(sinkhorn_module, "_representable", lambda sums: representable(sums) or exact_steps.append(1))
+    representable = _sinkhorn._representable
+    monkeypatch.setattr(_sinkhorn, "_representable", lambda sums: representable(sums) or exact_steps.append(1))
     x, y = torch.tensor([0.0, 0.01, 0.02, 1.0]), torch.tensor([0.0, 0.01, 0.02, 0.03])
     C, a = (x[:, None] - y[None, :]) ** 2, torch.full((4,), 0.25)
-    newton = hl.sinkhorn_newton_sparse(a, a, C, 1e-3, tol=1e-12)
+    newton = hl.transport.sinkhorn_newton_sparse(a, a, C, 1e-3, tol=1e-12)
     assert exact_steps and newton.converged and torch.isfinite(newton.plan).all()
     assert marginal_error(newton.plan, a, a) <= 1e-12 + (8 + C.max().item() / 1e-3) * EPS  # as in the history test
     exact_steps.clear()
     with pytest.warns(RuntimeWarning, match="sinkhorn did not reach"):  # the outlier's coupling is weak: it stalls
-        slow = hl.sinkhorn(a, a, C, 1e-3, tol=1e-12, max_iter=500)
+        slow = hl.transport.sinkhorn(a, a, C, 1e-3, tol=1e-12, max_iter=500)
     assert exact_steps and torch.isfinite(slow.plan).all() and slow.history[-1] < slow.history[0]
 
 
@@ -396,13 +394,13 @@ def test_newton_direction_solves_the_sparsified_system(threshold):
     residual is minus that of the Schur system T y = q − Sᵀ(p/r). Without sparsification the system is consistent
     and (x, y) is its least-squares solution up to the null direction (1, −1), which changes no plan."""
     a, b, C = point_clouds(30, 20, seed=21)
-    plan = hl.sinkhorn(a, b, C, 0.02, tol=1e-2).plan  # a plan far enough from the optimum for a sizeable step
+    plan = hl.transport.sinkhorn(a, b, C, 0.02, tol=1e-2).plan  # a plan far enough from the optimum for a sizeable step
     row_sums, col_sums = plan.sum(1), plan.sum(0)
     S = sparsify(plan, threshold).to_dense()
     assert threshold == 0 or (S == 0).any()
     p, q = a - row_sums, b - col_sums
     rtol = 1e-12
-    x, y = sinkhorn_module._newton_direction(lambda v: S @ v, lambda w: S.T @ w, row_sums, col_sums, p, q, rtol, 20)
+    x, y = _sns._newton_direction(lambda v: S @ v, lambda w: S.T @ w, row_sums, col_sums, p, q, rtol, 20)
     M = full_system(S, row_sums, col_sums)
     residual = M @ torch.cat([x, y]) - torch.cat([p, q])
     rounding = 100 * EPS * torch.linalg.matrix_norm(M, 2).item() * torch.cat([x, y]).norm().item()
@@ -423,31 +421,31 @@ def test_newton_direction_solves_the_sparsified_system(threshold):
 def test_kept_products_are_csr_when_sparse_and_all_of_p_when_not(monkeypatch):
     """Below DENSE_FRACTION kept, S is the CSR matrix of ``sparsify``; above it, S = P (the exact Newton step)."""
     a, b, C = point_clouds(40, 30, seed=22)
-    plan = hl.sinkhorn(a, b, C, 1e-3, tol=1e-6).plan
+    plan = hl.transport.sinkhorn(a, b, C, 1e-3, tol=1e-6).plan
     row_sums, col_sums = plan.sum(1), plan.sum(0)
     sparse = sparsify(plan, 1e-6).to_dense()
     kept = (sparse > 0).double().mean().item()
-    assert kept < sinkhorn_module.DENSE_FRACTION  # the rule keeps few entries at this small reg
+    assert kept < _sns.DENSE_FRACTION  # the rule keeps few entries at this small reg
     x, y = torch.rand(30, dtype=torch.float64), torch.rand(40, dtype=torch.float64)
-    times, transposed_times = sinkhorn_module._kept_products(plan, row_sums, col_sums, 1e-6)
+    times, transposed_times = _sns._kept_products(plan, row_sums, col_sums, 1e-6)
     assert torch.allclose(times(x), sparse @ x, rtol=1e-14, atol=0)
     assert torch.allclose(transposed_times(y), sparse.T @ y, rtol=1e-14, atol=0)
-    monkeypatch.setattr(sinkhorn_module, "DENSE_FRACTION", kept / 2)  # now "too many" are kept: all of P
-    times, transposed_times = sinkhorn_module._kept_products(plan, row_sums, col_sums, 1e-6)
+    monkeypatch.setattr(_sns, "DENSE_FRACTION", kept / 2)  # now "too many" are kept: all of P
+    times, transposed_times = _sns._kept_products(plan, row_sums, col_sums, 1e-6)
     assert torch.equal(times(x), plan @ x) and torch.equal(transposed_times(y), plan.T @ y)
 
 
 def test_sns_takes_sparse_steps_at_small_reg_and_exact_ones_at_large(monkeypatch):
     """Which Hessian block each Newton step used: CSR (sparse) at reg = 1e-3, all of P at reg = 1e-1."""
     built = []
-    sparse_products = sinkhorn_module._sparse_products
-    monkeypatch.setattr(sinkhorn_module, "_sparse_products", lambda S: built.append(S._nnz()) or sparse_products(S))
+    sparse_products = _sns._sparse_products
+    monkeypatch.setattr(_sns, "_sparse_products", lambda S: built.append(S._nnz()) or sparse_products(S))
     a, b, C = point_clouds(100, 100, seed=23, uniform=True)
-    small = hl.sinkhorn_newton_sparse(a, b, C, 1e-3, tol=1e-10)
+    small = hl.transport.sinkhorn_newton_sparse(a, b, C, 1e-3, tol=1e-10)
     assert small.converged and len(built) == small.iterations - 20  # every Newton step was sparse
-    assert max(built) < sinkhorn_module.DENSE_FRACTION * 100 * 100
+    assert max(built) < _sns.DENSE_FRACTION * 100 * 100
     built.clear()
-    large = hl.sinkhorn_newton_sparse(a, b, C, 1e-1, tol=1e-10, warm_start=2)
+    large = hl.transport.sinkhorn_newton_sparse(a, b, C, 1e-1, tol=1e-10, warm_start=2)
     assert large.converged and large.iterations > 2 and not built
 
 
@@ -455,11 +453,11 @@ def test_a_newton_step_with_an_empty_row_is_refused():
     """A row whose sum underflowed to 0 makes the eliminated Δα infinite: the step returns None, the plan unchanged
     (SNS then takes a Sinkhorn step, which handles underflow exactly)."""
     a = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
-    problem = sinkhorn_module._prepare(a, a, torch.rand(3, 3, dtype=torch.float64), 0.1, 1e-9, 10)
+    problem = _sns._prepare(a, a, torch.rand(3, 3, dtype=torch.float64), 0.1, 1e-9, 10)
     plan = torch.tensor([[0.4, 0.1, 0.0], [0.0, 0.0, 0.0], [0.1, 0.0, 0.2]], dtype=torch.float64)
     before = plan.clone()
     row_sums, col_sums = plan.sum(1), plan.sum(0)
-    why = sinkhorn_module._newton_step(problem, plan, row_sums, col_sums, 0.3, 0.0, 10)
+    why = _sns._newton_step(problem, plan, row_sums, col_sums, 0.3, 0.0, 10)
     assert isinstance(why, str) and "underflowed" in why  # refused, and why (for the non-convergence warning)
     assert torch.equal(plan, before)
 
@@ -470,7 +468,7 @@ def test_line_search_refuses_a_direction_that_does_not_ascend():
     sums = plan.sum(1)
     a = torch.tensor([0.75, 0.25], dtype=torch.float64)  # ∇ℓ = (a − P1, b − Pᵀ1) = (0.25, −0.25, 0.25, −0.25)
     for d_alpha in ([-1.0, 1.0], [0.0, 0.0], [math.nan, 0.0]):  # ⟨∇ℓ, Δ⟩ = −0.5, 0, NaN
-        step, why = sinkhorn_module._line_search(plan, sums, sums, a, a, torch.tensor(d_alpha, dtype=torch.float64),
+        step, why = _sns._line_search(plan, sums, sums, a, a, torch.tensor(d_alpha, dtype=torch.float64),
                                                  torch.zeros(2, dtype=torch.float64))
         assert step is None and "not an ascent direction" in why
 
@@ -478,7 +476,7 @@ def test_line_search_refuses_a_direction_that_does_not_ascend():
 def test_sns_keeps_every_entry_with_threshold_zero():
     """threshold = 0 is exact Newton: quadratic convergence, a handful of Newton steps."""
     a, b, C = point_clouds(40, 40, seed=14)
-    result = hl.sinkhorn_newton_sparse(a, b, C, 0.01, tol=1e-12, threshold=0.0, warm_start=5)
+    result = hl.transport.sinkhorn_newton_sparse(a, b, C, 0.01, tol=1e-12, threshold=0.0, warm_start=5)
     assert result.converged and result.iterations - 5 <= 10
 
 
@@ -534,15 +532,15 @@ def test_bad_input(solver, args, kwargs, error, message):
 ])
 def test_bad_sns_options(kwargs, error, message):
     with pytest.raises(error, match=message):
-        hl.sinkhorn_newton_sparse(A3, A3, C33, 0.1, **kwargs)
+        hl.transport.sinkhorn_newton_sparse(A3, A3, C33, 0.1, **kwargs)
 
 
 def test_no_warning_when_converged():
     a, b, C = point_clouds(10, 10, seed=15)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        hl.sinkhorn(a, b, C, 0.1)
-        hl.sinkhorn_newton_sparse(a, b, C, 0.1)
+        hl.transport.sinkhorn(a, b, C, 0.1)
+        hl.transport.sinkhorn_newton_sparse(a, b, C, 0.1)
 
 
 # --- issue 12: the SNS line search is numerically sound; numbers are numbers -----------------------------------------
@@ -560,11 +558,11 @@ def test_sns_never_exceeds_its_warm_start_error_and_needs_fewer_iterations_than_
     by 4e31: the marginal error jumped from 0.17 to 8e31. Now every accepted step truly raises the dual and keeps the
     error at most the warm start's; SNS reaches tol = 1e-8 where Sinkhorn, given as many iterations, has not."""
     a, b, C = uniform_clouds(300, seed)
-    sns = hl.sinkhorn_newton_sparse(a, b, C, reg, tol=1e-8, max_iter=2000)
+    sns = hl.transport.sinkhorn_newton_sparse(a, b, C, reg, tol=1e-8, max_iter=2000)
     warm = sns.history[20]
     assert sns.converged and max(sns.history[20:]) <= warm
     with pytest.warns(RuntimeWarning, match="sinkhorn did not reach"):
-        sinkhorn = hl.sinkhorn(a, b, C, reg, tol=1e-8, max_iter=sns.iterations)
+        sinkhorn = hl.transport.sinkhorn(a, b, C, reg, tol=1e-8, max_iter=sns.iterations)
     assert not sinkhorn.converged  # so Sinkhorn needs more iterations than SNS took
 
 
@@ -575,29 +573,29 @@ def test_line_search_is_not_fooled_by_cancellation_along_the_null_direction():
     exceeds s⟨∇ℓ, Δ⟩ = 0.043 — the dual falls. The step now accepted must truly pass the Armijo test, checked by
     Σ_ij P_ij φ(z_ij) (non-negative terms, no cancellation), and agree with the search without the null part."""
     a, b, C = uniform_clouds(40, 1)
-    plan = hl.sinkhorn(a, b, C, 1e-2, tol=1e-1).plan
+    plan = hl.transport.sinkhorn(a, b, C, 1e-2, tol=1e-1).plan
     row_sums, col_sums = plan.sum(1), plan.sum(0)
     d_alpha, d_beta = 4 * (a - row_sums) / row_sums, 4 * (b - col_sums) / col_sums  # 4x a diagonal-Newton step
     slope = float((a - row_sums) @ d_alpha + (b - col_sums) @ d_beta)
     x, y = d_alpha + 40, d_beta - 40
     u, v = torch.expm1(x), torch.expm1(y)
     closed_form = float(u @ (plan @ v) + row_sums @ (u - x) + col_sums @ (v - y))
-    true_at_one = float((plan * sinkhorn_module._phi(x[:, None] + y[None, :])).sum())
+    true_at_one = float((plan * _sns._phi(x[:, None] + y[None, :])).sum())
     assert closed_form < 0 < slope < true_at_one  # the old test would have accepted s = 1; it must not
-    ls = sinkhorn_module._line_search
+    ls = _sns._line_search
     plain, _ = ls(plan, row_sums, col_sums, a, b, d_alpha, d_beta)
     shifted, _ = ls(plan, row_sums, col_sums, a, b, x, y)
     assert shifted == plain < 1
     z = shifted * (x[:, None] + y[None, :])
-    true_penalty = float((plan * sinkhorn_module._phi(z)).sum())
-    assert shifted * slope - true_penalty >= sinkhorn_module.ARMIJO * shifted * slope
+    true_penalty = float((plan * _sns._phi(z)).sum())
+    assert shifted * slope - true_penalty >= _sns.ARMIJO * shifted * slope
 
 
 def test_phi_is_accurate_for_small_and_large_arguments():
     """φ(z) = e^z − 1 − z against its series in exact rational arithmetic (float64 inputs), to a few ulps."""
     from fractions import Fraction
     z = torch.tensor([-30.0, -1.0, -0.4999, -1e-3, -1e-9, 0.0, 1e-12, 1e-5, 0.3, 0.5, 2.0, 20.0], dtype=torch.float64)
-    phi = sinkhorn_module._phi(z)
+    phi = _sns._phi(z)
     for value, got in zip(z.tolist(), phi.tolist()):
         exact = float(sum(Fraction(value) ** k / math.factorial(k) for k in range(2, 120)))  # converges for |z| <= 30
         assert abs(got - exact) <= 8 * EPS * exact, (value, got, exact)
@@ -612,10 +610,10 @@ def test_a_run_that_cannot_converge_says_why(monkeypatch):
                                                 r"loosen tol"):
             result = solver(a, b, C, 0.1, tol=1e-17, max_iter=400)
         assert not result.converged and all(math.isfinite(e) for e in result.history)
-    monkeypatch.setattr(sinkhorn_module, "MAX_HALVINGS", 0)
+    monkeypatch.setattr(_sns, "MAX_HALVINGS", 0)
     with pytest.warns(RuntimeWarning, match=r"Raise max_iter.* 10 Newton steps were replaced by Sinkhorn "
                                             r"iterations; the last because no step size"):
-        hl.sinkhorn_newton_sparse(a, b, C, 1e-3, tol=1e-12, max_iter=30)
+        hl.transport.sinkhorn_newton_sparse(a, b, C, 1e-3, tol=1e-12, max_iter=30)
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import hesslab as hl
-from hesslab.pde import conjugate_gradient
-from hesslab.pde_neural import gauss_legendre
+from hesslab.linalg import conjugate_gradient
+from hesslab.pde import gauss_legendre
 
 
 def ritz(dim=1, width=5, points=12, strength=2.0):
-    return hl.ritz_energy(hl.elliptic_problem(7, dim, hl.quartic(strength)), width, points)
+    return hl.pde.ritz_energy(hl.pde.elliptic_problem(7, dim, hl.pde.quartic(strength)), width, points)
 
 
 @pytest.mark.parametrize("dim", [1, 2])
@@ -50,8 +50,8 @@ def test_gauss_legendre_is_exact_for_polynomials(dim):
 def test_ritz_energy_of_the_exact_solution_by_quadrature():
     """For u* = sin(πx) and F = 0, f = π² sin(πx): E(u*) = ∫ ½ π² cos² − π² sin² = π²/4 − π²/2 = −π²/4. The
     network is not needed for this: the quadrature and the energy density are."""
-    problem = hl.elliptic_problem(7, 1, hl.quartic(0.0), solution=lambda x: torch.sin(math.pi * x[:, 0]))
-    energy = hl.ritz_energy(problem, 1, 32)
+    problem = hl.pde.elliptic_problem(7, 1, hl.pde.quartic(0.0), solution=lambda x: torch.sin(math.pi * x[:, 0]))
+    energy = hl.pde.ritz_energy(problem, 1, 32)
     x = energy.points
     z = torch.cat([torch.sin(math.pi * x), math.pi * torch.cos(math.pi * x)], dim=1)
     assert energy.energy_of_outputs(z).item() == pytest.approx(-math.pi**2 / 4, rel=1e-13)
@@ -89,8 +89,8 @@ def test_same_generator_same_start_and_same_training():
     energy = ritz()
     theta0 = energy.initial_parameters(torch.Generator().manual_seed(5))
     assert torch.equal(theta0, energy.initial_parameters(torch.Generator().manual_seed(5)))
-    a = hl.train_ritz_gauss_newton(energy, theta0, steps=5)
-    b = hl.train_ritz_gauss_newton(energy, theta0, steps=5)
+    a = hl.pde.train_ritz_gauss_newton(energy, theta0, steps=5)
+    b = hl.pde.train_ritz_gauss_newton(energy, theta0, steps=5)
     assert torch.equal(a.theta, b.theta)
 
 
@@ -98,7 +98,7 @@ def test_same_generator_same_start_and_same_training():
 def test_second_order_training_decreases_the_energy_monotonically(curvature):
     energy = ritz(width=6, points=24)
     theta0 = energy.initial_parameters(torch.Generator().manual_seed(6))
-    run = hl.train_ritz_gauss_newton(energy, theta0, steps=15, curvature=curvature)
+    run = hl.pde.train_ritz_gauss_newton(energy, theta0, steps=15, curvature=curvature)
     assert torch.all(torch.diff(run.energies) <= 0)
     assert run.energies[-1] < run.energies[0]
     assert run.errors.shape == run.energies.shape and run.errors[-1] < run.errors[0]
@@ -108,7 +108,7 @@ def test_second_order_training_decreases_the_energy_monotonically(curvature):
 def test_adam_history():
     energy = ritz(width=6, points=24)
     theta0 = energy.initial_parameters(torch.Generator().manual_seed(7))
-    run = hl.train_ritz_adam(energy, theta0, steps=50)
+    run = hl.pde.train_ritz_adam(energy, theta0, steps=50)
     assert run.energies.shape == run.errors.shape == run.seconds.shape == (51,)
     assert run.energies[-1] < run.energies[0] and torch.isfinite(run.theta).all()
     assert run.energies[-1].item() == pytest.approx(energy.energy(run.theta).item(), rel=1e-14)
@@ -118,23 +118,23 @@ def test_bad_neural_input():
     energy = ritz()
     theta0 = energy.initial_parameters(torch.Generator().manual_seed(8))
     with pytest.raises(ValueError, match="width must be >= 1"):
-        hl.ritz_energy(energy.problem, 0)
+        hl.pde.ritz_energy(energy.problem, 0)
     with pytest.raises(TypeError, match="EllipticProblem"):
-        hl.ritz_energy("problem", 3)
+        hl.pde.ritz_energy("problem", 3)
     with pytest.raises(ValueError, match="theta0 must have"):
-        hl.train_ritz_adam(energy, theta0[:-1])
+        hl.pde.train_ritz_adam(energy, theta0[:-1])
     with pytest.raises(TypeError, match="RitzEnergy"):
-        hl.train_ritz_adam(energy.energy, theta0)
+        hl.pde.train_ritz_adam(energy.energy, theta0)
     with pytest.raises(ValueError, match="curvature must be"):
-        hl.train_ritz_gauss_newton(energy, theta0, curvature="fisher")
+        hl.pde.train_ritz_gauss_newton(energy, theta0, curvature="fisher")
     with pytest.raises(ValueError, match="damping"):
-        hl.train_ritz_gauss_newton(energy, theta0, damping=0.0)
+        hl.pde.train_ritz_gauss_newton(energy, theta0, damping=0.0)
     with pytest.raises(ValueError, match="lr"):
-        hl.train_ritz_adam(energy, theta0, lr=-1.0)
+        hl.pde.train_ritz_adam(energy, theta0, lr=-1.0)
     with pytest.raises(ValueError, match="no exact solution"):
-        hl.ritz_energy(hl.elliptic_problem(7, 1, source=1.0), energy.width).l2_error(theta0)
+        hl.pde.ritz_energy(hl.pde.elliptic_problem(7, 1, source=1.0), energy.width).l2_error(theta0)
     with pytest.raises(ValueError, match="theta must have shape"):
-        hl.ritz_energy(energy.problem, 3).energy(theta0)
+        hl.pde.ritz_energy(energy.problem, 3).energy(theta0)
 
 
 # --- issue 12: training says the truth --------------------------------------------------------------------------------
@@ -144,16 +144,16 @@ def test_adam_divergence_is_flagged_warned_and_stops_at_the_last_good_parameters
     energy = ritz(width=6, points=24)
     theta0 = energy.initial_parameters(torch.Generator().manual_seed(7))
     with pytest.warns(RuntimeWarning, match="Adam diverged: the energy"):
-        run = hl.train_ritz_adam(energy, theta0, steps=200, lr=100.0, final_lr=100.0)
+        run = hl.pde.train_ritz_adam(energy, theta0, steps=200, lr=100.0, final_lr=100.0)
     assert run.diverged and run.reason and run.energies.numel() < 201
     assert torch.isfinite(run.energies).all() and torch.isfinite(run.theta).all()
     assert run.energies[-1].item() == pytest.approx(energy.energy(run.theta).item(), rel=1e-14)
-    calm = hl.train_ritz_adam(energy, theta0, steps=50)
+    calm = hl.pde.train_ritz_adam(energy, theta0, steps=50)
     assert not calm.diverged and calm.reason == ""
 
 
 def test_divergence_rule():
-    from hesslab.pde_neural import DIVERGENCE, _divergence
+    from hesslab.pde._ritz import DIVERGENCE, _divergence
     assert _divergence([-1.0, -2.0], math.nan) == "the energy became nan"
     assert _divergence([-1.0, -2.0], -1.0 + 0.5 * DIVERGENCE * 2.0) == ""  # within 1e3 × max(|E_0|, |min E|) = 2e3
     assert "rose" in _divergence([-1.0, -2.0], -1.0 + 1.01 * DIVERGENCE * 2.0)
@@ -172,7 +172,7 @@ def test_gauss_newton_raises_the_damping_after_a_non_finite_trial(monkeypatch):
         return original(self, theta) * (math.nan if len(calls) == 1 else 1.0)
 
     monkeypatch.setattr(type(energy), "energy", energy_nan_first)
-    run = hl.train_ritz_gauss_newton(energy, theta0, steps=2, curvature="ggn", damping=1e-3)
+    run = hl.pde.train_ritz_gauss_newton(energy, theta0, steps=2, curvature="ggn", damping=1e-3)
     assert run.dampings[0].item() == pytest.approx(2e-3)
 
 
@@ -185,8 +185,8 @@ def test_adam_numbers(kwargs, error, message):
     energy = ritz()
     theta0 = energy.initial_parameters(torch.Generator().manual_seed(8))
     if error is None:
-        assert torch.equal(hl.train_ritz_adam(energy, theta0, steps=3, **kwargs).theta,
-                           hl.train_ritz_adam(energy, theta0, steps=3, lr=1e-2).theta)
+        assert torch.equal(hl.pde.train_ritz_adam(energy, theta0, steps=3, **kwargs).theta,
+                           hl.pde.train_ritz_adam(energy, theta0, steps=3, lr=1e-2).theta)
     else:
         with pytest.raises(error, match=message):
-            hl.train_ritz_adam(energy, theta0, steps=3, **kwargs)
+            hl.pde.train_ritz_adam(energy, theta0, steps=3, **kwargs)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 import hesslab as hl
-from hesslab.hutchinson import rademacher
+from hesslab.sampling import rademacher
 from hesslab.optim import adahessian, estimators, sophia
 from conftest import classification_data, small_mlp
 

@@ -29,9 +29,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checks import check_count, check_flat_vector, check_real_number
-from .operators import GGNOperator, HessianOperator
-from .pde import EllipticProblem, conjugate_gradient
+from .._checks import check_count, check_flat_vector, check_real_number
+from ..linalg import conjugate_gradient
+from ..operators import GGNOperator, HessianOperator
+from ._problems import EllipticProblem
 
 
 @dataclass(frozen=True)

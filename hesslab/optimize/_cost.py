@@ -1,0 +1,189 @@
+"""The cost model of the Newton family, what a run returns, and f, ∇f, ∇²f counted as they are evaluated."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._checks import check_count, check_flat_vector, check_real_number
+from ..exact import hessian
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the cost model and what a run returns
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CostModel:
+    """Arithmetic cost in gradient-equivalents (one evaluation of f and ∇f = ``gradient``).
+
+    Args:
+        gradient: cost of one evaluation of f with its gradient (the unit, 1).
+        hessian: cost of one dense Hessian; ``None`` means d (d Hessian-vector products, each about a gradient).
+        flops_per_gradient: arithmetic operations F of one gradient; a factorisation of a d × d matrix is charged
+            d³ / F and one solve with it d² / F. ``None`` means d² (a gradient as cheap as a d × d matrix-vector
+            product). For a linear model on N samples F ≈ 4Nd (two passes over the N × d data).
+    """
+
+    gradient: float = 1.0
+    hessian: float | None = None
+    flops_per_gradient: float | None = None
+
+    def __post_init__(self):
+        for name in ("gradient", "hessian", "flops_per_gradient"):
+            value = getattr(self, name)
+            if value is None and name != "gradient":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+                raise ValueError(f"CostModel.{name} must be a finite number > 0{' or None' * (name != 'gradient')}"
+                                 f", got {value!r}.")
+
+    def total(self, d: int, gradients: int, hessians: int, factorizations: int, solves: int) -> float:
+        """gradients·gradient + hessians·(hessian or d) + factorizations·d³/F + solves·d²/F."""
+        per_hessian = d * self.gradient if self.hessian is None else self.hessian
+        flops = d * d if self.flops_per_gradient is None else self.flops_per_gradient
+        linear_algebra = (factorizations * d**3 + solves * d**2) / flops * self.gradient
+        return gradients * self.gradient + hessians * per_hessian + linear_algebra
+
+
+@dataclass(frozen=True)
+class Record:
+    """One accepted iterate x_k: ``f`` = f(x_k), ``grad_norm`` = ‖∇f(x_k)‖, ``step`` = ‖x_k − x_{k−1}‖ (0 at k = 0),
+    ``stepsize`` α of that step (1 for lazy steps), ``regularization`` (λ of Newton's shift, L of damped Newton, M
+    of lazy Newton), and the cumulative counts and ``cost`` (``CostModel``) spent up to and including x_k."""
+
+    f: float
+    grad_norm: float
+    step: float
+    stepsize: float
+    regularization: float
+    gradients: int
+    hessians: int
+    factorizations: int
+    solves: int
+    cost: float
+
+
+@dataclass(frozen=True)
+class NewtonResult:
+    """The last iterate ``x`` (d,), whether ‖∇f(x)‖ <= tol was reached (``converged``), why the run stopped
+    (``reason``), the ``history`` (one ``Record`` per accepted iterate, x_0 first) and ``shifted`` (iterations at
+    which the Hessian was not positive definite and was shifted; ``newton`` only)."""
+
+    x: Tensor
+    converged: bool
+    reason: str
+    history: tuple[Record, ...]
+    shifted: int = 0
+
+    @property
+    def f(self) -> float:
+        return self.history[-1].f
+
+    @property
+    def iterations(self) -> int:
+        return len(self.history) - 1
+
+    @property
+    def cost(self) -> float:
+        return self.history[-1].cost
+
+    def trace(self, field: str) -> np.ndarray:
+        """One field of every record as an array, e.g. ``result.trace("cost")``."""
+        return np.array([getattr(record, field) for record in self.history], dtype=float)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# f, ∇f and ∇²f, counted
+# ----------------------------------------------------------------------------------------------------------------------
+class _Oracle:
+    """Evaluates f with its gradient and its dense Hessian, and counts what the cost model charges."""
+
+    def __init__(self, f: Callable[[Tensor], Tensor], x0: Tensor, cost_model: CostModel):
+        self.f, self.d, self.cost_model = f, x0.numel(), cost_model
+        self.eps = torch.finfo(x0.dtype).eps
+        self.gradients = self.hessians = self.factorizations = self.solves = 0
+
+    def value_and_gradient(self, x: Tensor, where: str = "this point") -> tuple[float, Tensor]:
+        """(f(x), ∇f(x)); a non-finite value is returned as it is (with a NaN gradient) for the caller to judge; a
+        finite value with a non-finite gradient raises ValueError (f is not differentiable at x)."""
+        self.gradients += 1
+        point = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = self.f(point)
+            if not isinstance(value, Tensor):
+                raise TypeError(f"f must return a torch.Tensor, got {type(value).__name__}.")
+            if value.numel() != 1:
+                raise ValueError(f"f must return a scalar, got shape {tuple(value.shape)}; reduce it (e.g. .mean()).")
+            value = value.reshape(())
+            if not bool(torch.isfinite(value)):
+                return value.item(), torch.full_like(x, math.nan)
+            if not value.requires_grad:
+                raise ValueError("f(x) does not depend on x (no gradient graph); check that f uses its argument.")
+            (gradient,) = torch.autograd.grad(value, point)
+        if not bool(torch.isfinite(gradient).all()):
+            raise ValueError(f"the gradient of f at {where} has non-finite entries although f is finite there: f is "
+                             "not differentiable there (e.g. √|x| at 0). Start elsewhere or smooth f.")
+        return value.item(), gradient.detach()
+
+    def hessian(self, x: Tensor) -> Tensor:
+        """∇²f(x), dense (d, d); a NaN or inf entry (f is not twice differentiable at x, e.g. ‖x‖ at 0) raises."""
+        self.hessians += 1
+        H = hessian(self.f, x)
+        if not bool(torch.isfinite(H).all()):
+            bad = int((~torch.isfinite(H)).sum())
+            raise ValueError(f"∇²f is not finite at this point ({bad} of its {H.numel()} entries are NaN or inf): f is "
+                             "not twice differentiable there (e.g. ‖x‖ at x = 0). Start elsewhere "
+                             "or smooth f (e.g. √(‖x‖² + ε²) for ‖x‖).")
+        return H
+
+    def record(self, f: float, gradient: Tensor, step: float, stepsize: float, regularization: float) -> Record:
+        counts = dict(gradients=self.gradients, hessians=self.hessians, factorizations=self.factorizations,
+                      solves=self.solves)
+        return Record(f=f, grad_norm=gradient.norm().item(), step=step, stepsize=stepsize,
+                      regularization=regularization, cost=self.cost_model.total(self.d, **counts), **counts)
+
+
+def _start(f, x0: Tensor, tol, max_iter: int, cost_model: CostModel | None):
+    """Validate the common arguments; evaluate f and ∇f at x0 (both must be finite)."""
+    if not callable(f):
+        raise TypeError(f"f must be a callable f(x) -> scalar tensor, got {type(f).__name__}.")
+    x0 = check_flat_vector("x0", x0)
+    tol = check_real_number("tol", tol, 0.0, hint="tol is the gradient norm to stop at.")
+    check_count("max_iter", max_iter, 0)
+    cost_model = CostModel() if cost_model is None else cost_model
+    if not isinstance(cost_model, CostModel):
+        raise TypeError(f"cost_model must be a hesslab.newton.CostModel or None, got {type(cost_model).__name__}.")
+    oracle = _Oracle(f, x0, cost_model)
+    value, gradient = oracle.value_and_gradient(x0, "x0")
+    if not math.isfinite(value):
+        raise ValueError(f"f(x0) is not finite ({value}); start from a point where f is defined.")
+    if not bool(torch.isfinite(gradient).all()):
+        raise ValueError("the gradient of f at x0 has non-finite entries; start from a point where f is smooth.")
+    return x0.detach().clone(), value, gradient, oracle, tol
+
+
+def _positive(name: str, value, allow_zero: bool = False) -> float:
+    """A finite number > 0 (>= 0 with ``allow_zero``): Python or numpy scalar or 0-d tensor, not a bool."""
+    return check_real_number(name, value, 0.0, open="neither" if allow_zero else "low")
+
+
+def _decreased(f_new: float, f_old: float, required: float, eps: float) -> bool:
+    """f_old − f_new >= required, up to the rounding of f (256 ulps of |f|, eps = the dtype's): without that slack a
+    nearly converged run would reject every step whose predicted decrease is below f's rounding error."""
+    return math.isfinite(f_new) and f_old - f_new >= required - 256 * eps * abs(f_old)
+
+
+def _finish(x, converged, reason, history, shifted=0) -> NewtonResult:
+    """The result; warns when the Hessian had to be shifted (UserWarning) and when the run did not converge."""
+    if shifted:
+        warnings.warn(f"the Hessian was not positive definite at {shifted} iterations; Newton used ∇²f + τI there "
+                      "(see Record.regularization).", UserWarning, stacklevel=3)
+    if not converged:
+        warnings.warn(f"Newton did not converge: {reason}.", RuntimeWarning, stacklevel=3)
+    return NewtonResult(x=x, converged=converged, reason=reason, history=tuple(history), shifted=shifted)

@@ -1,0 +1,111 @@
+"""Newton's method with Armijo backtracking and Levenberg–Marquardt damping."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .._checks import check_count, check_real_number
+from ._cost import (
+    CostModel,
+    NewtonResult,
+    _decreased,
+    _finish,
+    _Oracle,
+    _positive,
+    _start,
+)
+
+# ----------------------------------------------------------------------------------------------------------------------
+# newton: Armijo backtracking and Levenberg–Marquardt damping
+# ----------------------------------------------------------------------------------------------------------------------
+MAX_SHIFTS = 64  # doublings of the shift τ: from 10⁻³·scale they reach 10¹⁶·scale, beyond any finite ‖H‖/scale met
+
+
+def _shifted_cholesky(H: Tensor, damping: float, oracle: _Oracle) -> tuple[Tensor, float]:
+    """Cholesky factor of H + τI with τ = damping, raised (τ ← max(2τ, 10⁻³·scale), scale = mean|H_ii|, or max|H_ij|
+    when the diagonal is zero) until it is positive definite (Nocedal & Wright 2006, Algorithm 3.3). Every attempt is
+    one factorisation; after MAX_SHIFTS raises (τ > ‖H‖ makes H + τI positive definite, so this happens only for a
+    badly scaled or non-finite H) a ValueError says so."""
+    scale = H.diagonal().abs().mean().item() or H.abs().max().item() or 1.0
+    shift = damping
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    for _ in range(MAX_SHIFTS + 1):
+        oracle.factorizations += 1
+        factor, info = torch.linalg.cholesky_ex(H + shift * eye)
+        if int(info) == 0:
+            return factor, shift
+        shift = max(2 * shift, 1e-3 * scale)
+    raise ValueError(f"∇²f + τI was not positive definite for any shift τ up to {shift:.3g} ({MAX_SHIFTS} doublings; "
+                     f"mean |diagonal| of ∇²f = {scale:.3g}): the Hessian is too badly scaled for a shifted Cholesky "
+                     "factorisation. Rescale f or its variables, or pass a larger damping.")
+
+
+def newton(
+    f: Callable[[Tensor], Tensor],
+    x0: Tensor,
+    *,
+    tol: float = 1e-8,
+    max_iter: int = 100,
+    line_search: bool = True,
+    damping: float = 0.0,
+    armijo: float = 1e-4,
+    backtrack: float = 0.5,
+    max_backtracks: int = 60,
+    cost_model: CostModel | None = None,
+    progress: bool = False,
+) -> NewtonResult:
+    """Newton's method x⁺ = x + α p with (∇²f(x) + λI) p = −∇f(x) and an Armijo backtracking line search.
+
+    λ = ``damping`` (Levenberg–Marquardt, 0 for the classical method); where ∇²f(x) + λI is not positive definite
+    (a non-convex f) the shift is raised until it is, so p is always a descent direction — counted in ``shifted``,
+    recorded per iteration in ``Record.regularization``, and warned about. The stepsize α starts at 1 and shrinks by
+    ``backtrack`` until f(x + αp) <= f(x) + ``armijo``·α⟨∇f(x), p⟩ (Armijo 1966; Nocedal & Wright 2006, §3.1);
+    ``line_search=False`` takes the full step α = 1 (pure Newton, which may diverge far from the optimum).
+
+    Args:
+        f: scalar function of a 1-D tensor; x0: (d,) starting point (f and ∇f must be finite there).
+        tol: stop when ‖∇f(x)‖ <= tol. max_iter: Newton steps at most.
+    Returns: ``NewtonResult``; a run that stops without reaching tol (iterations exhausted, line search failed, or
+        f not finite after a full step) warns (RuntimeWarning) and says why in ``reason``.
+    Cost per iteration: one Hessian (d), one or more factorisations (d³/F), one solve, one gradient per trial step.
+    Locally quadratic: ‖x_{k+1} − x*‖ <= C‖x_k − x*‖² near a minimiser with positive definite, Lipschitz Hessian.
+    """
+    x, fx, g, oracle, tol = _start(f, x0, tol, max_iter, cost_model)
+    damping = _positive("damping", damping, allow_zero=True)
+    armijo = check_real_number("armijo", armijo, 0.0, 1.0, open="both",
+                               hint="It is the fraction of the predicted decrease a step must achieve; the usual "
+                                    "value is 1e-4 (below 0.5, so that full Newton steps pass near a minimiser).")
+    backtrack = check_real_number("backtrack", backtrack, 0.0, 1.0, open="both",
+                                  hint="It is the factor that shrinks the stepsize, e.g. 0.5.")
+    check_count("max_backtracks", max_backtracks, 1)
+    history, shifted = [oracle.record(fx, g, 0.0, 1.0, damping)], 0
+    for _ in tqdm(range(max_iter), desc="newton", disable=not progress, leave=False):
+        if g.norm().item() <= tol:
+            return _finish(x, True, f"‖∇f‖ <= tol = {tol:g}", history, shifted)
+        factor, shift = _shifted_cholesky(oracle.hessian(x), damping, oracle)
+        shifted += shift > damping
+        oracle.solves += 1
+        p = -torch.cholesky_solve(g[:, None], factor)[:, 0]
+        slope = torch.dot(g, p).item()
+        alpha = 1.0
+        for _ in range(max_backtracks if line_search else 1):
+            f_new, g_new = oracle.value_and_gradient(x + alpha * p)
+            if not line_search or _decreased(f_new, fx, -armijo * alpha * slope, oracle.eps):
+                break
+            alpha *= backtrack
+        else:
+            return _finish(x, False, f"the line search found no decrease in {max_backtracks} backtracking steps",
+                           history, shifted)
+        if not (math.isfinite(f_new) and bool(torch.isfinite(g_new).all())):
+            return _finish(x, False, "f or its gradient is not finite at the new point (diverged); use "
+                           "line_search=True or damped_newton", history, shifted)
+        x, fx, g = x + alpha * p, f_new, g_new
+        history.append(oracle.record(fx, g, alpha * p.norm().item(), alpha, shift))
+    converged = g.norm().item() <= tol
+    return _finish(x, converged, f"‖∇f‖ <= tol = {tol:g}" if converged else f"max_iter = {max_iter} reached",
+                   history, shifted)
