@@ -14,7 +14,16 @@ import torch
 
 
 def device() -> torch.device:
-    """The device to compute on: ``cuda`` when ``torch.cuda.is_available()``, else ``cpu``."""
+    """The device to compute on: ``cuda`` when ``torch.cuda.is_available()``, else ``cpu``.
+
+    Returns:
+        ``torch.device("cuda")`` on a machine with a GPU, ``torch.device("cpu")`` otherwise.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> hl.device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+        True
+    """
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -23,6 +32,20 @@ def seed(value: int, device: torch.device | str | None = None) -> torch.Generato
 
     Pass the returned generator to every stochastic hesslab routine (``generator=``): the same seed gives the same
     answer. The generator lives on ``device`` (default: ``hl.device()``), where the random probes are drawn.
+
+    Args:
+        value: the seed, an int (NumPy gets ``value % 2**32``).
+        device: where the returned generator draws (default ``hl.device()``).
+
+    Returns:
+        A ``torch.Generator`` on ``device``, seeded with ``value``.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> first = hl.hutchinson_trace(torch.eye(3, dtype=torch.float64), 4, generator=hl.seed(0))
+        >>> again = hl.hutchinson_trace(torch.eye(3, dtype=torch.float64), 4, generator=hl.seed(0))
+        >>> first == again, first.value  # same seed, same answer (and zᵀIz = 3 for every ±1 probe)
+        (True, 3.0)
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"seed value must be an int, got {type(value).__name__}.")
@@ -35,7 +58,18 @@ def seed(value: int, device: torch.device | str | None = None) -> torch.Generato
 
 
 def scale() -> str:
-    """``"full"`` (paper-like sizes) on a GPU, ``"quick"`` on a CPU; ``HESSLAB_SCALE=quick|full`` overrides."""
+    """The size of experiments: ``"full"`` (paper-like sizes) on a GPU, ``"quick"`` on a CPU.
+
+    The environment variable ``HESSLAB_SCALE=quick|full`` overrides the choice (any other value is a ValueError).
+
+    Returns:
+        ``"quick"`` or ``"full"``.
+
+    Example:
+        >>> import hesslab as hl
+        >>> hl.scale() in ("quick", "full")
+        True
+    """
     chosen = os.environ.get("HESSLAB_SCALE", "").strip().lower()
     if chosen in ("quick", "full"):
         return chosen
@@ -45,5 +79,18 @@ def scale() -> str:
 
 
 def sized(quick, full):
-    """``quick`` or ``full`` according to ``scale()``: ``n = hl.sized(quick=200, full=5000)``."""
+    """``quick`` or ``full`` according to ``scale()``: ``n = hl.sized(quick=200, full=5000)``.
+
+    Args:
+        quick: the value for a quick run (CPU, CI).
+        full: the value for a full, paper-like run (GPU).
+
+    Returns:
+        ``full`` if ``scale() == "full"``, else ``quick``.
+
+    Example:
+        >>> import hesslab as hl
+        >>> hl.sized(quick=200, full=5000) == (5000 if hl.scale() == "full" else 200)
+        True
+    """
     return full if scale() == "full" else quick
