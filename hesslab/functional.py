@@ -48,6 +48,20 @@ def select_parameters(model: nn.Module, params: str | Sequence[str] | None = Non
 
     ``params=None`` takes every parameter with ``requires_grad``; a list of names (e.g. ``["0.weight", "0.bias"]``)
     restricts θ to that block, for per-layer Hessians (HAWQ). Unknown or frozen names raise ``ValueError``.
+
+    Args:
+        model: any ``nn.Module``.
+        params: a parameter name, a sequence of names, or None for every parameter that requires grad.
+
+    Returns:
+        ``(name, parameter)`` pairs, in the model's order whatever the order of ``params``.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.functional import select_parameters
+        >>> model = torch.nn.Linear(2, 1)
+        >>> [name for name, _ in select_parameters(model)], [name for name, _ in select_parameters(model, "bias")]
+        (['weight', 'bias'], ['bias'])
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -78,8 +92,25 @@ def select_parameters(model: nn.Module, params: str | Sequence[str] | None = Non
 
 
 def warn_if_stochastic(model: nn.Module) -> None:
-    """Warn when the model is in training mode with dropout or batch-norm layers: f is then random or depends on
-    the batch statistics, and its Hessian is ill-defined. Call ``model.eval()`` first."""
+    """Warn when the model is in training mode with dropout or batch-norm layers.
+
+    f is then random or depends on the batch statistics, and its Hessian is ill-defined. Call ``model.eval()``
+    first.
+
+    Args:
+        model: the model that f is made of.
+
+    Example:
+        >>> import torch, warnings
+        >>> from hesslab.functional import warn_if_stochastic
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_stochastic(model)          # training mode: warned
+        ...     warn_if_stochastic(model.eval())   # eval mode: silent
+        >>> len(caught)
+        1
+    """
     if model.training and any(isinstance(m, _STOCHASTIC_LAYERS) for m in model.modules()):
         warnings.warn(
             "model is in training mode and has dropout or batch-norm layers: the loss is then a stochastic (or "
@@ -91,12 +122,41 @@ def warn_if_stochastic(model: nn.Module) -> None:
 
 
 def flatten_parameters(named: list[tuple[str, Tensor]]) -> Tensor:
-    """θ: a detached copy of the parameters, concatenated into one 1-D tensor."""
+    """θ: a detached copy of the parameters, concatenated into one 1-D tensor.
+
+    Args:
+        named: ``(name, parameter)`` pairs, as ``select_parameters`` gives them.
+
+    Returns:
+        θ (n,), n the total number of entries, in the parameters' order (each flattened row-major).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.functional import flatten_parameters, select_parameters
+        >>> theta = flatten_parameters(select_parameters(torch.nn.Linear(2, 1)))
+        >>> theta.shape, theta.requires_grad
+        (torch.Size([3]), False)
+    """
     return torch.cat([p.detach().reshape(-1) for _, p in named]).clone()
 
 
 def unflatten(theta: Tensor, named: list[tuple[str, Tensor]]) -> dict[str, Tensor]:
-    """The inverse of ``flatten_parameters``: views of ``theta`` shaped like each named parameter."""
+    """The inverse of ``flatten_parameters``: views of ``theta`` shaped like each named parameter.
+
+    Args:
+        theta: (n,) flat vector laid out like ``flatten_parameters(named)``.
+        named: ``(name, parameter)`` pairs.
+
+    Returns:
+        ``{name: view of theta with that parameter's shape}`` (no copy: gradients flow back to ``theta``).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.functional import select_parameters, unflatten
+        >>> pieces = unflatten(torch.arange(3.0), select_parameters(torch.nn.Linear(2, 1)))
+        >>> pieces["weight"].tolist(), pieces["bias"].tolist()
+        ([[0.0, 1.0]], [2.0])
+    """
     pieces = torch.split(theta, [p.numel() for _, p in named])
     return {name: piece.view(p.shape) for (name, p), piece in zip(named, pieces, strict=True)}
 
@@ -109,6 +169,18 @@ def differentiable_attention():
     "derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented". hesslab
     evaluates every function it differentiates twice inside this context; it changes nothing for models without
     attention.
+
+    Returns:
+        A context manager (``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.functional import differentiable_attention
+        >>> q = torch.ones(1, 2, 4, dtype=torch.float64)
+        >>> with differentiable_attention():
+        ...     out = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        >>> bool(torch.equal(out, q))  # equal keys: uniform weights, the mean of the (equal) values
+        True
     """
     return sdpa_kernel(SDPBackend.MATH)
 
@@ -119,6 +191,23 @@ def call_model(model: nn.Module, named: list[tuple[str, Tensor]], theta: Tensor,
     The copies keep the user's model unchanged: in training mode batch norm updates its running statistics (and
     ``num_batches_tracked``) in place, and evaluating f, once or per product, must not do that. ``inputs`` is passed
     as the one positional argument, a tensor or a dict of tensors alike.
+
+    Args:
+        model: the model (left unchanged).
+        named: the ``(name, parameter)`` pairs that θ replaces.
+        theta: (n,) flat parameters.
+        inputs: the model's input, a tensor or a dict of tensors.
+
+    Returns:
+        ``model(inputs)`` evaluated at θ; a function of θ (zero derivative when θ is unused).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.functional import call_model, select_parameters
+        >>> model = torch.nn.Linear(2, 1).double()
+        >>> theta = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)  # weight [[1, 2]], bias [3]
+        >>> call_model(model, select_parameters(model), theta, torch.ones(1, 2, dtype=torch.float64)).tolist()
+        [[6.0]]
     """
     buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
     outputs = functional_call(model, {**buffers, **unflatten(theta, named)}, (inputs,))
@@ -131,7 +220,23 @@ def call_model(model: nn.Module, named: list[tuple[str, Tensor]], theta: Tensor,
 
 
 def check_inputs(inputs) -> None:
-    """Model inputs: a tensor, or a dict of tensors (passed to ``model(inputs)`` as one argument)."""
+    """Check model inputs: a tensor, or a non-empty dict of tensors (passed to ``model(inputs)`` as one argument).
+
+    Args:
+        inputs: what the model is called with.
+
+    Raises:
+        TypeError: for anything else.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.functional import check_inputs
+        >>> check_inputs({"x": torch.ones(2)})
+        >>> check_inputs([1.0, 2.0])
+        Traceback (most recent call last):
+        ...
+        TypeError: inputs must be a torch.Tensor or a non-empty dict of tensors (passed to model(inputs)), got list.
+    """
     if isinstance(inputs, Tensor):
         return
     if isinstance(inputs, Mapping) and inputs and all(isinstance(v, Tensor) for v in inputs.values()):
@@ -154,11 +259,23 @@ def loss_function(
     Args:
         model: any ``nn.Module``; parameters not in θ (and buffers) keep their current values.
         loss_fn: ``(outputs, targets) -> scalar``, e.g. ``nn.functional.cross_entropy`` (mean over the batch).
-        inputs, targets: one batch; ``inputs`` a tensor or a dict of tensors (``model(inputs)`` gets it as is).
+        inputs: one batch's inputs, a tensor or a dict of tensors (``model(inputs)`` gets it as is).
+        targets: that batch's targets, a tensor.
         params: parameter names that make up θ (a per-layer block), default all that require grad.
+
     Returns:
         ``(f, theta)``: ``f`` maps a 1-D tensor of length n to a 0-d tensor; ``theta`` (n,) is a detached copy of
         the current parameters. Cost of ``f``: one forward pass.
+
+    Example:
+        Least squares, f(θ) = mean((Xθ − y)²) = ‖Xθ − y‖² / N, has the Hessian 2 XᵀX / N; here X = I, N = 2:
+
+        >>> import torch, hesslab as hl
+        >>> model = torch.nn.Linear(2, 1, bias=False).double()
+        >>> X, y = torch.eye(2, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64)
+        >>> f, theta = hl.loss_function(model, torch.nn.functional.mse_loss, X, y)
+        >>> theta.shape, hl.hessian(f, theta).tolist()
+        (torch.Size([2]), [[1.0, 0.0], [0.0, 1.0]])
     """
     named = select_parameters(model, params)
     check_inputs(inputs)
@@ -176,7 +293,21 @@ def output_function(
 ) -> tuple[Callable[[Tensor], Tensor], Tensor]:
     """``g(θ) = model(inputs; θ)``, the network's outputs as a function of the flat parameters (for ``ggn``).
 
-    Returns ``(g, theta)`` like ``loss_function``; ``g(theta)`` has the model's output shape, e.g. (N, C).
+    Args:
+        model: any ``nn.Module``; parameters not in θ (and buffers) keep their current values.
+        inputs: one batch's inputs, a tensor or a dict of tensors.
+        params: parameter names that make up θ, default all that require grad.
+
+    Returns:
+        ``(g, theta)`` like ``loss_function``; ``g(theta)`` has the model's output shape, e.g. (N, C).
+        Cost of ``g``: one forward pass.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> model = torch.nn.Linear(3, 2).double()
+        >>> g, theta = hl.output_function(model, torch.ones(5, 3, dtype=torch.float64))
+        >>> g(theta).shape, theta.shape
+        (torch.Size([5, 2]), torch.Size([8]))
     """
     named = select_parameters(model, params)
     check_inputs(inputs)
@@ -210,18 +341,29 @@ def _backward(outputs: Tensor, inputs: Tensor, v: Tensor) -> Tensor:
 
 
 def hvp_at(f: Callable[[Tensor], Tensor], x: Tensor) -> Callable[[Tensor], Tensor]:
-    """Fix the point x and return ``v -> H(x) v``, ``H = ∇²f(x)``: the gradient's graph is built once and each product
-    is one more backward pass through it (~1.5 gradients for an MLP, see benchmarks/).
+    """Fix the point x and return ``v -> H(x) v``, ``H = ∇²f(x)``.
+
+    The gradient's graph is built once and each product is one more backward pass through it (~1.5 gradients for
+    an MLP, see benchmarks/).
+    Cost: one forward+backward (with graph) now; per product one backward, batched over the k columns.
+    Memory: the graph of ∇f(x) stays alive as long as the returned function does.
 
     Args:
         f: scalar function of a 1-D tensor.
         x: (n,) point.
+
     Returns:
-        a function taking v (n,) or V (n, k) and returning H v (n,) or H V (n, k). It does not validate v: the
+        A function taking v (n,) or V (n, k) and returning H v (n,) or H V (n, k). It does not validate v: the
         public entry points ``hl.hvp`` and ``hl.HessianOperator`` do, once. It checks every product: a NaN/inf
         entry raises ValueError (∇²f is not finite at x, e.g. ‖x‖ at 0).
-    Cost: one forward+backward (with graph) now; per product one backward, batched over the k columns.
-    Memory: the graph of ∇f(x) stays alive as long as the returned function does.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.functional import hvp_at
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+        >>> product = hvp_at(lambda x: 0.5 * x @ A @ x, torch.zeros(2, dtype=torch.float64))
+        >>> product(torch.eye(2, dtype=torch.float64)).tolist()  # H I = A
+        [[2.0, 1.0], [1.0, 3.0]]
     """
     x = check_flat_vector("x", x)
     point = x.detach().requires_grad_(True)
@@ -247,13 +389,26 @@ def hvp_at(f: Callable[[Tensor], Tensor], x: Tensor) -> Callable[[Tensor], Tenso
 def hvp(f: Callable[[Tensor], Tensor], x: Tensor, v: Tensor) -> Tensor:
     """The Hessian-vector product ``H(x) v = ∇²f(x) v`` (Pearlmutter 1994), exact up to rounding.
 
+    Cost: one gradient with graph plus one batched backward; for many products at the same point use
+    ``hl.HessianOperator(f, x)``, which keeps the gradient's graph (~1.5 gradients per product).
+
     Args:
         f: scalar function of a 1-D tensor, e.g. from ``hl.loss_function``.
         x: (n,) point.
         v: (n,) vector, or (n, k) for k products at once.
-    Returns: H v with the shape of v.
-    Cost: one gradient with graph plus one batched backward; for many products at the same point use
-    ``hl.HessianOperator(f, x)``, which keeps the gradient's graph (~1.5 gradients per product).
+
+    Returns:
+        H v with the shape of v.
+
+    Example:
+        For f(x) = ½ xᵀAx the Hessian is A at every x, so ``hvp`` returns A v:
+
+        >>> import torch, hesslab as hl
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+        >>> f = lambda x: 0.5 * x @ A @ x
+        >>> x, v = torch.ones(2, dtype=torch.float64), torch.tensor([1.0, -1.0], dtype=torch.float64)
+        >>> hl.hvp(f, x, v).tolist()
+        [1.0, -2.0]
     """
     x = check_flat_vector("x", x)
     v = check_like("v", v, x.numel(), x.dtype, x.device)
@@ -263,7 +418,7 @@ def hvp(f: Callable[[Tensor], Tensor], x: Tensor, v: Tensor) -> Tensor:
 def ggnvp_at(
     g: Callable[[Tensor], Tensor], loss_of_output: Callable[[Tensor], Tensor], x: Tensor
 ) -> Callable[[Tensor], Tensor]:
-    """Fix x and return ``v -> G v`` with the generalised Gauss-Newton matrix (Schraudolph 2002)
+    """Fix x and return ``v -> G v`` with the generalised Gauss-Newton matrix (Schraudolph 2002).
 
         G = Jᵀ H_L J,    J = ∂g/∂x (m × n),    H_L = ∇²_z loss_of_output(z) at z = g(x) (m × m).
 
@@ -274,8 +429,20 @@ def ggnvp_at(
         g: the model's outputs as a function of x (``hl.output_function``).
         loss_of_output: scalar loss of those outputs, e.g. ``lambda z: cross_entropy(z, targets)``.
         x: (n,) point.
-    Returns: a function taking v (n,) or V (n, k), returning G v of the same shape (v is not validated here;
-    ``hl.GGNOperator`` does that).
+
+    Returns:
+        A function taking v (n,) or V (n, k), returning G v of the same shape (v is not validated here;
+        ``hl.GGNOperator`` does that).
+
+    Example:
+        Outputs g(x) = B x and the loss ½‖z‖² (H_L = I) give G = BᵀB:
+
+        >>> import torch
+        >>> from hesslab.functional import ggnvp_at
+        >>> B = torch.tensor([[1.0, 2.0], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+        >>> product = ggnvp_at(lambda x: B @ x, lambda z: 0.5 * (z**2).sum(), torch.ones(2, dtype=torch.float64))
+        >>> product(torch.eye(2, dtype=torch.float64)).tolist()  # BᵀB
+        [[2.0, 2.0], [2.0, 5.0]]
     """
     x = check_flat_vector("x", x)
     point = x.detach().requires_grad_(True)
