@@ -40,7 +40,20 @@ MAX_CHUNK = {"cuda": 256, "cpu": 1}
 
 
 def available_memory(device: torch.device) -> int:
-    """Bytes that can still be allocated on ``device`` (GPU: free memory; CPU: the kernel's MemAvailable)."""
+    """Bytes that can still be allocated on ``device`` (GPU: free memory; CPU: the kernel's MemAvailable).
+
+    Args:
+        device: the device to ask about.
+
+    Returns:
+        The number of bytes, an int.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.exact import available_memory
+        >>> available_memory(torch.device("cpu")) > 0
+        True
+    """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
@@ -53,24 +66,77 @@ def available_memory(device: torch.device) -> int:
 
 
 def default_chunk_size(n: int, dtype: torch.dtype, device: torch.device) -> int:
-    """Columns per batched product: up to 256 on a GPU, 1 on a CPU, and one (n × chunk) block <= ~64 MiB."""
+    """Columns per batched product: up to 256 on a GPU, 1 on a CPU, and one (n × chunk) block <= ~64 MiB.
+
+    Args:
+        n: the dimension.
+        dtype: the entries' dtype.
+        device: where the products run.
+
+    Returns:
+        The chunk size c, 1 <= c <= n.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.exact import default_chunk_size
+        >>> default_chunk_size(1000, torch.float64, torch.device("cpu"))
+        1
+    """
     itemsize = torch.empty((), dtype=dtype).element_size()
     cap = MAX_CHUNK["cuda" if torch.device(device).type == "cuda" else "cpu"]
     return max(1, min(n, cap, DEFAULT_BLOCK_BYTES // (n * itemsize)))
 
 
 def dense_bytes(n: int, dtype: torch.dtype, chunk_size: int) -> int:
-    """Bytes to build an n×n matrix from column blocks: the matrix, n² entries, plus ``BLOCK_COPIES`` n × c blocks
-    of working memory (c = min(chunk_size, n))."""
+    """Bytes to build an n×n matrix from column blocks.
+
+    The matrix, n² entries, plus ``BLOCK_COPIES`` n × c blocks of working memory (c = min(chunk_size, n)).
+
+    Args:
+        n: the dimension.
+        dtype: the entries' dtype.
+        chunk_size: columns per block (0 counts the matrix alone).
+
+    Returns:
+        (n² + 3 n c) · itemsize, an int.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.exact import dense_bytes
+        >>> dense_bytes(1000, torch.float64, 1)  # (10⁶ + 3·1000) entries of 8 bytes
+        8024000
+    """
     itemsize = torch.empty((), dtype=dtype).element_size()
     return (n * n + BLOCK_COPIES * n * min(chunk_size, n)) * itemsize
 
 
 def check_dense_fits(n: int, dtype: torch.dtype, device: torch.device, max_memory: int | None, what: str,
                      chunk_size: int | None = None) -> None:
-    """Refuse (ValueError) to build an n×n matrix that would not fit into ``max_memory`` bytes (default: 90% of
-    what ``device`` has available), counting the column blocks it is built from (``chunk_size`` columns each,
-    default ``default_chunk_size``) as well as the matrix."""
+    """Refuse (ValueError) to build an n×n matrix that would not fit into ``max_memory`` bytes.
+
+    The default budget is 90% of what ``device`` has available; the column blocks the matrix is built from
+    (``chunk_size`` columns each, default ``default_chunk_size``) count as well as the matrix.
+
+    Args:
+        n: the dimension.
+        dtype: the entries' dtype.
+        device: where the matrix would live.
+        max_memory: the budget in bytes, or None for 90% of ``available_memory(device)``.
+        what: the caller's name, for the error message.
+        chunk_size: columns per block (default ``default_chunk_size``).
+
+    Raises:
+        ValueError: when ``dense_bytes`` exceeds the budget; the message says how much is needed and what to use.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.exact import check_dense_fits
+        >>> check_dense_fits(10, torch.float64, torch.device("cpu"), 10**6, "hessian")  # 1,040 bytes: fits
+        >>> check_dense_fits(100, torch.float64, torch.device("cpu"), 10**4, "hessian")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: hessian: the dense 100 x 100 float64 matrix needs 0.00 GiB (82,400 bytes: ...
+    """
     chunk = default_chunk_size(n, dtype, device) if chunk_size is None else chunk_size
     need = dense_bytes(n, dtype, chunk)
     budget = int(0.9 * available_memory(device)) if max_memory is None else int(max_memory)
@@ -86,7 +152,20 @@ def check_dense_fits(n: int, dtype: torch.dtype, device: torch.device, max_memor
 
 
 def one_piece(product: Product) -> Pieces:
-    """A matrix given by one product function, as ``Pieces``: ``A = 1 · A``."""
+    """A matrix given by one product function, as ``Pieces``: ``A = 1 · A``.
+
+    Args:
+        product: ``V -> A V``.
+
+    Returns:
+        A function returning the one pair ``(1.0, product)`` on every call.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.exact import one_piece
+        >>> [(weight, product(torch.ones(2)).tolist()) for weight, product in one_piece(lambda v: 2 * v)()]
+        [(1.0, [2.0, 2.0])]
+    """
     return lambda: ((1.0, product),)
 
 
@@ -106,6 +185,27 @@ def dense_matrix(
     The pieces are gone through once, each taking all n columns (a batch's gradient graph is built once for the
     whole matrix). A is assumed symmetric (Hessians, GGNs), so each block ``A_i E_{j:j+c}`` fills rows j:j+c.
     Cost: n products per piece in ⌈n/c⌉ batched calls; memory n² + 3·n·c entries (``dense_bytes``).
+
+    Args:
+        pieces: a function returning ``(w_i, product_i)`` pairs, product_i: (n, c) -> (n, c).
+        n: the dimension.
+        dtype: the matrix's dtype.
+        device: the matrix's device.
+        chunk_size: columns per product (default ``default_chunk_size``).
+        max_memory: bytes the matrix and its blocks may take (default 90% of available memory).
+        progress: show a tqdm bar (default: when n >= 4096).
+        what: the name used in the progress bar and in errors.
+
+    Returns:
+        The (n, n) matrix, checked finite.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.exact import dense_matrix
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+        >>> halves = lambda: [(0.5, lambda V: A @ V), (0.5, lambda V: A @ V)]  # A = ½ A + ½ A
+        >>> dense_matrix(halves, 2, torch.float64, torch.device("cpu")).tolist()
+        [[2.0, 1.0], [1.0, 3.0]]
     """
     chunk = default_chunk_size(n, dtype, device) if chunk_size is None else check_count("chunk_size", chunk_size, 1)
     chunk = min(chunk, n)
@@ -143,8 +243,20 @@ def hessian(
         chunk_size: columns per batched Hessian-vector product (default: 1 on a CPU, 256 on a GPU, <= ~64 MiB).
         max_memory: bytes the matrix and its column blocks may take (default 90% of available memory); more
             raises ValueError (see ``dense_bytes``).
+        progress: show a tqdm bar over the column blocks (default: when n >= 4096).
+
+    Returns:
+        H (n, n), in x's dtype and device.
+
     Cost: one gradient with graph, then n Hessian-vector products (one backward each, batched).
     Memory: n² entries plus three n × chunk blocks.
+
+    Example:
+        f(x) = x₀² x₁ has H = [[2x₁, 2x₀], [2x₀, 0]]; at x = (1, 2):
+
+        >>> import torch, hesslab as hl
+        >>> hl.hessian(lambda x: x[0] ** 2 * x[1], torch.tensor([1.0, 2.0], dtype=torch.float64)).tolist()
+        [[4.0, 2.0], [2.0, 0.0]]
     """
     x = check_flat_vector("x", x)
     chunk_size = None if chunk_size is None else check_count("chunk_size", chunk_size, 1)
@@ -169,9 +281,26 @@ def ggn(
     loss is convex in the outputs, and its rank is at most rank(H_L) (e.g. N(C−1) for softmax cross-entropy).
 
     Args:
-        g: outputs as a function of x (``hl.output_function``); loss_of_output: scalar loss of the outputs.
-        x: (n,) point. Other arguments as in ``hessian``.
+        g: outputs as a function of x (``hl.output_function``).
+        loss_of_output: scalar loss of the outputs.
+        x: (n,) point.
+        chunk_size: columns per batched GGN-vector product (as in ``hessian``).
+        max_memory: bytes the matrix and its column blocks may take (as in ``hessian``).
+        progress: show a tqdm bar over the column blocks (default: when n >= 4096).
+
+    Returns:
+        G (n, n), in x's dtype and device.
+
     Cost: n GGN-vector products, each three backward passes.
+
+    Example:
+        One output z = x₀ x₁ and the loss ½ z²: G = ∇z ∇zᵀ, while H adds z ∇²z = z [[0, 1], [1, 0]]. At x = (1, 2):
+
+        >>> import torch, hesslab as hl
+        >>> x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+        >>> g, loss = (lambda x: x[0] * x[1]), (lambda z: 0.5 * z**2)
+        >>> hl.ggn(g, loss, x).tolist(), hl.hessian(lambda x: loss(g(x)), x).tolist()
+        ([[4.0, 2.0], [2.0, 1.0]], [[4.0, 4.0], [4.0, 1.0]])
     """
     x = check_flat_vector("x", x)
     chunk_size = None if chunk_size is None else check_count("chunk_size", chunk_size, 1)
