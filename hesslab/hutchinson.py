@@ -25,7 +25,18 @@ from .sampling import rademacher
 
 @dataclass(frozen=True)
 class Estimate:
-    """A Monte-Carlo estimate: ``value ± stderr`` (one standard error), from ``num_matvecs`` products."""
+    """A Monte-Carlo estimate: ``value ± stderr`` (one standard error), from ``num_matvecs`` products.
+
+    Attributes:
+        value: the estimate.
+        stderr: its standard error (0 when every sample agreed).
+        num_matvecs: the matrix-vector products it cost.
+
+    Example:
+        >>> import hesslab as hl
+        >>> print(hl.Estimate(value=3.0, stderr=0.125, num_matvecs=10))
+        3 ± 0.12
+    """
 
     value: float
     stderr: float
@@ -39,14 +50,18 @@ PROBE_BLOCK_BYTES = 64 * 2**20  # probes are drawn and multiplied at most this m
 
 
 def _block_size(n: int, dtype: torch.dtype) -> int:
-    """Probe columns per block: an (n × block) block is at most ``PROBE_BLOCK_BYTES``, so any number of probes
-    runs in bounded memory (one block of probes and one of products at a time)."""
+    """Probe columns per block: an (n × block) block is at most ``PROBE_BLOCK_BYTES``.
+
+    So any number of probes runs in bounded memory (one block of probes and one of products at a time).
+    """
     return max(1, PROBE_BLOCK_BYTES // (n * torch.empty((), dtype=dtype).element_size()))
 
 
 class _RunningMoments:
-    """Count, mean and sum of squared deviations of samples arriving in blocks, combined exactly (Chan, Golub &
-    LeVeque 1979): the mean and variance of all samples without keeping them."""
+    """Count, mean and sum of squared deviations of samples arriving in blocks, combined exactly.
+
+    Chan, Golub & LeVeque (1979): the mean and variance of all samples without keeping them.
+    """
 
     def __init__(self):
         self.count, self.mean, self.squares = 0, 0.0, 0.0
@@ -66,8 +81,10 @@ class _RunningMoments:
 
 
 def _hutchinson(A, num_probes: int, generator, project: Tensor | None = None) -> tuple[float, float]:
-    """Mean and standard error of zᵀ A z over ``num_probes`` Rademacher probes z, drawn and multiplied in blocks;
-    with ``project`` = Q (n, s) orthonormal, over the deflated probes (I − QQᵀ) z instead."""
+    """Mean and standard error of zᵀ A z over ``num_probes`` Rademacher probes z, drawn and multiplied in blocks.
+
+    With ``project`` = Q (n, s) orthonormal, over the deflated probes (I − QQᵀ) z instead.
+    """
     n = A.shape[0]
     moments = _RunningMoments()
     block = _block_size(n, A.dtype)
@@ -83,19 +100,36 @@ def hutchinson_trace(A, num_probes: int, method: str = "hutchinson",
                      generator: torch.Generator | None = None) -> Estimate:
     """Estimate tr(A) from ``num_probes`` products with A.
 
+    Cost: ``num_probes`` products (batched), probes drawn in blocks of at most 64 MiB (any number of probes runs in
+    bounded memory); Hutch++ also holds its sketch, O(n · m/3).
+
     Args:
         A: a ``CurvatureOperator`` (e.g. ``hl.HessianOperator``) or a dense symmetric (n, n) tensor.
         num_probes: the number of matrix-vector products to spend (>= 2 for "hutchinson", >= 4 for "hutch++").
         method: ``"hutchinson"`` — mean of zᵀAz over Rademacher z; ``"hutch++"`` — ⌊m/3⌋ products sketch
             Q = orth(A S), ⌊m/3⌋ give tr(QᵀAQ) exactly, the rest estimate the deflated remainder.
         generator: ``torch.Generator`` for the probes (same generator state, same answer).
+
     Returns:
         ``Estimate(value, stderr, num_matvecs)``. For Hutch++ the standard error is that of the remainder's
         Hutchinson estimate, conditional on the sketch.
-    Raises ValueError if a product is not finite (∇²f is not finite at the point: f is not twice differentiable
-    there), and for Hutch++ if its (n × ⌊m/3⌋) sketch would not fit in memory.
-    Cost: ``num_probes`` products (batched), probes drawn in blocks of at most 64 MiB (any number of probes runs in
-    bounded memory); Hutch++ also holds its sketch, O(n · m/3).
+
+    Raises:
+        ValueError: if a product is not finite (∇²f is not finite at the point: f is not twice differentiable
+            there), and for Hutch++ if its (n × ⌊m/3⌋) sketch would not fit in memory.
+
+    Example:
+        For a diagonal A every ±1 probe gives zᵀAz = Σ_i A_ii z_i² = tr(A) exactly (the variance 2 Σ_{i≠j} A_ij² is 0);
+        for a rank-one A = uuᵀ Hutch++'s sketch captures all of it:
+
+        >>> import torch, hesslab as hl
+        >>> D = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+        >>> hl.hutchinson_trace(D, num_probes=4, generator=torch.Generator().manual_seed(0))
+        Estimate(value=6.0, stderr=0.0, num_matvecs=4)
+        >>> u = torch.tensor([1.0, 2.0, 2.0], dtype=torch.float64)
+        >>> estimate = hl.hutchinson_trace(torch.outer(u, u), 6, method="hutch++", generator=hl.seed(0))
+        >>> round(estimate.value, 10)  # ‖u‖² = 9
+        9.0
     """
     A = as_operator(A)
     n = A.shape[0]
@@ -116,8 +150,11 @@ def hutchinson_trace(A, num_probes: int, method: str = "hutchinson",
 
 
 def _check_sketch_fits(n: int, sketch_size: int, dtype: torch.dtype, device: torch.device, num_probes: int) -> None:
-    """Hutch++ holds its sketch S, Q = orth(A S) and A Q, three (n × s) matrices: refuse (ValueError) when they would
-    need more than 90% of the memory available on ``device``."""
+    """Refuse (ValueError) a Hutch++ sketch that would not fit in memory.
+
+    Hutch++ holds its sketch S, Q = orth(A S) and A Q, three (n × s) matrices: refused when they would need more
+    than 90% of the memory available on ``device``.
+    """
     need = 3 * n * sketch_size * torch.empty((), dtype=dtype).element_size()
     budget = int(0.9 * available_memory(device))
     if need > budget:
@@ -129,10 +166,24 @@ def _check_sketch_fits(n: int, sketch_size: int, dtype: torch.dtype, device: tor
 def hutchinson_diagonal(A, num_probes: int, generator: torch.Generator | None = None) -> Tensor:
     """Estimate diag(A) as the mean of z ⊙ (A z) over Rademacher probes z (Bekas, Kokiopoulou & Saad 2007).
 
-    Args: A as in ``hutchinson_trace``; num_probes >= 1; generator for the probes.
-    Returns: (n,) tensor; entry i has variance Σ_{j≠i} A_ij² / num_probes (exact for diagonal A).
-    Raises ValueError if a product is not finite (∇²f is not finite at the point).
     Cost: ``num_probes`` products (batched), probes drawn in blocks of at most 64 MiB.
+
+    Args:
+        A: a ``CurvatureOperator`` or a dense symmetric (n, n) tensor, as in ``hutchinson_trace``.
+        num_probes: the number of products, >= 1.
+        generator: ``torch.Generator`` for the probes (same generator state, same answer).
+
+    Returns:
+        (n,) tensor; entry i has variance Σ_{j≠i} A_ij² / num_probes (exact for diagonal A).
+
+    Raises:
+        ValueError: if a product is not finite (∇²f is not finite at the point).
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> D = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+        >>> hl.hutchinson_diagonal(D, num_probes=1, generator=torch.Generator().manual_seed(0)).tolist()
+        [1.0, 2.0, 3.0]
     """
     A = as_operator(A)
     check_count("num_probes", num_probes, 1)
