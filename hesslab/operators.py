@@ -44,7 +44,22 @@ from .functional import (
 
 
 def by_columns(product: Product, V: Tensor, chunk_size: int) -> Tensor:
-    """``A V`` for V (n, k), k >= 1, from ``product`` applied to ``chunk_size`` columns at a time."""
+    """``A V`` for V (n, k), k >= 1, from ``product`` applied to ``chunk_size`` columns at a time.
+
+    Args:
+        product: ``V -> A V`` for a block of columns (n, c), or a vector (n,) when ``chunk_size`` is 1.
+        V: (n, k) columns.
+        chunk_size: columns per call of ``product``.
+
+    Returns:
+        A V, (n, k).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.operators import by_columns
+        >>> by_columns(lambda v: 2 * v, torch.ones(3, 2), chunk_size=1).tolist()
+        [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]]
+    """
     if V.shape[1] == 1:
         return product(V[:, 0].contiguous()).unsqueeze(1)
     if chunk_size == 1:  # one contiguous column at a time (fastest on a CPU)
@@ -58,6 +73,21 @@ class CurvatureOperator:
     ``op @ v`` accepts v (n,) or V (n, k) in the operator's dtype and device; the k columns go through the product
     ``chunk_size`` at a time (batched). ``to_dense()`` builds the matrix (n products, memory guard included) and
     ``to_scipy()`` wraps the operator for ``scipy.sparse.linalg`` (``eigsh(op.to_scipy(), k=5)``).
+
+    Args:
+        product: ``V -> A V`` for V (n,) or (n, c), in ``dtype`` on ``device``.
+        n: the dimension, >= 1.
+        dtype: a floating dtype.
+        device: where the products run.
+        chunk_size: columns per call of ``product`` (default ``hesslab.exact.default_chunk_size``).
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> op = hl.CurvatureOperator(lambda V: 2 * V, 3, torch.float64, "cpu")
+        >>> op
+        CurvatureOperator(shape=(3, 3), dtype=torch.float64, device=cpu)
+        >>> (op @ torch.ones(3, dtype=torch.float64)).tolist(), bool(torch.equal(op.to_dense(), 2 * torch.eye(3)))
+        ([2.0, 2.0, 2.0], True)
     """
 
     def __init__(self, product: Callable[[Tensor], Tensor], n: int, dtype: torch.dtype, device: torch.device,
@@ -73,13 +103,19 @@ class CurvatureOperator:
                            else check_count("chunk_size", chunk_size, 1))
 
     def _pieces(self) -> Iterable[tuple[float, Product]]:
-        """A as a weighted sum ``Σ_i w_i A_i`` of pieces given by their products: here the one piece (1, product);
-        over batches one piece per batch, made (its graph built) when the loop reaches it."""
+        """A as a weighted sum ``Σ_i w_i A_i`` of pieces given by their products.
+
+        Here the one piece (1, product); over batches one piece per batch, made (its graph built) when the loop
+        reaches it.
+        """
         return ((1.0, self._product),)
 
     def __matmul__(self, v: Tensor) -> Tensor:
-        """A v for v (n,), or A V for V (n, k); V with k = 0 columns gives the (n, 0) product. Every product is
-        checked: a NaN/inf entry (with v finite) raises ValueError, since then A is not finite at this point."""
+        """A v for v (n,), or A V for V (n, k); V with k = 0 columns gives the (n, 0) product.
+
+        Every product is checked: a NaN/inf entry (with v finite) raises ValueError, since then A is not finite at
+        this point.
+        """
         v = check_like("v", v, self.shape[0], self.dtype, self.device)
         if v.ndim == 2 and v.shape[1] == 0:
             return torch.zeros_like(v)
@@ -97,13 +133,38 @@ class CurvatureOperator:
     matvec = matmat = __matmul__
 
     def to_dense(self, *, max_memory: int | None = None, progress: bool | None = None) -> Tensor:
-        """The dense (n, n) matrix, built from n products (each piece, e.g. each batch, gone through once);
-        refused (ValueError) when the matrix and its column blocks would not fit into ``max_memory`` bytes."""
+        """The dense (n, n) matrix, built from n products (each piece, e.g. each batch, gone through once).
+
+        Args:
+            max_memory: bytes the matrix and its column blocks may take (default 90% of available memory); more is
+                refused with a ValueError.
+            progress: show a tqdm bar (default: when n >= 4096).
+
+        Returns:
+            A (n, n), in the operator's dtype and device.
+
+        Example:
+            >>> import torch, hesslab as hl
+            >>> f = lambda x: x[0] ** 2 * x[1]
+            >>> hl.HessianOperator(f, torch.tensor([1.0, 2.0], dtype=torch.float64)).to_dense().tolist()
+            [[4.0, 2.0], [2.0, 0.0]]
+        """
         return dense_matrix(self._pieces, self.shape[0], self.dtype, self.device, chunk_size=self.chunk_size,
                             max_memory=max_memory, progress=progress, what=type(self).__name__ + ".to_dense")
 
     def to_scipy(self) -> LinearOperator:
-        """A ``scipy.sparse.linalg.LinearOperator`` doing the same products (numpy in, numpy out, on the CPU)."""
+        """A ``scipy.sparse.linalg.LinearOperator`` doing the same products (numpy in, numpy out, on the CPU).
+
+        Returns:
+            The (n, n) ``LinearOperator`` (symmetric: its adjoint products are the same).
+
+        Example:
+            >>> import torch, hesslab as hl
+            >>> from scipy.sparse.linalg import eigsh
+            >>> op = hl.as_operator(torch.tensor([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]]).double())
+            >>> [round(float(value), 6) for value in eigsh(op.to_scipy(), k=1)[0]]
+            [3.0]
+        """
         numpy_dtype = torch.empty((), dtype=self.dtype).numpy().dtype
 
         def matmat(V):
@@ -121,8 +182,11 @@ class CurvatureOperator:
 
     @classmethod
     def _over_batches(cls, batches: Batches, product_on: Callable[[Batch], Product], x: Tensor):
-        """An instance of a subclass whose matrix is ``Σ_b (n_b / N) A_b`` over ``batches``, ``product_on(batch)``
-        fixing the point on one batch (building its graphs) and returning A_b's product (used by ``from_model``)."""
+        """An instance of a subclass whose matrix is ``Σ_b (n_b / N) A_b`` over ``batches``.
+
+        ``product_on(batch)`` fixes the point on one batch (building its graphs) and returns A_b's product (used by
+        ``from_model``).
+        """
         op = object.__new__(cls)
         CurvatureOperator.__init__(op, None, x.numel(), x.dtype, x.device)
         op._pieces = lambda: ((weight, product_on(batch)) for weight, batch in batches)
@@ -138,12 +202,38 @@ def symmetry_tolerance(n: int, dtype: torch.dtype) -> float:
     Higham & Mary 2019, λ √n u, which holds for λ = 10 with probability 1 − 10⁻²¹). An asymmetry below that changes
     no product beyond its own rounding; a larger one means A and Aᵀ are different operators, and Lanczos, CG and
     Hutchinson, which assume A = Aᵀ, would answer for neither. Measured: XᵀX, XᵀDX and QΛQᵀ products are within 2 ε.
+
+    Args:
+        n: the dimension.
+        dtype: a floating dtype (its machine epsilon ε).
+
+    Returns:
+        10 √n ε, a float.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.operators import symmetry_tolerance
+        >>> f"{symmetry_tolerance(100, torch.float64):.3e}"  # 10 · 10 · 2.22e-16
+        '2.220e-14'
     """
     return 10 * math.sqrt(n) * torch.finfo(dtype).eps
 
 
 class DenseOperator(CurvatureOperator):
-    """A dense symmetric (n, n) tensor as an operator: ``op @ V = A @ V``, ``op.to_dense()`` a copy of A."""
+    """A dense symmetric (n, n) tensor as an operator: ``op @ V = A @ V``, ``op.to_dense()`` a copy of A.
+
+    Made by ``as_operator``, which checks A first (finite, symmetric to rounding); all k columns go in one product.
+
+    Args:
+        A: the (n, n) matrix (not checked here).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.operators import DenseOperator
+        >>> op = DenseOperator(torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64))
+        >>> (op @ torch.tensor([1.0, 1.0], dtype=torch.float64)).tolist()
+        [3.0, 3.0]
+    """
 
     def __init__(self, A: Tensor):
         super().__init__(lambda V: A @ V, A.shape[0], A.dtype, A.device, chunk_size=A.shape[0])
@@ -160,6 +250,25 @@ def as_operator(A) -> CurvatureOperator:
 
     A dense A must be finite and symmetric up to rounding: ‖A − Aᵀ‖_F <= 10 √n ε ‖A‖_F (``symmetry_tolerance``);
     otherwise ValueError, with the fix (A + Aᵀ) / 2. Cost of the check: O(n²), once.
+
+    Args:
+        A: a ``CurvatureOperator``, or a square floating tensor (n, n), n >= 1.
+
+    Returns:
+        A itself, or a ``DenseOperator`` of the tensor.
+
+    Raises:
+        TypeError: for anything else, or an integer tensor.
+        ValueError: for a tensor that is not square, empty, not finite or not symmetric.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> hl.as_operator(torch.eye(2, dtype=torch.float64)).shape
+        (2, 2)
+        >>> hl.as_operator(torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: the dense operator A is not symmetric: ‖A − Aᵀ‖_F / ‖A‖_F = 1.15e+00, above the rounding ...
     """
     if isinstance(A, CurvatureOperator):
         return A
@@ -192,6 +301,19 @@ class HessianOperator(CurvatureOperator):
 
     The gradient's graph is built once at x; each product is then one backward pass (~1.5 gradients).
     Memory: the graph of ∇f(x). For a model and data use ``HessianOperator.from_model``.
+
+    Args:
+        f: scalar function of a 1-D tensor (e.g. from ``hl.loss_function``).
+        x: (n,) point; ``op.x`` keeps a detached copy.
+
+    Example:
+        f(x) = ½ xᵀAx has the Hessian A:
+
+        >>> import torch, hesslab as hl
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+        >>> op = hl.HessianOperator(lambda x: 0.5 * x @ A @ x, torch.zeros(2, dtype=torch.float64))
+        >>> (op @ torch.tensor([1.0, 0.0], dtype=torch.float64)).tolist(), bool(torch.equal(op.to_dense(), A))
+        ([2.0, 1.0], True)
     """
 
     def __init__(self, f: Callable[[Tensor], Tensor], x: Tensor):
@@ -213,6 +335,10 @@ class HessianOperator(CurvatureOperator):
                 twice), and the operator is the sample-weighted mean Σ_b n_b H_b / N, n_b = targets.numel()
                 (``hesslab.batches``). For one batch the operator is the Hessian of whatever loss_fn computes.
             params: parameter names for a per-layer block (default: all that require grad).
+
+        Returns:
+            The ``HessianOperator``, with ``x`` the flat parameters (and ``num_batches`` over batches).
+
         Cost: one batch: a gradient with graph now, one backward per column. Over B batches: two passes over the
         data and one forward now; per product, each batch's gradient graph once and one backward per column.
 
@@ -236,7 +362,23 @@ class HessianOperator(CurvatureOperator):
 
 
 class GGNOperator(CurvatureOperator):
-    """The generalised Gauss-Newton matrix G = Jᵀ H_L J as an operator (see ``hl.ggn``)."""
+    """The generalised Gauss-Newton matrix G = Jᵀ H_L J as an operator (see ``hl.ggn``).
+
+    Each product is three backward passes through graphs built once at x (``hesslab.functional.ggnvp_at``).
+
+    Args:
+        g: the outputs as a function of x (``hl.output_function``).
+        loss_of_output: scalar loss of the outputs.
+        x: (n,) point; ``op.x`` keeps a detached copy.
+
+    Example:
+        One output z = x₀ x₁ and the loss ½ z²: G = ∇z ∇zᵀ, at x = (1, 2) ∇z = (2, 1):
+
+        >>> import torch, hesslab as hl
+        >>> op = hl.GGNOperator(lambda x: x[0] * x[1], lambda z: 0.5 * z**2, torch.tensor([1.0, 2.0]).double())
+        >>> op.to_dense().tolist()
+        [[4.0, 2.0], [2.0, 1.0]]
+    """
 
     def __init__(self, g: Callable[[Tensor], Tensor], loss_of_output: Callable[[Tensor], Tensor], x: Tensor):
         x = check_flat_vector("x", x).detach()
@@ -246,8 +388,28 @@ class GGNOperator(CurvatureOperator):
     @classmethod
     def from_model(cls, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data,
                    params: str | Sequence[str] | None = None) -> "GGNOperator":
-        """The GGN of ``loss_fn(model(inputs), targets)``; ``data`` and ``params`` as in
-        ``HessianOperator.from_model``."""
+        """The GGN of ``loss_fn(model(inputs), targets)`` in the model's (chosen) parameters.
+
+        Args:
+            model: any ``nn.Module``; it is left unchanged.
+            loss_fn: ``(outputs, targets) -> scalar``; its Hessian in the outputs is H_L.
+            data: one ``(inputs, targets)`` batch or a re-iterable of batches, as in ``HessianOperator.from_model``.
+            params: parameter names for a per-layer block (default: all that require grad).
+
+        Returns:
+            The ``GGNOperator``, with ``x`` the flat parameters.
+
+        Example:
+            A linear model is linear in its parameters (∇²z = 0), so its GGN is its Hessian:
+
+            >>> import torch, hesslab as hl
+            >>> model = torch.nn.Linear(3, 2).double()
+            >>> X, y = torch.eye(3, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64)
+            >>> loss = torch.nn.functional.mse_loss
+            >>> G = hl.GGNOperator.from_model(model, loss, (X, y)).to_dense()
+            >>> bool(torch.allclose(G, hl.HessianOperator.from_model(model, loss, (X, y)).to_dense()))
+            True
+        """
         single, batches = as_batches(data, _mean_reduction_check(model, loss_fn, params))
         if single is not None:
             inputs, targets = single
@@ -264,9 +426,10 @@ class GGNOperator(CurvatureOperator):
 
 
 def _mean_reduction_check(model: nn.Module, loss_fn, params) -> Callable[[Batch], None]:
-    """The check, run on the first of several batches, that ``loss_fn`` is a mean over the batch (not a sum):
-    the model's outputs on that batch (one forward, no graph) go to ``batches.check_mean_reduction``."""
+    """The check, run on the first of several batches, that ``loss_fn`` is a mean over the batch (not a sum).
 
+    The model's outputs on that batch (one forward, no graph) go to ``batches.check_mean_reduction``.
+    """
     named = select_parameters(model, params)
 
     def check(batch: Batch) -> None:
