@@ -38,7 +38,20 @@ MAX_BATCHES = 10**6
 
 
 def is_batch(item) -> bool:
-    """An ``(inputs, targets)`` pair: inputs a tensor or a dict of tensors, targets a tensor."""
+    """Whether ``item`` is an ``(inputs, targets)`` pair: inputs a tensor or a dict of tensors, targets a tensor.
+
+    Args:
+        item: anything.
+
+    Returns:
+        True for a tuple or list of two such items, False otherwise.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.batches import is_batch
+        >>> is_batch((torch.ones(4, 3), torch.zeros(4))), is_batch({"x": torch.ones(4, 3)})
+        (True, False)
+    """
     if not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[1], Tensor):
         return False
     inputs = item[0]
@@ -47,12 +60,41 @@ def is_batch(item) -> bool:
 
 
 def num_samples(batch: Batch) -> int:
-    """n_b: the number of target entries, which a mean-reduction loss averages over (see the module docstring)."""
+    """n_b: the number of target entries, which a mean-reduction loss averages over (see the module docstring).
+
+    Args:
+        batch: an ``(inputs, targets)`` pair.
+
+    Returns:
+        ``targets.numel()``.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.batches import num_samples
+        >>> num_samples((torch.ones(4, 3), torch.zeros(4))), num_samples((torch.ones(4, 3), torch.zeros(4, 2)))
+        (4, 8)
+    """
     return batch[1].numel()
 
 
 def fingerprint(batch: Batch) -> bytes:
-    """A hash of the batch's tensors: their names, dtypes, shapes and bytes (BLAKE2b, 16 bytes)."""
+    """A hash of the batch's tensors: their names, dtypes, shapes and bytes (BLAKE2b, 16 bytes).
+
+    Args:
+        batch: an ``(inputs, targets)`` pair (inputs a tensor or a dict of tensors).
+
+    Returns:
+        16 bytes; equal batches give equal fingerprints. Cost: one pass over the batch's bytes.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.batches import fingerprint
+        >>> X, y = torch.ones(4, 3), torch.zeros(4)
+        >>> len(fingerprint((X, y))), fingerprint((X, y)) == fingerprint((X.clone(), y))
+        (16, True)
+        >>> fingerprint((X, y + 1)) == fingerprint((X, y))
+        False
+    """
     inputs, targets = batch
     named = sorted(inputs.items()) if isinstance(inputs, Mapping) else [("", inputs)]
     digest = hashlib.blake2b(digest_size=16)
@@ -64,6 +106,29 @@ def fingerprint(batch: Batch) -> bytes:
 
 
 def check_batch(batch, where: str) -> Batch:
+    """Check one batch of the data: an ``(inputs, targets)`` pair with at least one sample.
+
+    Args:
+        batch: the item the data gave.
+        where: where it came from, for the error message (e.g. "at position 3").
+
+    Returns:
+        The batch as a tuple.
+
+    Raises:
+        TypeError: when it is not an ``(inputs, targets)`` pair.
+        ValueError: when it has no samples.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.batches import check_batch
+        >>> len(check_batch([torch.ones(2, 3), torch.zeros(2)], "at position 0"))
+        2
+        >>> check_batch((torch.ones(0, 3), torch.zeros(0)), "at position 0")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: data holds an empty batch (0 samples) at position 0; ...
+    """
     if not is_batch(batch):
         raise TypeError(
             f"every batch must be an (inputs, targets) pair (inputs a tensor or a dict of tensors, targets a tensor), "
@@ -76,8 +141,25 @@ def check_batch(batch, where: str) -> Batch:
 
 
 def read(data, what: str, on_first: Callable[[Batch], None] | None = None) -> tuple[list[int], list[bytes]]:
-    """One pass over the data: each batch checked, its n_b and fingerprint; ``on_first(batch)`` is called on the
-    first batch (while it is there). At most ``MAX_BATCHES`` batches."""
+    """One pass over the data: each batch checked, its n_b and fingerprint.
+
+    ``on_first(batch)`` is called on the first batch (while it is there). At most ``MAX_BATCHES`` batches.
+
+    Args:
+        data: an iterable of ``(inputs, targets)`` pairs.
+        what: the name of the pass, for the error message ("first", "second").
+        on_first: called with the first batch, or None.
+
+    Returns:
+        ``(sizes, hashes)``: n_b and ``fingerprint`` of every batch, in order.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.batches import read
+        >>> sizes, hashes = read([(torch.ones(2, 3), torch.zeros(2)), (torch.ones(1, 3), torch.zeros(1))], "first")
+        >>> sizes, len(hashes)
+        ([2, 1], 2)
+    """
     sizes, hashes = [], []
     for index, batch in enumerate(data):
         if index == MAX_BATCHES:
@@ -97,6 +179,21 @@ class Batches:
     Each pass also checks the count and sizes of the batches against the first (cheap), so data that changes after
     the operator was made is an error too, if it changes them. ``check_first(batch)`` runs on the first batch of the
     first pass (the sum-over-the-batch check).
+
+    Args:
+        data: a re-iterable of ``(inputs, targets)`` pairs (a list, a DataLoader without shuffling).
+        check_first: called with the first batch of the first pass, or None.
+
+    Raises:
+        ValueError: when the data has no batches, or two passes give different batches.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.batches import Batches
+        >>> X, y = torch.ones(4, 3), torch.zeros(4)
+        >>> batches = Batches([(X[:1], y[:1]), (X[1:], y[1:])])
+        >>> len(batches), [weight for weight, _ in batches]  # n_b / N
+        (2, [0.25, 0.75])
     """
 
     def __init__(self, data: Iterable[Batch], check_first: Callable[[Batch], None] | None = None):
@@ -128,6 +225,11 @@ class Batches:
             raise self.changed()
 
     def changed(self) -> ValueError:
+        """The error for data that no longer gives the batches it gave when the operator was made.
+
+        Returns:
+            The ``ValueError`` (to be raised), naming the batch count and sizes it had.
+        """
         return ValueError(
             f"data no longer gives the {len(self.sizes)} batches of {self.sizes[:5]}{'...' if len(self) > 5 else ''} "
             "samples it gave when the operator was made; a curvature operator needs the same batches on every product."
@@ -135,6 +237,24 @@ class Batches:
 
 
 def describe_difference(sizes_1: list[int], sizes_2: list[int], hashes_1: list[bytes], hashes_2: list[bytes]) -> str:
+    """Say how two passes over the data differ: in the number of batches, or the first batch that changed.
+
+    Args:
+        sizes_1: n_b of every batch on the first pass.
+        sizes_2: n_b of every batch on the second pass.
+        hashes_1: fingerprints on the first pass.
+        hashes_2: fingerprints on the second pass (the passes must differ).
+
+    Returns:
+        A short description, for an error message.
+
+    Example:
+        >>> from hesslab.batches import describe_difference
+        >>> describe_difference([2, 2], [2], [b"a", b"b"], [b"a"])
+        '2 batches, then 1'
+        >>> describe_difference([2, 2], [2, 2], [b"a", b"b"], [b"a", b"c"])
+        'batch 1 differs, with 2 then 2 samples'
+    """
     if len(sizes_1) != len(sizes_2):
         return f"{len(sizes_1)} batches, then {len(sizes_2)}"
     index = next(i for i, (a, b) in enumerate(zip(hashes_1, hashes_2)) if a != b)
@@ -142,8 +262,29 @@ def describe_difference(sizes_1: list[int], sizes_2: list[int], hashes_1: list[b
 
 
 def as_batches(data, check_first: Callable[[Batch], None] | None = None) -> tuple[Batch | None, Batches | None]:
-    """``(batch, None)`` for one (inputs, targets) pair, ``(None, Batches(data, check_first))`` for a re-iterable of
-    pairs (``check_first`` is not run on a single batch: its loss, mean or sum, is a function like any other)."""
+    """Tell one batch from a re-iterable of batches.
+
+    ``(batch, None)`` for one (inputs, targets) pair, ``(None, Batches(data, check_first))`` for a re-iterable of
+    pairs (``check_first`` is not run on a single batch: its loss, mean or sum, is a function like any other).
+
+    Args:
+        data: one ``(inputs, targets)`` pair, or a re-iterable of them (not a one-shot iterator).
+        check_first: run on the first of several batches (``Batches``), or None.
+
+    Returns:
+        ``(batch, None)`` or ``(None, batches)``.
+
+    Raises:
+        TypeError: for anything else, a one-shot iterator included (every product reads all batches again).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.batches import as_batches
+        >>> X, y = torch.ones(4, 3), torch.zeros(4)
+        >>> single, batches = as_batches((X, y))
+        >>> batches is None, len(as_batches([(X, y), (X, y)])[1])
+        (True, 2)
+    """
     if is_batch(data):
         return check_batch(data, "(the one batch given)"), None
     if isinstance(data, Tensor) or not isinstance(data, Iterable):
@@ -161,8 +302,25 @@ def as_batches(data, check_first: Callable[[Batch], None] | None = None) -> tupl
 
 
 def warn_if_drop_last(data) -> None:
-    """A DataLoader with ``drop_last`` that drops samples: the operator then leaves them out (without shuffling the
-    same ones each pass, so it is still one matrix, of the kept samples)."""
+    """Warn about a DataLoader with ``drop_last`` that drops samples.
+
+    The operator then leaves them out (without shuffling the same ones each pass, so it is still one matrix, of
+    the kept samples).
+
+    Args:
+        data: the data given to the operator (anything without ``drop_last`` is silent).
+
+    Example:
+        >>> import torch, warnings
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> from hesslab.batches import warn_if_drop_last
+        >>> loader = DataLoader(TensorDataset(torch.ones(5, 3), torch.zeros(5)), batch_size=2, drop_last=True)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_drop_last(loader)  # 5 samples in batches of 2: the fifth is dropped
+        >>> len(caught)
+        1
+    """
     drop_last, batch_size = getattr(data, "drop_last", False), getattr(data, "batch_size", None)
     dataset = getattr(data, "dataset", None)
     if drop_last and batch_size and hasattr(dataset, "__len__") and len(dataset) % batch_size:
@@ -177,7 +335,23 @@ def warn_if_drop_last(data) -> None:
 # mean or sum over the batch
 # ----------------------------------------------------------------------------------------------------------------------
 def duplicated(outputs: Tensor, targets: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-    """The batch with every sample twice: outputs concatenated with themselves along ``dim``, targets along 0."""
+    """The batch with every sample twice: outputs concatenated with themselves along ``dim``, targets along 0.
+
+    Args:
+        outputs: the model's outputs on the batch.
+        targets: the batch's targets, samples along dimension 0.
+        dim: the samples' dimension of ``outputs``.
+
+    Returns:
+        ``(outputs twice, targets twice)``.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.batches import duplicated
+        >>> outputs, targets = duplicated(torch.ones(3, 2), torch.zeros(3), 0)
+        >>> outputs.shape, targets.shape
+        (torch.Size([6, 2]), torch.Size([6]))
+    """
     return torch.cat([outputs, outputs], dim=dim), torch.cat([targets, targets], dim=0)
 
 
@@ -190,6 +364,24 @@ def check_mean_reduction(loss_fn: Callable[[Tensor, Tensor], Tensor], outputs, t
     the outputs is the first one whose length is targets' leading length that the loss accepts duplicated (0 for
     batch-first outputs, 1 for sequence-first (T, B, C)). Outputs that are not a tensor, a loss that rejects every
     duplicated batch, or a loss of 0 are not checked.
+
+    Args:
+        loss_fn: ``(outputs, targets) -> scalar``.
+        outputs: the model's outputs on the first batch.
+        targets: that batch's targets.
+
+    Raises:
+        ValueError: when the loss doubles with the batch (a sum); a loss that changes by another factor is warned.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.batches import check_mean_reduction
+        >>> outputs, targets = torch.ones(3, 2, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64)
+        >>> check_mean_reduction(torch.nn.functional.mse_loss, outputs, targets)  # a mean: accepted
+        >>> check_mean_reduction(torch.nn.MSELoss(reduction="sum"), outputs, targets)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: loss_fn sums over the batch (its value doubles when every sample is repeated): ...
     """
     if not isinstance(outputs, Tensor) or targets.ndim == 0 or not outputs.is_floating_point():
         return
