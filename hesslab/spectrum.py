@@ -54,8 +54,11 @@ class LanczosResult(NamedTuple):
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the recurrence: the operator's, but at least float32 (a bfloat16 inner product has 3 digits,
-    too few to orthogonalise against; the products A q stay in the operator's dtype)."""
+    """The dtype of the recurrence: the operator's, but at least float32.
+
+    A bfloat16 inner product has 3 digits, too few to orthogonalise against; the products A q stay in the
+    operator's dtype.
+    """
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
@@ -73,8 +76,9 @@ def _apply(A, rows: Tensor) -> Tensor:
 
 def _lanczos(A, start: Tensor, max_steps: int, generator=None,
              stop: Callable[[Tensor, Tensor, Tensor], bool] | None = None, locked: Tensor | None = None):
-    """Lanczos with full reorthogonalisation on p independent start vectors at once (the columns of ``start``,
-    unit norm, in the work dtype).
+    """Lanczos with full reorthogonalisation on p independent start vectors at once.
+
+    The start vectors are the columns of ``start``, unit norm, in the work dtype.
 
     ``locked`` (l, n), orthonormal rows: every basis vector is also kept orthogonal to them, so the run is Lanczos
     on the deflated operator (I − VVᵀ) A (I − VVᵀ) restricted to span(V)⊥ (``top_eigen``'s restarts).
@@ -127,7 +131,8 @@ def _fresh_direction(Q: Tensor, generator) -> tuple[Tensor, Tensor]:
     """A unit vector orthogonal to each probe's basis Q (p, j, n), from Gaussian draws orthogonalised twice.
 
     A draw is kept when the second pass removed less than 30% of what the first left (then the first left a
-    real direction, not rounding); at most ``MAX_REDRAWS`` draws. Returns (p, n) and found (p,) bool."""
+    real direction, not rounding); at most ``MAX_REDRAWS`` draws. Returns (p, n) and found (p,) bool.
+    """
     p, _, n = Q.shape
     fresh = torch.zeros((p, n), dtype=Q.dtype, device=Q.device)
     found = torch.zeros(p, dtype=torch.bool, device=Q.device)
@@ -151,11 +156,14 @@ def _project_out(w: Tensor, Q: Tensor) -> Tensor:
 
 
 def _orthogonalise(w: Tensor, Q: Tensor, twice: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """Remove from each row of w (p, n) its components along that probe's basis Q (p, j, n); a second pass where
-    the first cancelled more than 30% of the norm (Daniel, Gragg, Kaufman & Stewart 1976), or always if ``twice``.
+    """Remove from each row of w (p, n) its components along that probe's basis Q (p, j, n).
+
+    A second pass runs where the first cancelled more than 30% of the norm (Daniel, Gragg, Kaufman & Stewart 1976),
+    or always if ``twice``.
 
     Returns the new w, its row norms, and ``clean`` (p,): False where the second pass again cancelled more than
-    30% — then what the first pass left was rounding error, not a new direction (treat it as a breakdown)."""
+    30% — then what the first pass left was rounding error, not a new direction (treat it as a breakdown).
+    """
     before = w.norm(dim=1)
     w = _project_out(w, Q)
     norm = w.norm(dim=1)
@@ -177,8 +185,10 @@ def _tridiagonal(alphas: Tensor, betas: Tensor) -> Tensor:
 
 
 def _check_basis_fits(n: int, steps: int, probes: int, dtype: torch.dtype, device: torch.device, what: str) -> int:
-    """How many probes' Lanczos bases (steps × n each) fit at once in half the available memory; a ValueError when
-    not even one does."""
+    """How many probes' Lanczos bases (steps × n each) fit at once in half the available memory.
+
+    A ValueError when not even one does.
+    """
     one = n * steps * torch.empty((), dtype=dtype).element_size()
     budget = available_memory(device) // 2
     if one > budget:
@@ -191,17 +201,35 @@ def _check_basis_fits(n: int, steps: int, probes: int, dtype: torch.dtype, devic
 def lanczos(A, num_steps: int, v0: Tensor | None = None, generator: torch.Generator | None = None) -> LanczosResult:
     """Run ``num_steps`` Lanczos steps on the symmetric operator A.
 
+    Cost: m products; O(m² n) for full reorthogonalisation; O(m n) memory for the basis.
+
     Args:
         A: a ``CurvatureOperator`` or a dense symmetric (n, n) tensor.
         num_steps: m, 1 <= m <= n.
         v0: starting vector (n,) — or p starting vectors (n, p), run side by side — default one random unit vector
             (Gaussian: a ±1 vector can be orthogonal to a structured eigenvector and never see it).
         generator: for the random start (and the fresh Gaussian direction after a breakdown).
-    Returns: ``LanczosResult(alphas, betas, basis)`` with T_m = Q_mᵀ A Q_m = tridiag(betas, alphas, betas) and
-    Q_mᵀ Q_m = I to rounding; fewer than m steps only if the Krylov space is exhausted first. The recurrence runs
-    in float32 for bfloat16/float16 operators (their products stay in that dtype), so the result is float32 there.
-    Raises ValueError if a product is not finite (∇²f is not finite at the point).
-    Cost: m products; O(m² n) for full reorthogonalisation; O(m n) memory for the basis.
+
+    Returns:
+        ``LanczosResult(alphas, betas, basis)`` with T_m = Q_mᵀ A Q_m = tridiag(betas, alphas, betas) and
+        Q_mᵀ Q_m = I to rounding; fewer than m steps only if the Krylov space is exhausted first. The recurrence
+        runs in float32 for bfloat16/float16 operators (their products stay in that dtype), so the result is
+        float32 there.
+
+    Raises:
+        ValueError: if a product is not finite (∇²f is not finite at the point).
+
+    Example:
+        After n steps the Krylov space is all of R^n, and T_n has exactly A's eigenvalues:
+
+        >>> import torch, hesslab as hl
+        >>> A = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+        >>> alphas, betas, Q = hl.lanczos(A, 3, generator=torch.Generator().manual_seed(0))
+        >>> T = torch.diag(alphas) + torch.diag(betas, 1) + torch.diag(betas, -1)
+        >>> [round(value, 8) for value in torch.linalg.eigvalsh(T).tolist()]
+        [1.0, 2.0, 3.0]
+        >>> bool(torch.allclose(Q.T @ A @ Q, T)), bool(torch.allclose(Q.T @ Q, torch.eye(3, dtype=torch.float64)))
+        (True, True)
     """
     A = as_operator(A)
     n = A.shape[0]
@@ -264,27 +292,47 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
     """The k extreme eigenvalues of A and their unit eigenvectors, by Lanczos with locking and restarts.
 
     A Ritz pair (θ, y = Q s) of T_m is converged when its residual, r = ‖A y − θ y‖ = β_m |s_m|, satisfies
+
         r <= tol·|θ| + eps·‖T_m‖        (eps of A's dtype: below that a residual is rounding),
+
     which guarantees an eigenvalue of A within r of θ. One Krylov space holds one copy of each eigenvalue, so a
     repeated one is found by locking: converged pairs are kept, and Lanczos restarts from a fresh Gaussian vector
     orthogonal to them (on the deflated operator); a restart whose most wanted converged Ritz value is no better
     than the k-th kept one proves nothing is missing. At most k restarts (none for k = 1), so every eigenvalue of
     multiplicity <= k comes back as often as it occurs.
 
+    Cost: one product per step, typically a few tens of steps per run; for k >= 2 one more run (the check that no
+    copy is missing) plus one per missing copy; k products for the residuals. O(max_steps · n) memory.
+
     Args:
-        A: a ``CurvatureOperator`` or a dense symmetric tensor. k: 1 <= k <= n.
-        tol: relative residual (hence eigenvalue) accuracy. max_steps: Lanczos steps per run (default
-            min(n, max(300, 4k))).
+        A: a ``CurvatureOperator`` or a dense symmetric tensor.
+        k: how many eigenpairs, 1 <= k <= n.
+        tol: relative residual (hence eigenvalue) accuracy.
+        max_steps: Lanczos steps per run (default min(n, max(300, 4k))).
         which: ``"LA"`` largest algebraic (default), ``"SA"`` smallest algebraic (the most negative: directions of
             negative curvature) or ``"LM"`` largest in magnitude.
         generator: for the random starts.
-    Returns: ``EigenResult(values (k,), vectors (n, k), residuals (k,), converged, reason, restarts, num_matvecs)``,
-    values ordered most wanted first (descending for "LA", ascending for "SA", by magnitude for "LM"), in A's dtype;
-    ``values, vectors = top_eigen(...)`` still works. A run that does not converge warns and returns its best
-    estimates. Half-precision operators: the recurrence runs in float32, the products in A's dtype.
-    Raises ValueError if a product is not finite (∇²f is not finite at the point).
-    Cost: one product per step, typically a few tens of steps per run; for k >= 2 one more run (the check that no
-    copy is missing) plus one per missing copy; k products for the residuals. O(max_steps · n) memory.
+
+    Returns:
+        ``EigenResult(values (k,), vectors (n, k), residuals (k,), converged, reason, restarts, num_matvecs)``,
+        values ordered most wanted first (descending for "LA", ascending for "SA", by magnitude for "LM"), in A's
+        dtype; ``values, vectors = top_eigen(...)`` still works. A run that does not converge warns and returns its
+        best estimates. Half-precision operators: the recurrence runs in float32, the products in A's dtype.
+
+    Raises:
+        ValueError: if a product is not finite (∇²f is not finite at the point).
+
+    Example:
+        [[2, 1], [1, 2]] has the eigenvalues 3 (along (1, 1)/√2) and 1 (along (1, −1)/√2):
+
+        >>> import torch, hesslab as hl
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+        >>> values, vectors = hl.top_eigen(A, generator=torch.Generator().manual_seed(0))
+        >>> round(values.item(), 8), [round(abs(entry), 8) for entry in vectors[:, 0].tolist()]
+        (3.0, [0.70710678, 0.70710678])
+        >>> result = hl.top_eigen(A, k=2, which="SA", generator=torch.Generator().manual_seed(0))
+        >>> [round(value, 8) for value in result.values.tolist()], result.converged
+        ([1.0, 3.0], True)
     """
     A = as_operator(A)
     n = A.shape[0]
@@ -373,13 +421,39 @@ class SpectralDensity:
 
     All weights together sum to 1: the density is the mean over probes of Σ_i w_i δ(λ − θ_i), an estimate of the
     eigenvalue distribution (1/n) Σ_j δ(λ − λ_j).
+
+    Attributes:
+        nodes: (p, m) Ritz values θ_i of each probe.
+        weights: (p, m) their weights (S_1i)² / p.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.spectrum import SpectralDensity
+        >>> density = SpectralDensity(nodes=torch.tensor([[1.0, 3.0]]), weights=torch.tensor([[0.5, 0.5]]))
+        >>> density.moment(1), density.moment(2)  # the mean and mean square of the eigenvalues {1, 3}
+        (2.0, 5.0)
     """
 
     nodes: Tensor
     weights: Tensor
 
     def density(self, grid: Tensor, sigma: float) -> Tensor:
-        """The density smoothed by a Gaussian of width ``sigma``: Σ w_i N(t; θ_i, σ²) at each grid point t."""
+        """The density smoothed by a Gaussian of width ``sigma``: Σ w_i N(t; θ_i, σ²) at each grid point t.
+
+        Args:
+            grid: points t (any shape), a tensor or array.
+            sigma: the Gaussian's standard deviation, > 0.
+
+        Returns:
+            float64 tensor of grid's shape; it integrates to 1 over the real line.
+
+        Example:
+            >>> import torch
+            >>> from hesslab.spectrum import SpectralDensity
+            >>> density = SpectralDensity(nodes=torch.tensor([[1.0, 3.0]]), weights=torch.tensor([[0.5, 0.5]]))
+            >>> [round(value, 4) for value in density.density(torch.tensor([1.0, 2.0]), sigma=1.0).tolist()]
+            [0.2265, 0.242]
+        """
         if not (isinstance(sigma, (int, float)) and sigma > 0):
             raise ValueError(f"sigma must be a positive number, got {sigma!r}.")
         grid = torch.as_tensor(grid, dtype=torch.float64)
@@ -388,7 +462,20 @@ class SpectralDensity:
         return (weights * torch.exp(-0.5 * z**2)).sum(-1) / (sigma * math.sqrt(2 * math.pi))
 
     def moment(self, power: int) -> float:
-        """Σ w_i θ_i^power, an estimate of tr(A^power)/n — exact per probe for power <= 2m − 1."""
+        """Σ w_i θ_i^power, an estimate of tr(A^power)/n — exact per probe for power <= 2m − 1.
+
+        Args:
+            power: the moment's order k (θ^k).
+
+        Returns:
+            The moment, a float.
+
+        Example:
+            >>> import torch
+            >>> from hesslab.spectrum import SpectralDensity
+            >>> SpectralDensity(nodes=torch.tensor([[1.0, 3.0]]), weights=torch.tensor([[0.5, 0.5]])).moment(3)
+            14.0
+        """
         return float((self.weights.double() * self.nodes.double() ** power).sum())
 
 
@@ -403,13 +490,30 @@ def spectral_density(A, num_steps: int, num_probes: int = 1,
     weight 0, and the average over probes is still unbiased.) A breakdown continues from a fresh Gaussian direction,
     whose nodes get weight 0. Probes run side by side, in blocks whose Lanczos bases fit in memory.
 
-    Args:
-        A: a ``CurvatureOperator`` or dense symmetric tensor. num_steps: m, 1 <= m <= n. num_probes: >= 1.
-        generator: for the probes.
-    Returns: ``SpectralDensity(nodes (p, m), weights (p, m))``; ``.density(grid, sigma)`` for plotting. A probe whose
-    Krylov space is exhausted before m steps (only when m is close to n) has its missing nodes at 0 with weight 0.
-    Raises ValueError if a product is not finite (∇²f is not finite at the point).
     Cost: m batched products over the p probes, O(m² n p) for reorthogonalisation, O(m n p) memory per block.
+
+    Args:
+        A: a ``CurvatureOperator`` or dense symmetric tensor.
+        num_steps: m, 1 <= m <= n.
+        num_probes: p, >= 1.
+        generator: for the probes.
+
+    Returns:
+        ``SpectralDensity(nodes (p, m), weights (p, m))``; ``.density(grid, sigma)`` for plotting. A probe whose
+        Krylov space is exhausted before m steps (only when m is close to n) has its missing nodes at 0 with
+        weight 0.
+
+    Raises:
+        ValueError: if a product is not finite (∇²f is not finite at the point).
+
+    Example:
+        For a diagonal A every probe z/√n gives vᵀA^k v = tr(A^k)/n exactly, and 3 steps are exact up to k = 5:
+
+        >>> import torch, hesslab as hl
+        >>> A = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+        >>> density = hl.spectral_density(A, num_steps=3, num_probes=2, generator=torch.Generator().manual_seed(0))
+        >>> round(density.moment(1), 10), round(density.moment(2), 10)  # 6/3 and 14/3
+        (2.0, 4.6666666667)
     """
     A = as_operator(A)
     n = A.shape[0]
