@@ -1,5 +1,7 @@
-"""The loss around a point: directions to look along, 1-D/2-D slices, curvature along a line, and how far a step along
-a line may go before softmax cross-entropy stops being analytic.
+"""The loss around a point: directions, slices, curvature along a line, and how far a softmax step may go.
+
+Directions to look along, 1-D/2-D slices, curvature along a line, and how far a step along a line may go before
+softmax cross-entropy stops being analytic.
 
 Directions (all flat vectors laid out like ``hl.loss_function``'s θ):
 
@@ -50,11 +52,25 @@ def hessian_directions(op, k: int = 2, tol: float = 1e-8,
                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """The top-k eigenpairs of a Hessian operator: the axes along which the loss curves most.
 
-    Args:
-        op: ``hl.HessianOperator`` (or any symmetric operator / dense tensor). k: how many axes.
-        tol: relative accuracy of the eigenvalues (``hl.top_eigen``). generator: for Lanczos' random start.
-    Returns: eigenvalues (k,) descending and unit eigenvectors (n, k); a slice along column i curves like λ_i.
     Cost: one Lanczos run, typically a few tens of Hessian-vector products.
+
+    Args:
+        op: ``hl.HessianOperator`` (or any symmetric operator / dense tensor).
+        k: how many axes.
+        tol: relative accuracy of the eigenvalues (``hl.top_eigen``).
+        generator: for Lanczos' random start.
+
+    Returns:
+        Eigenvalues (k,) descending and unit eigenvectors (n, k); a slice along column i curves like λ_i.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> H = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+        >>> values, vectors = hl.landscape.hessian_directions(H, k=2, generator=torch.Generator().manual_seed(0))
+        >>> [round(value, 8) for value in values.tolist()]
+        [3.0, 2.0]
+        >>> bool(torch.allclose(vectors.abs(), torch.eye(3, dtype=torch.float64)[:, :2]))  # ±e₁, ±e₂
+        True
     """
     values, vectors = top_eigen(op, k=k, tol=tol, generator=generator)
     return values, vectors
@@ -71,9 +87,24 @@ def random_direction(model: nn.Module, normalization: str | None = "filter", par
 
     Args:
         model: the net; the direction is laid out like ``hl.loss_function(model, ...)``'s θ (same ``params``).
-        normalization: "filter", "layer" or None. params: parameter names, default all that require grad.
+        normalization: "filter", "layer" or None.
+        params: parameter names, default all that require grad.
         generator: for the Gaussian draw; drawn on the generator's device and moved to the parameters'.
-    Returns: d (n,), the parameters' dtype and device. Cost: O(n).
+
+    Returns:
+        d (n,), the parameters' dtype and device. Cost: O(n).
+
+    Example:
+        A filter-normalised direction has the weights' filter norms, and 0 on the bias:
+
+        >>> import torch, hesslab as hl
+        >>> from hesslab.landscape import filter_norms, random_direction
+        >>> model = torch.nn.Linear(3, 2).double()
+        >>> d = random_direction(model, "filter", generator=torch.Generator().manual_seed(0))
+        >>> X, y = torch.ones(1, 3, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
+        >>> theta = hl.loss_function(model, torch.nn.functional.mse_loss, X, y)[1]
+        >>> bool(torch.allclose(filter_norms(model, d)[0], filter_norms(model, theta)[0])), d[-2:].tolist()
+        (True, [0.0, 0.0])
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be 'filter', 'layer' or None, got {normalization!r}.")
@@ -97,9 +128,25 @@ def random_direction(model: nn.Module, normalization: str | None = "filter", par
 
 
 def filter_norms(model: nn.Module, vector: Tensor, params: str | Sequence[str] | None = None) -> list[Tensor]:
-    """The per-filter norms ‖vector_f‖ of a flat vector laid out like θ: one tensor per parameter (1-D: per entry's |·|).
+    """The per-filter norms ‖vector_f‖ of a flat vector laid out like θ.
 
+    One tensor per parameter: a weight's per-filter norms, a 1-D parameter's per-entry |·|.
     ``filter_norms(model, d)`` equals ``filter_norms(model, θ)`` for a filter-normalised d on every weight tensor.
+
+    Args:
+        model: the net whose parameters lay out ``vector``.
+        vector: (n,) flat vector laid out like θ.
+        params: parameter names, default all that require grad.
+
+    Returns:
+        One tensor per parameter: the norms of a weight's rows (output filters), the |entries| of a 1-D parameter.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.landscape import filter_norms
+        >>> model = torch.nn.Linear(2, 2)  # weight rows (3, 4), (0, 1); bias (−2, 5)
+        >>> [norms.tolist() for norms in filter_norms(model, torch.tensor([3.0, 4.0, 0.0, 1.0, -2.0, 5.0]))]
+        [[5.0, 1.0], [2.0, 5.0]]
     """
     named = select_parameters(model, params)
     vector = check_flat_vector("vector", vector)
@@ -121,8 +168,26 @@ def loss_over_batches(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tens
                       params: str | Sequence[str] | None = None) -> tuple[Callable[[Tensor], Tensor], Tensor]:
     """``f(θ) = Σ_b N_b L_b(θ) / Σ_b N_b``, the mean loss over a re-iterable of ``(inputs, targets)`` batches.
 
-    ``loss_fn`` must be a mean over its batch. Memory: one batch at a time. Returns ``(f, theta)`` like
-    ``hl.loss_function``. Cost of f: one forward pass over the data.
+    ``loss_fn`` must be a mean over its batch. Memory: one batch at a time. Cost of f: one forward pass over the
+    data.
+
+    Args:
+        model: the net.
+        loss_fn: ``(outputs, targets) -> scalar``, a mean over the batch.
+        batches: ``(inputs, targets)`` pairs (an iterable is read into a list once).
+        params: parameter names, default all that require grad.
+
+    Returns:
+        ``(f, theta)`` like ``hl.loss_function``.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> from hesslab.landscape import loss_over_batches
+        >>> model, loss = torch.nn.Linear(2, 1).double(), torch.nn.functional.mse_loss
+        >>> X, y = torch.arange(8.0).reshape(4, 2).double(), torch.arange(4.0).reshape(4, 1).double()
+        >>> f, theta = loss_over_batches(model, loss, [(X[:1], y[:1]), (X[1:], y[1:])])
+        >>> bool(torch.isclose(f(theta), hl.loss_function(model, loss, X, y)[0](theta)))  # the mean over all samples
+        True
     """
     batches = list(batches) if not isinstance(batches, (list, tuple)) else batches
     if not batches:
@@ -140,7 +205,21 @@ def loss_over_batches(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tens
 
 @dataclass(frozen=True)
 class LossSlice:
-    """L(θ + Σ_i c_i d_i) on a grid: ``coordinates`` one array per direction, ``losses`` of shape (m_1[, m_2])."""
+    """L(θ + Σ_i c_i d_i) on a grid: ``coordinates`` one array per direction, ``losses`` of shape (m_1[, m_2]).
+
+    Attributes:
+        coordinates: one 1-D float64 array per direction (the grid).
+        losses: the losses on the grid, NaN/inf where the loss was not finite.
+        center_loss: L(θ).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.landscape import loss_slice
+        >>> line = loss_slice(lambda x: (x**2).sum(), torch.zeros(2).double(), [torch.tensor([1.0, 0.0]).double()],
+        ...                   [[-1.0, 0.0, 1.0]])
+        >>> line.losses.tolist(), line.center_loss
+        ([1.0, 0.0, 1.0], 0.0)
+    """
 
     coordinates: tuple[np.ndarray, ...]
     losses: np.ndarray
@@ -151,13 +230,28 @@ def loss_slice(f: Callable[[Tensor], Tensor], theta: Tensor, directions: Sequenc
                coordinates: Sequence, progress: bool = False) -> LossSlice:
     """The loss on a 1-D line or 2-D plane through θ: ``losses[i(, j)] = f(θ + α_i d_1 (+ β_j d_2))``.
 
+    Cost: Π m_i forward passes; memory one point (n) and one forward pass, whatever the grid's size.
+
     Args:
         f: scalar function of the flat parameters (``hl.loss_function``, ``loss_over_batches``).
-        theta: (n,) the centre. directions: one or two (n,) vectors. coordinates: one 1-D grid per direction.
+        theta: (n,) the centre.
+        directions: one or two (n,) vectors, in theta's dtype.
+        coordinates: one 1-D grid per direction.
         progress: show a tqdm bar over the points.
-    Returns: ``LossSlice`` with numpy arrays. A non-finite loss is kept as NaN/inf in ``losses`` (a diverging
+
+    Returns:
+        ``LossSlice`` with numpy arrays. A non-finite loss is kept as NaN/inf in ``losses`` (a diverging
         landscape is a finding, not an error); the centre's loss must be finite.
-    Cost: Π m_i forward passes; memory one point (n) and one forward pass, whatever the grid's size.
+
+    Example:
+        f(x) = x₀² + 2 x₁² on the plane of the two axes:
+
+        >>> import torch
+        >>> from hesslab.landscape import loss_slice
+        >>> f = lambda x: x[0] ** 2 + 2 * x[1] ** 2
+        >>> axes = list(torch.eye(2, dtype=torch.float64))
+        >>> loss_slice(f, torch.zeros(2, dtype=torch.float64), axes, [[-1.0, 0.0, 1.0], [0.0, 1.0]]).losses.tolist()
+        [[1.0, 3.0], [0.0, 2.0], [1.0, 3.0]]
     """
     theta = check_flat_vector("theta", theta)
     if len(directions) not in (1, 2) or len(coordinates) != len(directions):
@@ -195,7 +289,24 @@ def second_difference(f: Callable[[Tensor], Tensor], theta: Tensor, direction: T
     ``step`` is the displacement's length: the truncation error is about step² · f''''/12 and the rounding error
     about 4 ε |f| / step², so 1e-3 gives ~1e-7 relative accuracy in float64 for a smooth loss (none at a ReLU kink).
     Divide by ‖d‖² for the curvature per unit length, a Rayleigh quotient: λ_min <= dᵀHd/‖d‖² <= λ_max.
-    Returns a 0-d tensor. Cost: three forward passes.
+    Cost: three forward passes.
+
+    Args:
+        f: scalar function of the flat parameters.
+        theta: (n,) the point.
+        direction: (n,) d, nonzero.
+        step: the length h‖d‖ of the displacement, > 0.
+
+    Returns:
+        dᵀ H d, a 0-d tensor.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.landscape import second_difference
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+        >>> d = torch.tensor([1.0, 1.0], dtype=torch.float64)
+        >>> round(float(second_difference(lambda x: 0.5 * x @ A @ x, torch.zeros(2).double(), d)), 6)  # dᵀAd
+        7.0
     """
     theta = check_flat_vector("theta", theta)
     direction = check_flat_vector("direction", direction)
@@ -218,8 +329,28 @@ def logit_derivatives(model: nn.Module, inputs: Tensor, direction: Tensor,
                       params: str | Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
     """The logits z = model(inputs; θ) and their derivatives a = J v along v, by one Jacobian-vector product.
 
-    a_ik = ∇_θ z_ik · v: z_ik(θ + t v) = z_ik + t a_ik + O(t²). Returns ``(z, a)``, both (N, C).
+    a_ik = ∇_θ z_ik · v: z_ik(θ + t v) = z_ik + t a_ik + O(t²).
     Cost: one forward-mode pass (about two forward passes).
+
+    Args:
+        model: a net whose outputs are logits (N, C).
+        inputs: one batch's inputs.
+        direction: (n,) v, laid out like θ, in its dtype.
+        params: parameter names, default all that require grad.
+
+    Returns:
+        ``(z, a)``, both (N, C), detached.
+
+    Example:
+        For z = W x, moving W along V gives a = V x:
+
+        >>> import torch
+        >>> from hesslab.landscape import logit_derivatives
+        >>> model = torch.nn.Linear(2, 2, bias=False).double()
+        >>> V = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+        >>> z, a = logit_derivatives(model, torch.tensor([[1.0, 0.0]], dtype=torch.float64), V.reshape(-1))
+        >>> a.tolist()
+        [[1.0, 3.0]]
     """
     g, theta = output_function(model, inputs, params)
     direction = check_flat_vector("direction", direction)
@@ -237,6 +368,18 @@ class ConvergenceRadius:
     """ρ_a = π / max_i Δ_a,i: the step t along v within which every sample's linearised cross-entropy is analytic.
 
     ``spreads`` (N,) are the Δ_a,i = max_k a_ik − min_k a_ik; ``critical_sample`` the i that sets the radius.
+
+    Attributes:
+        radius: ρ_a (inf when no logit difference moves).
+        spreads: (N,) Δ_a,i.
+        critical_sample: the index of the largest spread.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.landscape import convergence_radius
+        >>> rho = convergence_radius(torch.tensor([[0.0, 1.0], [0.0, 2.0]]))
+        >>> round(rho.radius, 6), rho.spreads.tolist(), rho.critical_sample  # π / 2
+        (1.570796, [1.0, 2.0], 1)
     """
 
     radius: float
@@ -249,6 +392,20 @@ def convergence_radius(a: Tensor) -> ConvergenceRadius:
 
     A lower bound on the radius of convergence of the Taylor series of the mean cross-entropy along the step (exact
     radius for two classes: ``binary_radius``). Δ_a = 0 (the step does not move any logit difference) gives inf.
+
+    Args:
+        a: logit derivatives (N, C) or (C,), C >= 2, finite.
+
+    Returns:
+        ``ConvergenceRadius(radius, spreads, critical_sample)``.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.landscape import convergence_radius
+        >>> round(convergence_radius(torch.tensor([0.0, 0.5, 1.0])).radius, 6)
+        3.141593
+        >>> convergence_radius(torch.zeros(3)).radius  # Δ_a = 0: no singularity
+        inf
     """
     if not isinstance(a, Tensor) or a.ndim not in (1, 2) or a.shape[-1] < 2:
         raise ValueError(f"a must be a tensor of logit derivatives (N, C) or (C,) with C >= 2, got "
@@ -268,6 +425,25 @@ def softmax_convergence_radius(model: nn.Module, inputs: Tensor, direction: Tens
 
     For a unit direction the radius is a length in parameter space: a step Δθ is inside it when ‖Δθ‖ < ρ_a.
     Cost: one Jacobian-vector product.
+
+    Args:
+        model: a net whose outputs are logits (N, C).
+        inputs: one batch's inputs.
+        direction: (n,) v, laid out like θ.
+        params: parameter names, default all that require grad.
+
+    Returns:
+        ``ConvergenceRadius`` of the step θ + t v.
+
+    Example:
+        z = W x with x = (1, 0) moved along V: a = V x = (1, 3), Δ_a = 2, ρ_a = π / 2:
+
+        >>> import torch
+        >>> from hesslab.landscape import softmax_convergence_radius
+        >>> model = torch.nn.Linear(2, 2, bias=False).double()
+        >>> V = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+        >>> round(softmax_convergence_radius(model, torch.tensor([[1.0, 0.0]], dtype=torch.float64), V).radius, 6)
+        1.570796
     """
     return convergence_radius(logit_derivatives(model, inputs, direction, params)[1])
 
@@ -275,8 +451,21 @@ def softmax_convergence_radius(model: nn.Module, inputs: Tensor, direction: Tens
 def binary_singularity(z: Tensor, a: Tensor) -> Tensor:
     """The nearest complex zero t* = (−δ + iπ) / Δ of e^{z_0 + t a_0} + e^{z_1 + t a_1}, δ = z_1 − z_0, Δ = a_1 − a_0.
 
-    Args: z, a: (N, 2) or (2,) logits and logit derivatives. Returns complex t* (N,); |t*| = √(δ² + π²) / |Δ|
-    (its conjugate is a zero too). Δ = 0: no zero, t* = inf.
+    Args:
+        z: (N, 2) or (2,) logits.
+        a: (N, 2) or (2,) logit derivatives.
+
+    Returns:
+        Complex t* (N,); |t*| = √(δ² + π²) / |Δ| (its conjugate is a zero too). Δ = 0: no zero, t* = inf.
+
+    Example:
+        With z = (0, 1) and a = (0, 1): t* = −1 + iπ, where e⁰ + e^{1 + t*} = 1 + e^{iπ} = 0:
+
+        >>> import torch
+        >>> from hesslab.landscape import binary_singularity
+        >>> t = binary_singularity(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 1.0]))
+        >>> round(t.real.item(), 6), round(t.imag.item(), 6)
+        (-1.0, 3.141593)
     """
     z, a = z.reshape(-1, 2).double(), a.reshape(-1, 2).double()
     delta, spread = z[:, 1] - z[:, 0], a[:, 1] - a[:, 0]
@@ -286,16 +475,50 @@ def binary_singularity(z: Tensor, a: Tensor) -> Tensor:
 
 
 def binary_radius(z: Tensor, a: Tensor) -> Tensor:
-    """The exact radius √(δ² + π²) / |a_1 − a_0| of the two-class linearised cross-entropy, per sample (N,)."""
+    """The exact radius √(δ² + π²) / |a_1 − a_0| of the two-class linearised cross-entropy, per sample (N,).
+
+    Args:
+        z: (N, 2) or (2,) logits.
+        a: (N, 2) or (2,) logit derivatives.
+
+    Returns:
+        (N,) float64 radii |t*| (``binary_singularity``); inf where a_1 = a_0.
+
+    Example:
+        >>> import math, torch
+        >>> from hesslab.landscape import binary_radius
+        >>> radius = binary_radius(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 1.0]))
+        >>> math.isclose(radius.item(), math.sqrt(1 + math.pi**2))
+        True
+    """
     return binary_singularity(z, a).abs()
 
 
 def linearised_cross_entropy(z: Tensor, a: Tensor, targets: Tensor, t: Tensor) -> Tensor:
-    """ℓ(t) = mean_i [log Σ_k exp(z_ik + t a_ik) − z_iy − t a_iy] at real or complex steps t (m,), analytically continued.
+    """ℓ(t) = mean_i [log Σ_k exp(z_ik + t a_ik) − z_iy − t a_iy] at real or complex steps t (m,).
 
+    ℓ is analytically continued to complex t.
     The log is taken of Σ_k exp(z_ik − m_i + t (a_ik − min_k a_ik)) (m_i = max_k z_ik), whose terms have phases in
     [0, Im t · Δ_a,i]: for |Im t| < π / Δ_a the sum stays off the negative real axis and the principal log is the
-    analytic continuation. Returns (m,) complex for complex t, real otherwise.
+    analytic continuation.
+
+    Args:
+        z: (N, C) logits.
+        a: (N, C) logit derivatives.
+        targets: (N,) class indices y_i.
+        t: (m,) steps, real or complex (a number is one step).
+
+    Returns:
+        (m,) complex for complex t, real (float64) otherwise.
+
+    Example:
+        At t = 0 it is the cross-entropy of the logits: two equal logits give log 2:
+
+        >>> import torch
+        >>> from hesslab.landscape import linearised_cross_entropy
+        >>> z, a, y = torch.zeros(1, 2), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
+        >>> [round(value, 6) for value in linearised_cross_entropy(z, a, y, torch.tensor([0.0, 1.0])).tolist()]
+        [0.693147, 1.313262]
     """
     t = torch.as_tensor(t)
     complex_t = t.is_complex()
@@ -316,8 +539,23 @@ def taylor_coefficients(function: Callable[[Tensor], Tensor], order: int, radius
     """The Taylor coefficients c_0..c_order of an analytic function at 0 by Cauchy's formula on the circle |t| = r.
 
     c_n = (1 / 2π) ∫ f(r e^{iφ}) e^{−inφ} dφ / rⁿ, by the trapezoid rule on ``num_points`` points (an FFT): exact up
-    to aliasing of order (r / R)^{num_points} for a radius of convergence R > r. Returns real coefficients (order+1,)
-    (the function is real on the real line). Cost: num_points evaluations of ``function`` at complex t.
+    to aliasing of order (r / R)^{num_points} for a radius of convergence R > r. Cost: num_points evaluations of
+    ``function`` at complex t.
+
+    Args:
+        function: analytic in the disc |t| < R, taking a complex tensor (num_points,) to one of the same shape.
+        order: the last coefficient's index, >= 0.
+        radius: r, 0 < r < R.
+        num_points: points on the circle, >= order + 1.
+
+    Returns:
+        Real coefficients (order+1,) float64 (the function is real on the real line).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.landscape import taylor_coefficients
+        >>> [round(c, 8) for c in taylor_coefficients(torch.exp, 3, radius=1.0).tolist()]  # 1/k!
+        [1.0, 1.0, 0.5, 0.16666667]
     """
     check_count("order", order, 0)
     check_count("num_points", num_points, order + 1)
@@ -336,7 +574,30 @@ def cross_entropy_taylor_coefficients(z: Tensor, a: Tensor, targets: Tensor, ord
     Cauchy's formula on |t| = radius, which may exceed ρ_a as long as it stays below the true radius of convergence
     (for two classes min_i ``binary_radius``): each sample's log partition function is evaluated on the circle and
     its phase unwrapped along it — continuous there because the partition function has no zero inside the disc —
-    so the principal logarithm's 2π jumps do not enter. Returns (order+1,) float64. Cost: num_points · N · C.
+    so the principal logarithm's 2π jumps do not enter. Cost: num_points · N · C.
+
+    Args:
+        z: (N, C) logits.
+        a: (N, C) logit derivatives.
+        targets: (N,) class indices.
+        order: the last coefficient's index, >= 0.
+        radius: the circle's radius, > 0 and below the true radius of convergence.
+        num_points: points on the circle, >= 2·order + 2.
+
+    Returns:
+        (order+1,) float64 coefficients c_0..c_order.
+
+    Raises:
+        ValueError: when the circle encloses a zero of a partition function (radius too large).
+
+    Example:
+        z = (0, 0), a = (0, 1), y = 0: ℓ(t) = log(1 + eᵗ) = log 2 + t/2 + t²/8 + …, with radius π:
+
+        >>> import torch
+        >>> from hesslab.landscape import cross_entropy_taylor_coefficients
+        >>> z, a, y = torch.zeros(1, 2), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
+        >>> [round(value, 6) for value in cross_entropy_taylor_coefficients(z, a, y, order=2, radius=1.0).tolist()]
+        [0.693147, 0.5, 0.125]
     """
     check_count("order", order, 0)
     check_count("num_points", num_points, 2 * order + 2)
