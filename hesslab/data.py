@@ -22,7 +22,25 @@ def gaussian_clusters(num_points: int, dim: int, num_classes: int, spread: float
     This is the set-up of Sagun et al. (2017), *Empirical Analysis of the Hessian of Over-Parametrized Neural
     Networks*, Section 3.
 
-    Returns ``inputs`` (num_points, dim) and integer ``targets`` (num_points,).
+    Args:
+        num_points: N, >= num_classes.
+        dim: the input dimension d.
+        num_classes: C, >= 1.
+        spread: half the side of the cube the centres are drawn in, > 0.
+        std: the clusters' standard deviation, >= 0.
+        generator: for the centres and the noise (drawn on its device).
+        dtype: the inputs' dtype.
+        device: where the tensors go (default: the generator's device, else the CPU).
+
+    Returns:
+        ``inputs`` (num_points, dim) and integer ``targets`` (num_points,).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.data import gaussian_clusters
+        >>> X, y = gaussian_clusters(10, 2, 3, generator=torch.Generator().manual_seed(0))
+        >>> X.shape, X.dtype, y.tolist()  # classes round-robin
+        (torch.Size([10, 2]), torch.float64, [0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
     """
     check_count("num_points", num_points, 1)
     check_count("dim", dim, 1)
@@ -48,8 +66,19 @@ def _standardised(inputs) -> Tensor:
 def digits(dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """scikit-learn's bundled handwritten digits: 1797 images of 8×8 pixels, 10 classes.
 
-    Returns standardised ``inputs`` (1797, 64) (zero mean, unit variance per pixel; constant pixels stay 0) and
-    ``targets`` (1797,) in 0..9.
+    Args:
+        dtype: the inputs' dtype.
+        device: where the tensors go (default: the CPU).
+
+    Returns:
+        Standardised ``inputs`` (1797, 64) (zero mean, unit variance per pixel; constant pixels stay 0) and
+        ``targets`` (1797,) in 0..9.
+
+    Example:
+        >>> from hesslab.data import digits
+        >>> X, y = digits()
+        >>> X.shape, y.shape, sorted(set(y.tolist())) == list(range(10))
+        (torch.Size([1797, 64]), torch.Size([1797]), True)
     """
     from sklearn.datasets import load_digits
 
@@ -62,7 +91,18 @@ def breast_cancer(dtype: torch.dtype = torch.float64,
                   device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """scikit-learn's bundled Wisconsin breast-cancer set: 569 samples, 30 features, binary labels.
 
-    Returns standardised ``inputs`` (569, 30) and ``targets`` (569,) in {0, 1}.
+    Args:
+        dtype: the inputs' dtype.
+        device: where the tensors go (default: the CPU).
+
+    Returns:
+        Standardised ``inputs`` (569, 30) and ``targets`` (569,) in {0, 1}.
+
+    Example:
+        >>> from hesslab.data import breast_cancer
+        >>> X, y = breast_cancer()
+        >>> X.shape, y.shape, round(float(X.mean()), 8) == 0.0
+        (torch.Size([569, 30]), torch.Size([569]), True)
     """
     from sklearn.datasets import load_breast_cancer
 

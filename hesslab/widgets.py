@@ -26,6 +26,19 @@ def panel(draw: Callable[..., object], **controls: widgets.ValueWidget) -> widge
 
     Returns:
         A ``VBox`` of the controls and the output area; display it (the last expression of a cell).
+
+    Raises:
+        ValueError: without controls.
+        TypeError: for a control that is not an ipywidgets value widget.
+
+    Example:
+        >>> import contextlib, io, ipywidgets, matplotlib.pyplot as plt
+        >>> from hesslab.widgets import panel
+        >>> with contextlib.redirect_stdout(io.StringIO()):  # outside Jupyter, clearing the output prints escapes
+        ...     box = panel(lambda k: plt.plot(range(k)), k=ipywidgets.IntSlider(value=3, min=1, max=10))
+        >>> slider = box.children[0].children[0]
+        >>> type(box).__name__, slider.description, slider.continuous_update  # redrawn on release only
+        ('VBox', 'k', False)
     """
     if not controls:
         raise ValueError("panel needs at least one control, e.g. panel(draw, k=ipywidgets.IntSlider(...)).")
