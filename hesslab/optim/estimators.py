@@ -28,6 +28,20 @@ def rademacher_like(params: list[Tensor], generator: torch.Generator | None = No
 
     Drawn as one flat vector by ``hesslab.sampling.rademacher`` (on the generator's device): the same generator
     state gives the same probe whatever the parameters' device.
+
+    Args:
+        params: the parameters (their dtype and device are the first one's).
+        generator: for the probe.
+
+    Returns:
+        One ±1 tensor per parameter, shaped like it.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.optim import rademacher_like
+        >>> z = rademacher_like([torch.zeros(2, 3), torch.zeros(4)], torch.Generator().manual_seed(0))
+        >>> [piece.shape for piece in z], all(bool((piece.abs() == 1).all()) for piece in z)
+        ([torch.Size([2, 3]), torch.Size([4])], True)
     """
     n = sum(p.numel() for p in params)
     flat = rademacher(n, 1, params[0].dtype, params[0].device, generator)[:, 0]
@@ -38,10 +52,26 @@ def hessian_probe_products(gradients: list[Tensor], params: list[Tensor], probes
                            retain_graph: bool = False) -> list[Tensor]:
     """H z as parameter-shaped tensors, by one backward through the gradient graph: Hz = ∂⟨∇L, z⟩/∂θ.
 
-    Args: ``gradients`` built with ``create_graph=True``; ``params`` the leaves; ``probes`` shaped like params;
-    ``retain_graph`` keeps the gradient graph for further products (several probes at one point).
-    Returns: one tensor per parameter (zeros where the gradient does not depend on that parameter).
     Cost: one backward pass of the gradient graph (about one to two gradients).
+
+    Args:
+        gradients: ∇L per parameter, built with ``create_graph=True``.
+        params: the leaves.
+        probes: z, shaped like params.
+        retain_graph: keep the gradient graph for further products (several probes at one point).
+
+    Returns:
+        One tensor per parameter (zeros where the gradient does not depend on that parameter).
+
+    Example:
+        L(w) = ½ Σ_i a_i w_i² has H = diag(a):
+
+        >>> import torch
+        >>> from hesslab.optim import hessian_probe_products
+        >>> a, w = torch.tensor([1.0, 4.0]), torch.nn.Parameter(torch.ones(2))
+        >>> gradients = torch.autograd.grad(0.5 * (a * w**2).sum(), [w], create_graph=True)
+        >>> hessian_probe_products(gradients, [w], [torch.tensor([1.0, -1.0])])[0].tolist()
+        [1.0, -4.0]
     """
     with_graph = [(g, z) for g, z in zip(gradients, probes, strict=True) if g.requires_grad]
     if not with_graph:  # the loss is linear in θ: H = 0
@@ -56,6 +86,25 @@ def hutchinson_diagonal_estimate(gradients: list[Tensor], params: list[Tensor],
     """One-probe Hutchinson estimate z ⊙ Hz of diag(H), per parameter tensor; its mean over probes → diag(H).
 
     Cost: one Hessian-vector product through the gradient graph (``gradients`` need ``create_graph=True``).
+
+    Args:
+        gradients: ∇L per parameter, built with ``create_graph=True``.
+        params: the leaves.
+        generator: for the probe z.
+        retain_graph: keep the gradient graph for further products.
+
+    Returns:
+        z ⊙ Hz, one tensor per parameter.
+
+    Example:
+        For a diagonal H, z ⊙ Hz = z² ⊙ diag(H) = diag(H) for every ±1 probe:
+
+        >>> import torch
+        >>> from hesslab.optim import hutchinson_diagonal_estimate
+        >>> a, w = torch.tensor([1.0, 4.0]), torch.nn.Parameter(torch.ones(2))
+        >>> gradients = torch.autograd.grad(0.5 * (a * w**2).sum(), [w], create_graph=True)
+        >>> hutchinson_diagonal_estimate(gradients, [w], torch.Generator().manual_seed(0))[0].tolist()
+        [1.0, 4.0]
     """
     probes = rademacher_like(params, generator)
     products = hessian_probe_products(gradients, params, probes, retain_graph)
@@ -71,9 +120,22 @@ def gauss_newton_bartlett_estimate(logits: Tensor, params: list[Tensor],
             samples (tokens) whose mean cross-entropy the loss is.
         params: the parameters.
         generator: for the labels ŷ_b ~ softmax(logits_b) (drawn on the generator's device).
-    Returns: one tensor per parameter, ĥ = B ĝ ⊙ ĝ with ĝ the gradient of the sampled-label mean cross-entropy;
-    E[ĥ] = diag(Jᵀ H_out J / B summed over rows), the GGN diagonal (see the module docstring).
+
+    Returns:
+        One tensor per parameter, ĥ = B ĝ ⊙ ĝ with ĝ the gradient of the sampled-label mean cross-entropy;
+        E[ĥ] = diag(Jᵀ H_out J / B summed over rows), the GGN diagonal (see the module docstring).
+
     Cost: one backward pass through the logits' graph (the forward is reused).
+
+    Example:
+        Logits that are the parameters themselves (J = I), at 0: p = (½, ½), so ĝ = p − e_ŷ = ±(½, −½) whatever
+        label is drawn, and ĝ ⊙ ĝ = diag(diag(p) − ppᵀ) = (¼, ¼) exactly:
+
+        >>> import torch
+        >>> from hesslab.optim import gauss_newton_bartlett_estimate
+        >>> logits = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+        >>> gauss_newton_bartlett_estimate(logits, [logits], torch.Generator().manual_seed(0))[0].tolist()
+        [0.25, 0.25]
     """
     rows = logits.reshape(-1, logits.shape[-1])
     probabilities = torch.softmax(rows.detach().double(), dim=-1)
@@ -86,11 +148,26 @@ def gauss_newton_bartlett_estimate(logits: Tensor, params: list[Tensor],
 
 
 def spatial_average(diagonal: Tensor) -> Tensor:
-    """AdaHessian's spatial averaging: for a convolution kernel (out, in, k1, …) every entry gets the mean of the
-    diagonal over its kernel's spatial dimensions; tensors of 1 or 2 dimensions (biases, linear weights) are
-    returned as they are. The result has ``diagonal``'s shape.
+    """AdaHessian's spatial averaging of a diagonal over each convolution kernel's spatial positions.
 
-    D^(s)[o, i, s] = (1/|S|) Σ_{s' ∈ S} D[o, i, s'],   S the kernel's spatial positions (9 for a 3×3 kernel)
+    For a convolution kernel (out, in, k1, …) every entry gets the mean of the diagonal over its kernel's spatial
+    dimensions; tensors of 1 or 2 dimensions (biases, linear weights) are returned as they are.
+
+        D^(s)[o, i, s] = (1/|S|) Σ_{s' ∈ S} D[o, i, s'],   S the kernel's spatial positions (9 for a 3×3 kernel)
+
+    Args:
+        diagonal: a diagonal estimate shaped like its parameter.
+
+    Returns:
+        A tensor with ``diagonal``'s shape.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.optim import spatial_average
+        >>> spatial_average(torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])).tolist()  # one 2×2 kernel
+        [[[[2.5, 2.5], [2.5, 2.5]]]]
+        >>> spatial_average(torch.tensor([[1.0, 2.0]])).tolist()  # a linear layer's weight: unchanged
+        [[1.0, 2.0]]
     """
     if diagonal.ndim <= 2:
         return diagonal
