@@ -1,6 +1,9 @@
-"""Diagonal second-order optimizers as ``torch.optim`` optimizers: AdaHessian (Yao et al. 2021) and Sophia
-(Liu et al. 2024), and the diagonal curvature estimates they use (Hutchinson, Gauss-Newton-Bartlett, spatial
-averaging). ``optimizer.step(closure)`` with a closure that returns the loss; the optimizer differentiates it."""
+"""Diagonal second-order optimizers as ``torch.optim`` optimizers: AdaHessian and Sophia.
+
+AdaHessian (Yao et al. 2021) and Sophia (Liu et al. 2024), and the diagonal curvature estimates they use
+(Hutchinson, Gauss-Newton-Bartlett, spatial averaging). ``optimizer.step(closure)`` with a closure that returns
+the loss; the optimizer differentiates it.
+"""
 
 from .adahessian import AdaHessian
 from .estimators import (

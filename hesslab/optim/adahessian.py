@@ -1,5 +1,6 @@
-"""AdaHessian (Yao, Gholami, Shen, Mustafa, Keutzer & Mahoney, AAAI 2021): Adam with the squared gradient replaced
-by the squared Hutchinson estimate of the Hessian diagonal.
+"""AdaHessian (Yao, Gholami, Shen, Mustafa, Keutzer & Mahoney, AAAI 2021): Adam with a Hessian diagonal.
+
+Adam with the squared gradient replaced by the squared Hutchinson estimate of the Hessian diagonal:
 
     g_t = ∇L(θ_t),   D_t = |z ⊙ H z| (z Rademacher, one HVP),   D_t^(s) = spatial average of D_t over each
                                                                          convolution kernel (identity elsewhere)
@@ -92,7 +93,14 @@ class AdaHessian(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:
-        """One AdaHessian step (see the class docstring); returns the closure's loss."""
+        """One AdaHessian step (see the class docstring and its example).
+
+        Args:
+            closure: ``() -> loss``, computing the loss from the parameters without calling ``backward``.
+
+        Returns:
+            The closure's loss, detached.
+        """
         loss, _ = evaluate_closure(closure, "AdaHessian", with_logits=False)
         pairs = trainable(self)
         with torch.enable_grad():

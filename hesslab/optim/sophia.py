@@ -1,5 +1,6 @@
-"""Sophia (Liu, Li, Hall, Liang & Ma, ICLR 2024): a diagonal-Newton step with a clip on every coordinate, the
-diagonal refreshed only every k steps.
+"""Sophia (Liu, Li, Hall, Liang & Ma, ICLR 2024): a clipped diagonal-Newton step.
+
+A diagonal-Newton step with a clip on every coordinate, the diagonal refreshed only every k steps:
 
     m_t = β1 m_{t−1} + (1 − β1) g_t
     every k steps (t = 1, k + 1, 2k + 1, …):  h_t = β2 h_{t−k} + (1 − β2) ĥ_t;   otherwise h_t = h_{t−1}
@@ -106,7 +107,15 @@ class Sophia(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor | tuple[Tensor, Tensor]] | None = None) -> Tensor:
-        """One Sophia step (see the class docstring); returns the closure's loss."""
+        """One Sophia step (see the class docstring and its example).
+
+        Args:
+            closure: ``() -> loss`` (``() -> (loss, logits)`` for the Gauss-Newton-Bartlett estimator), computing
+                the loss from the parameters without calling ``backward``.
+
+        Returns:
+            The closure's loss, detached.
+        """
         loss, logits = evaluate_closure(closure, "Sophia", with_logits=self.estimator == "gauss-newton-bartlett")
         pairs = trainable(self)
         refresh = self._steps_taken() % self.update_every == 0
