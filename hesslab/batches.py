@@ -229,6 +229,12 @@ class Batches:
 
         Returns:
             The ``ValueError`` (to be raised), naming the batch count and sizes it had.
+
+        Example:
+            >>> import torch
+            >>> from hesslab.batches import Batches
+            >>> print(Batches([(torch.ones(2, 3), torch.zeros(2))]).changed())  # doctest: +ELLIPSIS
+            data no longer gives the 1 batches of [2] samples it gave when the operator was made; ...
         """
         return ValueError(
             f"data no longer gives the {len(self.sizes)} batches of {self.sizes[:5]}{'...' if len(self) > 5 else ''} "

@@ -240,7 +240,22 @@ class DenseOperator(CurvatureOperator):
         self.matrix = A
 
     def to_dense(self, *, max_memory: int | None = None, progress: bool | None = None) -> Tensor:
-        """A itself (a copy), not rebuilt from products; ``max_memory`` guards the copy."""
+        """A itself (a copy), not rebuilt from products; ``max_memory`` guards the copy.
+
+        Args:
+            max_memory: bytes the copy may take (default 90% of available memory); more is a ValueError.
+            progress: unused (nothing is rebuilt); accepted like ``CurvatureOperator.to_dense``.
+
+        Returns:
+            A copy of A, (n, n).
+
+        Example:
+            >>> import torch, hesslab as hl
+            >>> A = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+            >>> dense = hl.as_operator(A).to_dense()
+            >>> bool(torch.equal(dense, A)), dense is A
+            (True, False)
+        """
         check_dense_fits(self.shape[0], self.dtype, self.device, max_memory, "DenseOperator.to_dense", 0)
         return self.matrix.clone()
 
