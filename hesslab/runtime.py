@@ -12,6 +12,8 @@ import random
 import numpy as np
 import torch
 
+from ._checks import check_count
+
 
 def device() -> torch.device:
     """The device to compute on: ``cuda`` when ``torch.cuda.is_available()``, else ``cpu``."""
@@ -24,8 +26,7 @@ def seed(value: int, device: torch.device | str | None = None) -> torch.Generato
     Pass the returned generator to every stochastic hesslab routine (``generator=``): the same seed gives the same
     answer. The generator lives on ``device`` (default: ``hl.device()``), where the random probes are drawn.
     """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"seed value must be an int, got {type(value).__name__}.")
+    value = check_count("value", value, -(2**63), 2**64 - 1, hint="torch seeds are 64-bit integers, e.g. hl.seed(0).")
     random.seed(value)
     np.random.seed(value % 2**32)
     torch.manual_seed(value)

@@ -11,11 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def check_generator(generator) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}; "
-                        "make one with hl.seed(0).")
+from ._checks import check_generator
 
 
 def rademacher(n: int, num: int, dtype: torch.dtype, device: torch.device,
@@ -27,7 +23,7 @@ def rademacher(n: int, num: int, dtype: torch.dtype, device: torch.device,
     ``gaussian`` there. Drawn on the generator's device (so the same generator gives the same probes) and moved
     to ``device``.
     """
-    check_generator(generator)
+    check_generator("generator", generator)
     source = generator.device if generator is not None else device
     bits = torch.randint(0, 2, (n, num), generator=generator, device=source, dtype=dtype)
     return bits.mul_(2).sub_(1).to(device)
@@ -40,6 +36,6 @@ def gaussian(n: int, num: int, dtype: torch.dtype, device: torch.device,
     Lanczos starts and restarts: a Gaussian vector has a nonzero component along every fixed direction with
     probability 1, whatever the structure of A's eigenvectors. Drawn on the generator's device, moved to ``device``.
     """
-    check_generator(generator)
+    check_generator("generator", generator)
     source = generator.device if generator is not None else device
     return torch.randn((n, num), generator=generator, device=source, dtype=dtype).to(device)
