@@ -33,6 +33,7 @@ from ._checks import (
     check_finite,
     check_finite_product,
     check_flat_vector,
+    check_instance,
     check_like,
     check_scalar_output,
 )
@@ -49,8 +50,7 @@ def select_parameters(model: nn.Module, params: str | Sequence[str] | None = Non
     ``params=None`` takes every parameter with ``requires_grad``; a list of names (e.g. ``["0.weight", "0.bias"]``)
     restricts θ to that block, for per-layer Hessians (HAWQ). Unknown or frozen names raise ``ValueError``.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    check_instance("model", model, nn.Module)
     named = dict(model.named_parameters())
     if params is None:
         chosen = [(name, p) for name, p in named.items() if p.requires_grad]
