@@ -187,7 +187,7 @@ def check_positive(name: str, value, *, allow_zero: bool = False, hint: str = ""
 
 
 def check_choice(name: str, value, choices, hint: str = ""):
-    """One of a few allowed values (strings, ints or None), compared by type and value (True is not 1).
+    """One of a few allowed values (strings, ints or None), compared by type and value (True is not 1, 1.0 is not 1).
 
     Args:
         name: the argument's name, for the message.
@@ -204,12 +204,13 @@ def check_choice(name: str, value, choices, hint: str = ""):
         >>> check_choice("method", "hutch", ("hutchinson", "hutch++"))
         Traceback (most recent call last):
             ...
-        ValueError: method must be one of 'hutchinson', 'hutch++', got 'hutch'.
+        ValueError: method must be 'hutchinson' or 'hutch++', got 'hutch'.
     """
     choices = tuple(choices)
     if not any(value is c or (type(value) is type(c) and value == c) for c in choices):
-        listed = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {listed}, got {value!r}.{_hint(hint)}")
+        names = [repr(c) for c in choices]
+        listed = " or ".join(names) if len(names) <= 2 else "one of " + ", ".join(names)
+        raise ValueError(f"{name} must be {listed}, got {value!r}.{_hint(hint)}")
     return value
 
 

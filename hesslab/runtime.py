@@ -26,7 +26,7 @@ def seed(value: int, device: torch.device | str | None = None) -> torch.Generato
     Pass the returned generator to every stochastic hesslab routine (``generator=``): the same seed gives the same
     answer. The generator lives on ``device`` (default: ``hl.device()``), where the random probes are drawn.
     """
-    value = check_count("value", value, -(2**63), 2**64 - 1, hint="torch seeds are 64-bit integers, e.g. hl.seed(0).")
+    value = check_count("seed value", value, -(2**63), 2**64 - 1, hint="Seeds are 64-bit integers, e.g. hl.seed(0).")
     random.seed(value)
     np.random.seed(value % 2**32)
     torch.manual_seed(value)
