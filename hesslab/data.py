@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_count, check_positive
+from ._checks import check_count, check_generator, check_positive
 
 
 def gaussian_clusters(num_points: int, dim: int, num_classes: int, spread: float = 10.0, std: float = 1.0,
@@ -31,6 +31,7 @@ def gaussian_clusters(num_points: int, dim: int, num_classes: int, spread: float
         raise ValueError(f"num_classes ({num_classes}) must not exceed num_points ({num_points}).")
     spread = check_positive("spread", spread)
     std = check_positive("std", std, allow_zero=True)
+    check_generator("generator", generator)
     draw_on = generator.device if generator is not None else torch.device("cpu")
     centres = (2 * torch.rand(num_classes, dim, generator=generator, device=draw_on, dtype=torch.float64) - 1) * spread
     targets = torch.arange(num_points, device=draw_on) % num_classes

@@ -50,7 +50,7 @@ def select_parameters(model: nn.Module, params: str | Sequence[str] | None = Non
     ``params=None`` takes every parameter with ``requires_grad``; a list of names (e.g. ``["0.weight", "0.bias"]``)
     restricts θ to that block, for per-layer Hessians (HAWQ). Unknown or frozen names raise ``ValueError``.
     """
-    check_instance("model", model, nn.Module)
+    check_instance("model", model, nn.Module, hint="Pass a torch.nn.Module.")
     named = dict(model.named_parameters())
     if params is None:
         chosen = [(name, p) for name, p in named.items() if p.requires_grad]

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._checks import check_choice, check_count, check_flat_vector, check_positive
+from ._checks import check_choice, check_count, check_flat_vector, check_generator, check_positive
 from .functional import loss_function, output_function, select_parameters
 from .spectrum import top_eigen
 
@@ -76,6 +76,7 @@ def random_direction(model: nn.Module, normalization: str | None = "filter", par
     Returns: d (n,), the parameters' dtype and device. Cost: O(n).
     """
     check_choice("normalization", normalization, NORMALIZATIONS)
+    check_generator("generator", generator)
     pieces = []
     for _, p in select_parameters(model, params):
         draw_on = generator.device if generator is not None else torch.device("cpu")

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._checks import check_choice, check_count, check_positive
+from ._checks import check_choice, check_count, check_generator, check_positive
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "softplus": nn.Softplus}
 
@@ -30,6 +30,7 @@ def mlp(sizes: list[int] | tuple[int, ...], activation: str = "tanh", generator:
     for size in sizes:
         check_count("every entry of sizes", size, 1)
     check_choice("activation", activation, sorted(ACTIVATIONS))
+    check_generator("generator", generator)
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         if i > 0:

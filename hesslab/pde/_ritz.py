@@ -29,7 +29,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_count, check_flat_vector, check_instance, check_real_number
+from .._checks import (
+    check_choice,
+    check_count,
+    check_flat_vector,
+    check_generator,
+    check_instance,
+    check_real_number,
+)
 from ..linalg import conjugate_gradient
 from ..operators import GGNOperator, HessianOperator
 from ._problems import EllipticProblem
@@ -103,6 +110,7 @@ class RitzEnergy:
     def initial_parameters(self, generator: torch.Generator | None = None) -> Tensor:
         """θ_0: directions w_j ~ N(0, 3² I), biases placing each unit's centre uniformly in Ω (b_j = −w_j·ξ_j,
         ξ_j ~ U(Ω)), outer weights a_j ~ N(0, 1/m), c = 0 — Barron-type random features spread over the domain."""
+        check_generator("generator", generator)
         m, d = self.width, self.dim
         draw_on = generator.device if generator is not None else torch.device("cpu")
         options = dict(generator=generator, device=draw_on, dtype=torch.float64)
