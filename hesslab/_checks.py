@@ -207,7 +207,8 @@ def check_choice(name: str, value, choices, hint: str = ""):
         ValueError: method must be 'hutchinson' or 'hutch++', got 'hutch'.
     """
     choices = tuple(choices)
-    if not any(value is c or (type(value) is type(c) and value == c) for c in choices):
+    if not any(value is c or (not isinstance(value, bool) and isinstance(value, type(c)) and value == c)
+               for c in choices):
         names = [repr(c) for c in choices]
         listed = " or ".join(names) if len(names) <= 2 else "one of " + ", ".join(names)
         raise ValueError(f"{name} must be {listed}, got {value!r}.{_hint(hint)}")
