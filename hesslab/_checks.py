@@ -68,8 +68,25 @@ def check_like(name: str, v: Tensor, n: int, dtype: torch.dtype, device: torch.d
     return v
 
 
-def check_scalar_output(name: str, value) -> Tensor:
-    """A loss must be a real scalar (0-d tensor, or one element)."""
+def check_scalar_output(name: str, value, *, finite: bool = True) -> Tensor:
+    """What a function such as a loss returned must be a real scalar tensor (0-d, or one element).
+
+    Args:
+        name: the function's name, for the message.
+        value: what it returned.
+        finite: refuse NaN and inf as well (False: a line search judges a non-finite value itself).
+
+    Returns:
+        ``value`` as a 0-d tensor.
+
+    Example:
+        >>> check_scalar_output("f", torch.ones(1))
+        tensor(1.)
+        >>> check_scalar_output("f", torch.ones(3))
+        Traceback (most recent call last):
+            ...
+        ValueError: f must return a scalar, got shape (3,); reduce it (e.g. .mean() or reduction='mean' in the loss).
+    """
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must return a torch.Tensor, got {type(value).__name__}.")
     if value.numel() != 1:
@@ -77,7 +94,10 @@ def check_scalar_output(name: str, value) -> Tensor:
             f"{name} must return a scalar, got shape {tuple(value.shape)}; reduce it (e.g. .mean() or "
             "reduction='mean' in the loss)."
         )
-    if not torch.isfinite(value).all():
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must return a real floating-point tensor, got dtype {value.dtype}; compute it in "
+                        "float32 or float64.")
+    if finite and not torch.isfinite(value).all():
         raise ValueError(f"{name} is not finite ({value.item()}) at this point; curvature is undefined there.")
     return value.reshape(())
 

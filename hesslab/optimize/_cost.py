@@ -11,7 +11,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_callable, check_count, check_flat_vector, check_instance, check_positive, check_real_number
+from .._checks import (
+    check_callable,
+    check_count,
+    check_flat_vector,
+    check_instance,
+    check_positive,
+    check_real_number,
+    check_scalar_output,
+)
 from ..exact import hessian
 
 
@@ -113,12 +121,7 @@ class _Oracle:
         self.gradients += 1
         point = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            value = self.f(point)
-            if not isinstance(value, Tensor):
-                raise TypeError(f"f must return a torch.Tensor, got {type(value).__name__}.")
-            if value.numel() != 1:
-                raise ValueError(f"f must return a scalar, got shape {tuple(value.shape)}; reduce it (e.g. .mean()).")
-            value = value.reshape(())
+            value = check_scalar_output("f", self.f(point), finite=False)
             if not bool(torch.isfinite(value)):
                 return value.item(), torch.full_like(x, math.nan)
             if not value.requires_grad:
