@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_count
+from ._checks import check_count, check_generator, check_positive
 
 
 def gaussian_clusters(num_points: int, dim: int, num_classes: int, spread: float = 10.0, std: float = 1.0,
@@ -47,8 +47,9 @@ def gaussian_clusters(num_points: int, dim: int, num_classes: int, spread: float
     check_count("num_classes", num_classes, 1)
     if num_classes > num_points:
         raise ValueError(f"num_classes ({num_classes}) must not exceed num_points ({num_points}).")
-    if not spread > 0 or not std >= 0:
-        raise ValueError(f"spread must be > 0 and std >= 0, got spread={spread}, std={std}.")
+    spread = check_positive("spread", spread)
+    std = check_positive("std", std, allow_zero=True)
+    check_generator("generator", generator)
     draw_on = generator.device if generator is not None else torch.device("cpu")
     centres = (2 * torch.rand(num_classes, dim, generator=generator, device=draw_on, dtype=torch.float64) - 1) * spread
     targets = torch.arange(num_points, device=draw_on) % num_classes

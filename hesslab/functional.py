@@ -33,6 +33,7 @@ from ._checks import (
     check_finite,
     check_finite_product,
     check_flat_vector,
+    check_instance,
     check_like,
     check_scalar_output,
 )
@@ -63,8 +64,7 @@ def select_parameters(model: nn.Module, params: str | Sequence[str] | None = Non
         >>> [name for name, _ in select_parameters(model)], [name for name, _ in select_parameters(model, "bias")]
         (['weight', 'bias'], ['bias'])
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    check_instance("model", model, nn.Module, hint="Pass a torch.nn.Module.")
     named = dict(model.named_parameters())
     if params is None:
         chosen = [(name, p) for name, p in named.items() if p.requires_grad]

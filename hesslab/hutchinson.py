@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._checks import check_count
+from ._checks import check_choice, check_count
 from .exact import available_memory
 from .operators import as_operator
 from .sampling import rademacher
@@ -131,6 +131,7 @@ def hutchinson_trace(A, num_probes: int, method: str = "hutchinson",
         >>> round(estimate.value, 10)  # ‖u‖² = 9
         9.0
     """
+    check_choice("method", method, ("hutchinson", "hutch++"))
     A = as_operator(A)
     n = A.shape[0]
     if method == "hutchinson":
@@ -146,7 +147,6 @@ def hutchinson_trace(A, num_probes: int, method: str = "hutchinson",
         exact_part = (Q * (A @ Q)).sum().item()  # tr(Qᵀ A Q)
         rest, stderr = _hutchinson(A, num_probes - 2 * sketch_size, generator, project=Q)
         return Estimate(exact_part + rest, stderr, num_probes)
-    raise ValueError(f"method must be 'hutchinson' or 'hutch++', got {method!r}.")
 
 
 def _check_sketch_fits(n: int, sketch_size: int, dtype: torch.dtype, device: torch.device, num_probes: int) -> None:

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._checks import check_count, check_flat_vector
+from ._checks import check_choice, check_count, check_flat_vector, check_generator, check_positive
 from .functional import loss_function, output_function, select_parameters
 from .spectrum import top_eigen
 
@@ -106,8 +106,8 @@ def random_direction(model: nn.Module, normalization: str | None = "filter", par
         >>> bool(torch.allclose(filter_norms(model, d)[0], filter_norms(model, theta)[0])), d[-2:].tolist()
         (True, [0.0, 0.0])
     """
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be 'filter', 'layer' or None, got {normalization!r}.")
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    check_generator("generator", generator)
     pieces = []
     for _, p in select_parameters(model, params):
         draw_on = generator.device if generator is not None else torch.device("cpu")
@@ -315,8 +315,7 @@ def second_difference(f: Callable[[Tensor], Tensor], theta: Tensor, direction: T
     norm = direction.norm()
     if not norm > 0:
         raise ValueError("direction is zero; a second difference needs a nonzero direction.")
-    if not (isinstance(step, (int, float)) and step > 0):
-        raise ValueError(f"step must be a positive number, got {step!r}.")
+    step = check_positive("step", step)
     h = step / norm
     with torch.no_grad():
         return (f(theta + h * direction) - 2 * f(theta) + f(theta - h * direction)) / h**2
@@ -559,8 +558,7 @@ def taylor_coefficients(function: Callable[[Tensor], Tensor], order: int, radius
     """
     check_count("order", order, 0)
     check_count("num_points", num_points, order + 1)
-    if not radius > 0:
-        raise ValueError(f"radius must be positive and below the radius of convergence, got {radius}.")
+    radius = check_positive("radius", radius, hint="It must also be below the radius of convergence.")
     phi = 2 * math.pi * torch.arange(num_points, dtype=torch.float64) / num_points
     values = function(radius * torch.exp(1j * phi))
     coefficients = torch.fft.fft(values) / num_points
@@ -601,8 +599,7 @@ def cross_entropy_taylor_coefficients(z: Tensor, a: Tensor, targets: Tensor, ord
     """
     check_count("order", order, 0)
     check_count("num_points", num_points, 2 * order + 2)
-    if not radius > 0:
-        raise ValueError(f"radius must be positive and below the radius of convergence, got {radius}.")
+    radius = check_positive("radius", radius, hint="It must also be below the radius of convergence.")
     z, a = z.double(), a.double()
     phi = 2 * math.pi * torch.arange(num_points, dtype=torch.float64) / num_points
     t = (radius * torch.exp(1j * phi)).reshape(-1, 1, 1)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._checks import check_count
+from ._checks import check_choice, check_count, check_generator, check_positive
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "softplus": nn.Softplus}
 
@@ -49,8 +49,8 @@ def mlp(sizes: list[int] | tuple[int, ...], activation: str = "tanh", generator:
         raise ValueError(f"sizes must list at least an input and an output size, got {list(sizes)}.")
     for size in sizes:
         check_count("every entry of sizes", size, 1)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
+    check_choice("activation", activation, sorted(ACTIVATIONS))
+    check_generator("generator", generator)
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         if i > 0:
@@ -120,8 +120,7 @@ def train_full_batch(model: nn.Module, loss_fn, inputs: Tensor, targets: Tensor,
         ([1.0, 0.25, 0.0625, 0.015625, 0.00390625], True)
     """
     check_count("max_steps", max_steps, 1)
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}.")
+    lr = check_positive("lr", lr)
     optimiser = torch.optim.SGD(model.parameters(), lr=lr)
     losses: list[float] = []
     for _ in tqdm(range(max_steps), desc="gradient descent", disable=not progress, leave=False):

@@ -94,7 +94,7 @@ class CurvatureOperator:
                  chunk_size: int | None = None):
         n = check_count("n", n, 1, hint="An operator on zero variables has no curvature to compute.")
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype}.")
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}; pass e.g. torch.float64.")
         self._product = product
         self.shape = (n, n)
         self.dtype = dtype

@@ -12,6 +12,8 @@ import random
 import numpy as np
 import torch
 
+from ._checks import check_count
+
 
 def device() -> torch.device:
     """The device to compute on: ``cuda`` when ``torch.cuda.is_available()``, else ``cpu``.
@@ -47,8 +49,7 @@ def seed(value: int, device: torch.device | str | None = None) -> torch.Generato
         >>> first == again, first.value  # same seed, same answer (and zᵀIz = 3 for every ±1 probe)
         (True, 3.0)
     """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"seed value must be an int, got {type(value).__name__}.")
+    value = check_count("seed value", value, -(2**63), 2**64 - 1, hint="Seeds are 64-bit integers, e.g. hl.seed(0).")
     random.seed(value)
     np.random.seed(value % 2**32)
     torch.manual_seed(value)

@@ -11,11 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def check_generator(generator) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}; "
-                        "make one with hl.seed(0).")
+from ._checks import check_generator
 
 
 def rademacher(n: int, num: int, dtype: torch.dtype, device: torch.device,
@@ -44,7 +40,7 @@ def rademacher(n: int, num: int, dtype: torch.dtype, device: torch.device,
         >>> Z.shape, bool((Z.abs() == 1).all())
         (torch.Size([4, 3]), True)
     """
-    check_generator(generator)
+    check_generator("generator", generator)
     source = generator.device if generator is not None else device
     bits = torch.randint(0, 2, (n, num), generator=generator, device=source, dtype=dtype)
     return bits.mul_(2).sub_(1).to(device)
@@ -75,6 +71,6 @@ def gaussian(n: int, num: int, dtype: torch.dtype, device: torch.device,
         >>> first.shape, bool(torch.equal(first, again))  # same generator state, same vectors
         (torch.Size([3, 2]), True)
     """
-    check_generator(generator)
+    check_generator("generator", generator)
     source = generator.device if generator is not None else device
     return torch.randn((n, num), generator=generator, device=source, dtype=dtype).to(device)

@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import check_count, check_like
+from ._checks import check_choice, check_count, check_like, check_positive
 from .exact import available_memory
 from .operators import as_operator
 from .sampling import gaussian, rademacher
@@ -337,11 +337,8 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
     A = as_operator(A)
     n = A.shape[0]
     check_count("k", k, 1, n, hint="there are only n eigenvalues.")
-    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and tol > 0):
-        raise ValueError(f"tol must be a positive number, got {tol!r}.")
-    if which not in WHICH:
-        raise ValueError(f"which must be 'LA' (largest algebraic), 'SA' (smallest algebraic) or 'LM' (largest "
-                         f"magnitude), got {which!r}.")
+    tol = check_positive("tol", tol)
+    check_choice("which", which, WHICH, hint="LA: largest algebraic, SA: smallest algebraic, LM: largest magnitude.")
     max_steps = min(n, max(300, 4 * k)) if max_steps is None else check_count("max_steps", max_steps, k, n)
     work = _work_dtype(A.dtype)
     _check_basis_fits(n, max_steps, 1, work, A.device, "top_eigen")
@@ -454,8 +451,7 @@ class SpectralDensity:
             >>> [round(value, 4) for value in density.density(torch.tensor([1.0, 2.0]), sigma=1.0).tolist()]
             [0.2265, 0.242]
         """
-        if not (isinstance(sigma, (int, float)) and sigma > 0):
-            raise ValueError(f"sigma must be a positive number, got {sigma!r}.")
+        sigma = check_positive("sigma", sigma, hint="It is the width of the Gaussian smoothing each node.")
         grid = torch.as_tensor(grid, dtype=torch.float64)
         nodes, weights = self.nodes.double().reshape(-1).cpu(), self.weights.double().reshape(-1).cpu()
         z = (grid[..., None] - nodes) / sigma

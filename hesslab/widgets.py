@@ -16,6 +16,8 @@ from collections.abc import Callable
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
+from ._checks import check_callable, check_instance
+
 
 def panel(draw: Callable[..., object], **controls: widgets.ValueWidget) -> widgets.VBox:
     """Controls over a figure: ``draw(**{name: control.value})`` is redrawn into the output on every change.
@@ -42,9 +44,10 @@ def panel(draw: Callable[..., object], **controls: widgets.ValueWidget) -> widge
     """
     if not controls:
         raise ValueError("panel needs at least one control, e.g. panel(draw, k=ipywidgets.IntSlider(...)).")
+    check_callable("draw", draw, "draw(**values) -> None (it draws one matplotlib figure)")
     for name, control in controls.items():
-        if not isinstance(control, widgets.ValueWidget):
-            raise TypeError(f"control {name!r} must be an ipywidgets value widget, got {type(control).__name__}.")
+        check_instance(f"control {name!r}", control, widgets.ValueWidget,
+                       hint="Pass an ipywidgets value widget (a slider, a dropdown, a toggle).")
         if hasattr(control, "continuous_update"):
             control.continuous_update = False
         if not control.description:

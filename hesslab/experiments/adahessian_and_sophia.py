@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from .. import data, models
+from .._checks import check_choice
 from ..exact import ggn, hessian
 from ..functional import loss_function, output_function
 from ..optim import AdaHessian, Sophia
@@ -155,8 +156,7 @@ def toy_sophia(lr: float = 1.0, rho: float = 1.0, estimator: str = "exact", beta
     ``"exact"`` (diag ∇²L), ``"hutchinson"`` (SophiaH, z ⊙ Hz — exact here too, because H is diagonal), or
     ``"noisy"`` (the exact diagonal times (1 + ½ξ), ξ ~ N(0, 1) per coordinate: a stand-in for a noisy estimate).
     """
-    if estimator not in TOY_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {TOY_ESTIMATORS}, got {estimator!r}.")
+    check_choice("estimator", estimator, TOY_ESTIMATORS)
     generator = torch.Generator().manual_seed(seed)
 
     def exact(loss, params):
@@ -195,8 +195,7 @@ def toy_grid(method: str, lrs: tuple[float, ...], max_steps: int = 1000) -> Grid
     θ_i ← θ_i − lr_i ∇L(θ_i) for every row at once. Adam: one param group per lr (Adam is invariant to scaling the
     loss, so the trick above does not apply).
     """
-    if method not in ("gd", "adam"):
-        raise ValueError(f"method must be 'gd' or 'adam', got {method!r}.")
+    check_choice("method", method, ("gd", "adam"))
     rates = torch.tensor(lrs, dtype=torch.float64)
     if method == "gd":
         thetas = torch.nn.Parameter(torch.tensor(TOY_START, dtype=torch.float64).repeat(len(lrs), 1))
@@ -252,6 +251,7 @@ TASK_TARGET = 0.01  # full-batch training loss
 def step_cost(name: str, refreshed: bool) -> float:
     """Gradient-equivalents of one step: 1 gradient, plus one HVP (AdaHessian; SophiaH when it refreshes) or one
     more backward (SophiaG when it refreshes)."""
+    check_choice("optimizer", name, OPTIMIZERS)
     if name in ("SGD", "Adam"):
         return 1.0
     if name == "AdaHessian":
@@ -260,7 +260,6 @@ def step_cost(name: str, refreshed: bool) -> float:
         return 1.0 + (1.0 if refreshed else 0.0)
     if name == "SophiaH":
         return 1.0 + (HVP_COST if refreshed else 0.0)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}.")
 
 
 @lru_cache(maxsize=4)
@@ -271,6 +270,7 @@ def digits_data(device: str = "cpu", dtype: torch.dtype = torch.float32) -> tupl
 def make_optimizer(name: str, params, lr: float, generator: torch.Generator, rho: float = 0.04):
     """SGD, Adam (torch's), AdaHessian (paper defaults but lr), SophiaG / SophiaH (k = 10, ρ = ``rho``, no weight
     decay: the task is about optimisation, not regularisation)."""
+    check_choice("optimizer", name, OPTIMIZERS)
     if name == "SGD":
         return torch.optim.SGD(params, lr=lr)
     if name == "Adam":
@@ -281,7 +281,6 @@ def make_optimizer(name: str, params, lr: float, generator: torch.Generator, rho
         estimator = "gauss-newton-bartlett" if name == "SophiaG" else "hutchinson"
         return Sophia(params, lr=lr, rho=rho, weight_decay=0.0, update_every=SOPHIA_K, estimator=estimator,
                       generator=generator)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}.")
 
 
 @lru_cache(maxsize=256)
@@ -293,8 +292,7 @@ def train(name: str, lr: float | None = None, seed: int = 0, steps: int = 400, b
     own randomness. History every ``eval_every`` steps: step, cost (gradient-equivalents), loss (full training set),
     clipped (Sophia: mean fraction of clipped coordinates over those steps; NaN for the others).
     """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}.")
+    check_choice("optimizer", name, OPTIMIZERS)
     lr = TUNED_LR[name] if lr is None else lr
     inputs, targets = digits_data(device)
     model = models.mlp([inputs.shape[1], width, 10], generator=torch.Generator().manual_seed(seed),

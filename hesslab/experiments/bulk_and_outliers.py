@@ -16,6 +16,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_choice
 from ..data import gaussian_clusters
 from ..exact import ggn, hessian
 from ..functional import loss_function, output_function
@@ -126,8 +127,7 @@ def spectrum(num_classes: int, width: int, matrix: str = "hessian", spread: floa
     Cost: n Hessian-vector (or GGN-vector) products and one n×n eigendecomposition, n = (dim + 1)·width +
     (width + 1)·k (3,978 at width 128, k = 10: seconds on a laptop). Cached: the widgets revisit settings.
     """
-    if matrix not in ("hessian", "ggn", "difference"):
-        raise ValueError(f"matrix must be 'hessian', 'ggn' or 'difference', got {matrix!r}.")
+    check_choice("matrix", matrix, ("hessian", "ggn", "difference"))
     setting = (num_classes, width, float(spread), num_points, dim, float(lr), seed)
     run = _trained(*setting)[3]
     if matrix == "difference":

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_choice
 from ..data import breast_cancer, digits
 from ..functional import flatten_parameters, loss_function, select_parameters, unflatten
 from ..landscape import (
@@ -72,8 +73,7 @@ def spike_run(method: str, spike: float = 1000.0, num_steps: int = 600, spike_at
     step's mini-batch. The same seed gives the same initialisation and batches for every method. A run whose
     parameters become non-finite stops there (final loss nan). Cost: ``num_steps`` gradients (+ as many JVPs).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    check_choice("method", method, METHODS)
     generator = torch.Generator().manual_seed(seed)
     inputs, targets = digits()
     model = mlp([64, width, width, 10], activation="relu", generator=generator)

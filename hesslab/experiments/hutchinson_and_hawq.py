@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from .._checks import check_count, check_finite
+from .._checks import check_count, check_finite, check_instance
 from ..data import digits
 from ..exact import hessian
 from ..functional import loss_function
@@ -546,9 +546,7 @@ def rank_layers(model: QuadraticLayers, bits: int = 4, num_probes: int = 200,
 
     Cost: L · num_probes dense products, L eigenvalue decompositions (n_i³).
     """
-    if not isinstance(model, QuadraticLayers):
-        raise TypeError(f"model must be a QuadraticLayers (e.g. spiked_and_flat_layers()), got "
-                        f"{type(model).__name__}.")
+    check_instance("model", model, QuadraticLayers, hint="Make one with spiked_and_flat_layers().")
     check_count("bits", bits, 2, 32)
     estimates = [hutchinson_trace(dense_operator(H), num_probes, generator=generator) for H in model.blocks]
     traces = np.array([e.value for e in estimates])

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.nn.functional import softplus
 
 from .. import data
+from .._checks import check_choice, check_positive
 from ..optimize import CostModel, NewtonResult, damped_newton, lazy_newton, newton
 
 DATASETS = ("breast_cancer", "digits", "digits-features")
@@ -77,10 +78,8 @@ def logistic_problem(dataset: str = "breast_cancer", mu: float = 1e-3, nonconvex
     Convex: f(x) = mean log(1 + exp(−s⟨a, x⟩)) + (μ/2)‖x‖². ``nonconvex=True`` replaces the regulariser by
     μ Σ_i x_i²/(1 + x_i²), bounded and concave for |x_i| > 1/√3 (the paper's non-convex experiment).
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}.")
-    if isinstance(mu, bool) or not (isinstance(mu, (int, float)) and mu > 0):
-        raise ValueError(f"mu must be a number > 0 (the regularisation strength), got {mu!r}.")
+    check_choice("dataset", dataset, DATASETS)
+    mu = check_positive("mu", mu, hint="It is the regularisation strength.")
     inputs, labels = _features(dataset, device)
     inputs = torch.cat([inputs, torch.ones_like(inputs[:, :1])], dim=1)
     signed = inputs * (2 * labels.to(inputs.dtype) - 1)[:, None]  # rows s_n a_n
@@ -97,6 +96,7 @@ def logistic_problem(dataset: str = "breast_cancer", mu: float = 1e-3, nonconvex
 def starting_point(problem: LogisticProblem, start: str = "ones", seed: int = 0) -> Tensor:
     """x0: ``"zero"``; ``"ones"``; ``"random"`` (N(0, I) from ``seed``); ``"far"`` (3·ones: pure Newton diverges);
     ``"far-random"`` (3·ones + N(0, I) from ``seed``: the far start on other seeds)."""
+    check_choice("start", start, STARTS)
     like = problem.inputs
     if start == "zero":
         return torch.zeros(problem.d, dtype=like.dtype, device=like.device)
@@ -106,7 +106,6 @@ def starting_point(problem: LogisticProblem, start: str = "ones", seed: int = 0)
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn(problem.d, generator=generator, dtype=like.dtype).to(like.device)
         return noise if start == "random" else 3.0 + noise
-    raise ValueError(f"start must be one of {STARTS}, got {start!r}.")
 
 
 @lru_cache(maxsize=None)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_choice
 from ..data import digits
 from ..functional import loss_function
 from ..landscape import (
@@ -116,8 +117,7 @@ def slices_1d(batch_norm: bool = False, span: float = 1.0, num: int = 41, seed: 
 def slice_2d(kind: str, batch_norm: bool = False, span: float = 1.0, num: int = 21, seed: int = 0):
     """L(θ + α u_1 + β u_2) on a num × num grid; u the top two eigenvectors (``kind="hessian"``) or the first two
     random directions normalised to unit length (``kind="random"``). Returns a ``LossSlice``."""
-    if kind not in ("hessian", "random"):
-        raise ValueError(f"kind must be 'hessian' or 'random', got {kind!r}.")
+    check_choice("kind", kind, ("hessian", "random"))
     model, inputs, targets = trained(batch_norm, seed=seed)
     f, theta = loss_function(model, nn.functional.cross_entropy, inputs, targets)
     a = axes(batch_norm, seed=seed)

@@ -19,6 +19,7 @@ import torch
 from scipy.sparse.linalg import eigsh
 from torch import Tensor
 
+from .._checks import check_choice
 from ..exact import hessian
 from ..operators import HessianOperator
 from ..pde import (
@@ -45,8 +46,7 @@ SOLVERS = {"Newton": newton, "preconditioned GD": preconditioned_gradient_descen
 def make_problem(n: int, dim: int = 1, strength: float = 1.0, nonlinearity: str = "quartic") -> EllipticProblem:
     """The notebook's problem: F = s u⁴/4 (``"quartic"``) or s (u² − 1)²/4 (``"double well"``), with the manufactured
     solution u*(x) = Π_k sin(πx_k) exp(x_1)."""
-    if nonlinearity not in ("quartic", "double well"):
-        raise ValueError(f"nonlinearity must be 'quartic' or 'double well', got {nonlinearity!r}.")
+    check_choice("nonlinearity", nonlinearity, ("quartic", "double well"))
     F = quartic(strength) if nonlinearity == "quartic" else double_well(strength)
     return elliptic_problem(n, dim, F)
 
@@ -279,8 +279,7 @@ def single_solve(n: int, dim: int, strength: float, solver: str, nonlinearity: s
     """Solve one problem with one solver (``"Newton"``, ``"preconditioned GD"``, ``"gradient descent"``), gradient
     methods to 10⁻⁶ and at most ``max_iter`` iterations; a run that stops first says so in ``result.converged``
     (its warning is recorded there, not printed)."""
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}.")
+    check_choice("solver", solver, SOLVERS)
     problem = make_problem(n, dim, strength, nonlinearity)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -22,11 +22,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .._checks import check_flag, check_generator, check_positive, check_real_number
 from .common import (
     all_finite,
     check_betas,
-    check_generator,
-    check_number,
     evaluate_closure,
     gradients_of,
     trainable,
@@ -73,17 +72,17 @@ class AdaHessian(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.15, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-4,
                  weight_decay: float = 0.0, hessian_power: float = 1.0, spatial_averaging: bool = True,
                  estimator: str | Estimator = "hutchinson", generator: torch.Generator | None = None):
-        defaults = dict(lr=check_number("lr", lr, 0.0, low_open=True), betas=check_betas(betas),
-                        eps=check_number("eps", eps), weight_decay=check_number("weight_decay", weight_decay),
-                        hessian_power=check_number("hessian_power", hessian_power, 0.0, 1.0, low_open=True,
-                                                   high_open=False),
-                        spatial_averaging=bool(spatial_averaging))
+        defaults = dict(lr=check_positive("lr", lr), betas=check_betas(betas),
+                        eps=check_positive("eps", eps, allow_zero=True),
+                        weight_decay=check_positive("weight_decay", weight_decay, allow_zero=True),
+                        hessian_power=check_real_number("hessian_power", hessian_power, 0.0, 1.0, open="low"),
+                        spatial_averaging=check_flag("spatial_averaging", spatial_averaging))
         if not (estimator == "hutchinson" or callable(estimator)):
             raise ValueError(f"estimator must be 'hutchinson' or a callable (loss, params) -> diagonals, got "
                              f"{estimator!r}.")
         super().__init__(params, defaults)
         self.estimator = estimator
-        self.generator = check_generator(generator)
+        self.generator = check_generator("generator", generator)
         self.nonfinite_curvature = 0
 
     def _diagonal(self, loss: Tensor, gradients: list[Tensor], params: list[Tensor]) -> list[Tensor]:

@@ -13,18 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-
-def check_number(name: str, value, low: float = 0.0, high: float = math.inf, *, low_open: bool = False,
-                 high_open: bool = True) -> float:
-    """A real number in the interval [low, high) (brackets set by ``low_open``/``high_open``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if not (math.isfinite(value) and above and below):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must lie in {interval}, got {value}.")
-    return float(value)
+from .._checks import check_real_number
 
 
 def check_betas(betas) -> tuple[float, float]:
@@ -47,14 +36,8 @@ def check_betas(betas) -> tuple[float, float]:
     """
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
         raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
-    return (check_number("betas[0]", betas[0], 0.0, 1.0), check_number("betas[1]", betas[1], 0.0, 1.0))
-
-
-def check_generator(generator) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}; "
-                        "make one with hl.seed(0).")
-    return generator
+    return tuple(check_real_number(f"betas[{i}]", beta, 0.0, 1.0, open="high", hint="Typical: betas=(0.9, 0.999).")
+                 for i, beta in enumerate(betas))
 
 
 def trainable(optimizer: torch.optim.Optimizer) -> list[tuple[dict, Tensor]]:

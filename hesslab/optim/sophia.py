@@ -25,11 +25,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .._checks import check_count, check_generator, check_positive
 from .common import (
     all_finite,
     check_betas,
-    check_generator,
-    check_number,
     evaluate_closure,
     gradients_of,
     trainable,
@@ -77,20 +76,17 @@ class Sophia(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.965, 0.99), rho: float = 0.04,
                  weight_decay: float = 0.1, eps: float = 1e-12, update_every: int = 10,
                  estimator: str | Estimator = "gauss-newton-bartlett", generator: torch.Generator | None = None):
-        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
-            raise ValueError(f"update_every must be an int >= 1 (steps between diagonal refreshes), got "
-                             f"{update_every!r}.")
+        check_count("update_every", update_every, 1, hint="It is the number of steps between diagonal refreshes.")
         if not (estimator in ESTIMATORS or callable(estimator)):
             raise ValueError(f"estimator must be one of {ESTIMATORS} or a callable (loss, params) -> diagonals, got "
                              f"{estimator!r}.")
-        defaults = dict(lr=check_number("lr", lr, 0.0, low_open=True), betas=check_betas(betas),
-                        rho=check_number("rho", rho, 0.0, low_open=True),
-                        weight_decay=check_number("weight_decay", weight_decay),
-                        eps=check_number("eps", eps, 0.0, low_open=True))
+        defaults = dict(lr=check_positive("lr", lr), betas=check_betas(betas), rho=check_positive("rho", rho),
+                        weight_decay=check_positive("weight_decay", weight_decay, allow_zero=True),
+                        eps=check_positive("eps", eps))
         super().__init__(params, defaults)
         self.update_every = update_every
         self.estimator = estimator
-        self.generator = check_generator(generator)
+        self.generator = check_generator("generator", generator)
         self.nonfinite_curvature = 0
         self.clipped_fraction = float("nan")
 

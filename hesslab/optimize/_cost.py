@@ -11,7 +11,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_count, check_flat_vector, check_real_number
+from .._checks import (
+    check_callable,
+    check_count,
+    check_flat_vector,
+    check_instance,
+    check_positive,
+    check_real_number,
+    check_scalar_output,
+)
 from ..exact import hessian
 
 
@@ -39,9 +47,7 @@ class CostModel:
             value = getattr(self, name)
             if value is None and name != "gradient":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-                raise ValueError(f"CostModel.{name} must be a finite number > 0{' or None' * (name != 'gradient')}"
-                                 f", got {value!r}.")
+            object.__setattr__(self, name, check_positive(f"CostModel.{name}", value))
 
     def total(self, d: int, gradients: int, hessians: int, factorizations: int, solves: int) -> float:
         """gradients·gradient + hessians·(hessian or d) + factorizations·d³/F + solves·d²/F."""
@@ -115,12 +121,7 @@ class _Oracle:
         self.gradients += 1
         point = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            value = self.f(point)
-            if not isinstance(value, Tensor):
-                raise TypeError(f"f must return a torch.Tensor, got {type(value).__name__}.")
-            if value.numel() != 1:
-                raise ValueError(f"f must return a scalar, got shape {tuple(value.shape)}; reduce it (e.g. .mean()).")
-            value = value.reshape(())
+            value = check_scalar_output("f", self.f(point), finite=False)
             if not bool(torch.isfinite(value)):
                 return value.item(), torch.full_like(x, math.nan)
             if not value.requires_grad:
@@ -151,14 +152,12 @@ class _Oracle:
 
 def _start(f, x0: Tensor, tol, max_iter: int, cost_model: CostModel | None):
     """Validate the common arguments; evaluate f and ∇f at x0 (both must be finite)."""
-    if not callable(f):
-        raise TypeError(f"f must be a callable f(x) -> scalar tensor, got {type(f).__name__}.")
+    check_callable("f", f, "f(x) -> scalar tensor")
     x0 = check_flat_vector("x0", x0)
     tol = check_real_number("tol", tol, 0.0, hint="tol is the gradient norm to stop at.")
     check_count("max_iter", max_iter, 0)
     cost_model = CostModel() if cost_model is None else cost_model
-    if not isinstance(cost_model, CostModel):
-        raise TypeError(f"cost_model must be a hesslab.newton.CostModel or None, got {type(cost_model).__name__}.")
+    check_instance("cost_model", cost_model, CostModel, hint="Pass hl.optimize.CostModel(...) or None.")
     oracle = _Oracle(f, x0, cost_model)
     value, gradient = oracle.value_and_gradient(x0, "x0")
     if not math.isfinite(value):
@@ -166,11 +165,6 @@ def _start(f, x0: Tensor, tol, max_iter: int, cost_model: CostModel | None):
     if not bool(torch.isfinite(gradient).all()):
         raise ValueError("the gradient of f at x0 has non-finite entries; start from a point where f is smooth.")
     return x0.detach().clone(), value, gradient, oracle, tol
-
-
-def _positive(name: str, value, allow_zero: bool = False) -> float:
-    """A finite number > 0 (>= 0 with ``allow_zero``): Python or numpy scalar or 0-d tensor, not a bool."""
-    return check_real_number(name, value, 0.0, open="neither" if allow_zero else "low")
 
 
 def _decreased(f_new: float, f_old: float, required: float, eps: float) -> bool:

@@ -9,13 +9,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_count, check_real_number
+from .._checks import check_choice, check_count, check_positive, check_real_number
 from ._cost import (
     CostModel,
     NewtonResult,
     _decreased,
     _finish,
-    _positive,
     _start,
 )
 
@@ -75,13 +74,12 @@ def damped_newton(
     A Hessian that is not positive definite stops the run (f is not convex there).
     """
     x, fx, g, oracle, tol = _start(f, x0, tol, max_iter, cost_model)
-    if schedule not in ("aicn", "holder"):
-        raise ValueError(f"schedule must be 'aicn' or 'holder', got {schedule!r}.")
+    check_choice("schedule", schedule, ("aicn", "holder"))
     degree = check_real_number("degree", degree, 2.0, 4.0, open="low",
                                hint="3: Lipschitz Hessian, 4: Lipschitz third derivative.")
     adaptive = smoothness is None
-    L = _positive("initial_smoothness" if adaptive else "smoothness",
-                  initial_smoothness if adaptive else smoothness)
+    L = check_positive("initial_smoothness" if adaptive else "smoothness",
+                       initial_smoothness if adaptive else smoothness)
     check_count("max_backtracks", max_backtracks, 1)
     history = [oracle.record(fx, g, 0.0, 1.0, L)]
     for _ in tqdm(range(max_iter), desc="damped_newton", disable=not progress, leave=False):

@@ -10,13 +10,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_count
+from .._checks import check_choice, check_count, check_positive
 from ._cost import (
     CostModel,
     NewtonResult,
     _decreased,
     _finish,
-    _positive,
     _start,
 )
 
@@ -129,9 +128,8 @@ def lazy_newton(
     """
     x, fx, g, oracle, tol = _start(f, x0, tol, max_iter, cost_model)
     m = check_count("update_every", update_every, 1, hint="m = 1 recomputes the Hessian at every step.")
-    if regularization not in ("cubic", "quadratic"):
-        raise ValueError(f"regularization must be 'cubic' or 'quadratic', got {regularization!r}.")
-    M = _positive("M", M)
+    check_choice("regularization", regularization, ("cubic", "quadratic"))
+    M = check_positive("M", M)
     check_count("max_doublings", max_doublings, 0)
     history = [oracle.record(fx, g, 0.0, 1.0, M)]
     bar = tqdm(total=max_iter, desc="lazy_newton", disable=not progress, leave=False)

@@ -9,14 +9,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_count, check_real_number
+from .._checks import check_count, check_positive, check_real_number
 from ._cost import (
     CostModel,
     NewtonResult,
     _decreased,
     _finish,
     _Oracle,
-    _positive,
     _start,
 )
 
@@ -76,7 +75,7 @@ def newton(
     Locally quadratic: ‖x_{k+1} − x*‖ <= C‖x_k − x*‖² near a minimiser with positive definite, Lipschitz Hessian.
     """
     x, fx, g, oracle, tol = _start(f, x0, tol, max_iter, cost_model)
-    damping = _positive("damping", damping, allow_zero=True)
+    damping = check_positive("damping", damping, allow_zero=True)
     armijo = check_real_number("armijo", armijo, 0.0, 1.0, open="both",
                                hint="It is the fraction of the predicted decrease a step must achieve; the usual "
                                     "value is 1e-4 (below 0.5, so that full Newton steps pass near a minimiser).")

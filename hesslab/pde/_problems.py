@@ -11,7 +11,7 @@ import scipy.sparse as sparse
 import torch
 from torch import Tensor
 
-from .._checks import check_count, check_real_number
+from .._checks import check_callable, check_choice, check_count, check_instance, check_real_number
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -167,12 +167,9 @@ def elliptic_problem(n: int, dim: int = 1, nonlinearity: Nonlinearity | None = N
     Returns: an ``EllipticProblem``; its ``energy`` is E_h, ``hessian`` the sparse ∇²E_h.
     """
     check_count("n", n, 3, hint="the grid needs at least 3 interior nodes per axis; use n >= 3.")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim not in (1, 2):
-        raise ValueError(f"dim must be 1 or 2 (problems on [0,1] or [0,1]^2), got {dim!r}.")
+    check_choice("dim", dim, (1, 2), hint="Problems live on [0,1] or [0,1]^2.")
     nonlinearity = quartic(1.0) if nonlinearity is None else nonlinearity
-    if not isinstance(nonlinearity, Nonlinearity):
-        raise TypeError(f"nonlinearity must be a hesslab Nonlinearity (quartic(s), double_well(s)), "
-                        f"got {type(nonlinearity).__name__}.")
+    check_instance("nonlinearity", nonlinearity, Nonlinearity, hint="Make one with quartic(s) or double_well(s).")
     if source is not None and solution not in (None, "sine"):
         raise ValueError("give either source= (f) or solution= (a manufactured u*, from which f is computed), "
                          "not both.")
@@ -181,15 +178,14 @@ def elliptic_problem(n: int, dim: int = 1, nonlinearity: Nonlinearity | None = N
     elif solution == "sine":
         solution = sine_solution
     if solution is not None:
-        if not callable(solution):
-            raise TypeError(f"solution must be a function of points (M, d) -> (M,) or 'sine', got {solution!r}.")
+        check_callable("solution", solution, "of points (M, d) -> (M,)", hint="Or pass solution='sine'.")
         _check_vanishes_on_boundary(solution, dim)
         source = manufactured_source(solution, nonlinearity)
     elif isinstance(source, (int, float, np.integer, np.floating)) or (isinstance(source, Tensor) and source.ndim == 0):
         value = check_real_number("source", source, hint="A constant source f is one finite real number.")
         source = lambda x, value=value: torch.full(x.shape[:1], value, dtype=x.dtype, device=x.device)  # noqa: E731
-    elif not callable(source):
-        raise TypeError(f"source must be a function of points (M, d) -> (M,) or a number, got {type(source).__name__}.")
+    else:
+        check_callable("source", source, "of points (M, d) -> (M,)", hint="Or pass a number (a constant source).")
     points = grid_points(n, dim)
     f = source(points)
     if not isinstance(f, Tensor) or f.shape != (n**dim,):

@@ -29,7 +29,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_count, check_flat_vector, check_real_number
+from .._checks import (
+    check_choice,
+    check_count,
+    check_flat_vector,
+    check_generator,
+    check_instance,
+    check_real_number,
+)
 from ..linalg import conjugate_gradient
 from ..operators import GGNOperator, HessianOperator
 from ._problems import EllipticProblem
@@ -103,6 +110,7 @@ class RitzEnergy:
     def initial_parameters(self, generator: torch.Generator | None = None) -> Tensor:
         """θ_0: directions w_j ~ N(0, 3² I), biases placing each unit's centre uniformly in Ω (b_j = −w_j·ξ_j,
         ξ_j ~ U(Ω)), outer weights a_j ~ N(0, 1/m), c = 0 — Barron-type random features spread over the domain."""
+        check_generator("generator", generator)
         m, d = self.width, self.dim
         draw_on = generator.device if generator is not None else torch.device("cpu")
         options = dict(generator=generator, device=draw_on, dtype=torch.float64)
@@ -131,8 +139,7 @@ def ritz_energy(problem: EllipticProblem, width: int, points_per_axis: int = 64,
     """The Deep Ritz energy of a width-``width`` two-layer network for the PDE of ``problem`` (its F, f and, when it
     has one, its manufactured solution; the finite-difference grid is not used), with ``points_per_axis``^d
     Gauss-Legendre nodes, on ``device`` (default CPU), in float64."""
-    if not isinstance(problem, EllipticProblem):
-        raise TypeError(f"problem must be an EllipticProblem (hl.elliptic_problem(...)), got {type(problem).__name__}.")
+    check_instance("problem", problem, EllipticProblem, hint="Make one with hl.pde.elliptic_problem(...).")
     check_count("width", width, 1)
     check_count("points_per_axis", points_per_axis, 2)
     points, weights = gauss_legendre(points_per_axis, problem.dim)
@@ -199,8 +206,7 @@ def _result(method: str, theta: Tensor, history: dict, reason: str = "") -> Ritz
 
 
 def _check_training_input(ritz, theta0) -> Tensor:
-    if not isinstance(ritz, RitzEnergy):
-        raise TypeError(f"ritz must be a RitzEnergy (hl.ritz_energy(problem, width)), got {type(ritz).__name__}.")
+    check_instance("ritz", ritz, RitzEnergy, hint="Make one with hl.pde.ritz_energy(problem, width).")
     theta0 = check_flat_vector("theta0", theta0)
     if theta0.numel() != ritz.num_parameters:
         raise ValueError(f"theta0 must have {ritz.num_parameters} entries for width {ritz.width} in {ritz.dim}-D, "
@@ -259,8 +265,7 @@ def train_ritz_gauss_newton(ritz: RitzEnergy, theta0: Tensor, steps: int = 100, 
     theta = _check_training_input(ritz, theta0).clone()
     check_count("steps", steps, 1)
     check_count("cg_steps", cg_steps, 1)
-    if curvature not in ("ggn", "hessian"):
-        raise ValueError(f"curvature must be 'ggn' (Gauss-Newton) or 'hessian' (Newton-CG), got {curvature!r}.")
+    check_choice("curvature", curvature, ("ggn", "hessian"), hint="'ggn': Gauss-Newton, 'hessian': Newton-CG.")
     damping = check_real_number("damping", damping, 0.0, open="low",
                                 hint="It is the initial Levenberg-Marquardt damping μ, e.g. 1e-3.")
     history: dict = {"energies": [], "errors": [], "seconds": [], "inner": [], "dampings": []}

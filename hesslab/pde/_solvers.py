@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_count, check_flat_vector, check_real_number
+from .._checks import check_choice, check_count, check_flat_vector, check_instance, check_real_number
 from ..linalg import conjugate_gradient
 from ._problems import EllipticProblem, laplacian_eigenvalues
 
@@ -87,8 +87,7 @@ def _on_numpy(g: Callable[[Tensor], Tensor]) -> Callable[[np.ndarray], np.ndarra
 
 def _check_solver_input(problem, u0, tol, max_iter) -> tuple[np.ndarray, float]:
     """u0 as a float64 numpy copy (zeros by default) and tol as a float."""
-    if not isinstance(problem, EllipticProblem):
-        raise TypeError(f"problem must be an EllipticProblem (hl.elliptic_problem(...)), got {type(problem).__name__}.")
+    check_instance("problem", problem, EllipticProblem, hint="Make one with hl.pde.elliptic_problem(...).")
     tol = check_real_number("tol", tol, 0.0, open="low", hint="tol is the residual norm ‖R(u)‖_h to reach.")
     check_count("max_iter", max_iter, 1)
     if u0 is None:
@@ -275,8 +274,7 @@ def newton(problem: EllipticProblem, u0: Tensor | None = None, tol: float = 1e-1
     1000 nodes in 1-D); a ``tol`` below that cannot be reached and ends in a non-convergence warning.
     """
     u0, tol = _check_solver_input(problem, u0, tol, max_iter)
-    if linear_solver not in ("direct", "cg"):
-        raise ValueError(f"linear_solver must be 'direct' or 'cg', got {linear_solver!r}.")
+    check_choice("linear_solver", linear_solver, ("direct", "cg"))
     grid = _GridFunctions(problem)
     first_norm = [grid.norm(grid.evaluate(u0)[2])]  # CG's tolerance is relative to it (the first non-zero one)
     solve_P: list = []  # (A + I)⁻¹, factorised once when first needed

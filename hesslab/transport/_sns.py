@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._checks import check_count
+from .._checks import check_count, check_real_number
 from ._dual import _csr, _kept, _margins, _sparse_products
 from ._problem import (
     ARMIJO,
@@ -288,9 +288,8 @@ def sinkhorn_newton_sparse(a, b, C, reg: float, tol: float = 1e-9, max_iter: int
     problem = _prepare(a, b, C, reg, tol, max_iter)
     tol = problem.tol
     check_count("warm_start", warm_start, 1, hint="SNS starts from a Sinkhorn-scaled plan; use warm_start >= 1.")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
-        raise ValueError(f"threshold must be in [0, 1) (the fraction of a row's mass below which an entry of the "
-                         f"plan is dropped from the Hessian), got {threshold!r}.")
+    threshold = check_real_number("threshold", threshold, 0.0, 1.0, open="high", hint="It is the fraction of a row's "
+                                  "mass below which an entry of the plan is dropped from the Hessian.")
     m = problem.neg_k.shape[1]
     cg_max_iter = m if cg_max_iter is None else check_count("cg_max_iter", cg_max_iter, 1)
     log = _Log(max_iter, progress, "sinkhorn_newton_sparse")

@@ -526,8 +526,8 @@ def test_bad_input(solver, args, kwargs, error, message):
 
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"warm_start": 0}, ValueError, "warm_start must be >= 1"),
-    ({"threshold": 1.0}, ValueError, r"threshold must be in \[0, 1\)"),
-    ({"threshold": -0.1}, ValueError, r"threshold must be in \[0, 1\)"),
+    ({"threshold": 1.0}, ValueError, r"threshold must be a finite number in \[0, 1\)"),
+    ({"threshold": -0.1}, ValueError, r"threshold must be a finite number in \[0, 1\)"),
     ({"cg_max_iter": 0}, ValueError, "cg_max_iter must be >= 1"),
 ])
 def test_bad_sns_options(kwargs, error, message):
