@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import hesslab as hl
-from conftest import classification_data, small_mlp
+from helpers import classification_data, small_mlp
 
 TOL = 1e-12
 

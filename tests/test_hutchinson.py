@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import hesslab as hl
-from conftest import random_symmetric
+from helpers import random_symmetric
 
 
 def hutchinson_sigma(A: torch.Tensor) -> float:

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import hesslab as hl
-from conftest import classification_data, random_symmetric
+from helpers import classification_data, random_symmetric
 
 TOL = 1e-12
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import hesslab as hl
-from conftest import random_symmetric
+from helpers import random_symmetric
 
 
 def tridiagonal(alphas, betas):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import hesslab as hl
-from conftest import random_symmetric
+from helpers import random_symmetric
 
 TOL = 1e-10
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: one thread is fastest

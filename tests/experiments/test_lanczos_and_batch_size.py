@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import hesslab as hl
-from conftest import random_symmetric
+from helpers import random_symmetric
 from hesslab.experiments import lanczos_and_batch_size as bs
 from hesslab.sampling import rademacher
 
