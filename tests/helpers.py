@@ -5,7 +5,12 @@ fixtures and hooks.
 """
 
 import torch
+from hypothesis import strategies as st
 from torch import nn
+
+# hypothesis strategies for the property tests: a small dimension and any seed
+sizes = st.integers(min_value=1, max_value=12)
+seeds = st.integers(min_value=0, max_value=2**31 - 1)
 
 
 def small_mlp(activation: nn.Module = None, d_in: int = 4, width: int = 6, classes: int = 3, seed: int = 0):
@@ -26,3 +31,8 @@ def random_symmetric(n: int, seed: int = 0, eigenvalues=None) -> torch.Tensor:
     Q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
     lam = torch.randn(n, generator=generator, dtype=torch.float64) if eigenvalues is None else eigenvalues
     return (Q * lam) @ Q.T
+
+
+def random_square(n: int, seed: int) -> torch.Tensor:
+    """An (n, n) matrix of independent standard normal entries (not symmetric), float64."""
+    return torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
