@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hesslab.data import breast_cancer, digits, gaussian_clusters
+from hesslab.data import breast_cancer, digits, gaussian_clusters, pixel_digits
 
 
 def test_gaussian_clusters_shapes_balance_and_reproducibility():
@@ -35,3 +35,11 @@ def test_bundled_sets_are_standardised():
     assert torch.allclose(X.std(dim=0)[varying], torch.ones(int(varying.sum()), dtype=X.dtype))
     X, y = breast_cancer(dtype=torch.float32)
     assert X.shape == (569, 30) and X.dtype == torch.float32 and set(y.tolist()) == {0, 1}
+
+
+def test_pixel_digits_are_grey_levels_in_the_unit_interval():
+    inputs, targets = pixel_digits()
+    assert inputs.shape == (1797, 64) and inputs.dtype == torch.float64
+    assert inputs.min() == 0 and inputs.max() == 1
+    assert torch.equal(torch.unique(inputs * 16), torch.arange(17, dtype=torch.float64))
+    assert set(targets.tolist()) == set(range(10))
