@@ -14,9 +14,7 @@ operator's products alone (graph already built) and the same for the GGN.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,14 +22,8 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hesslab as hl  # noqa: E402
+from harness import header, race, table  # noqa: E402  benchmarks/harness.py
 from hesslab.models import mlp  # noqa: E402
-from machine import describe  # noqa: E402
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -48,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    print(describe(torch.device("cpu"), ("torch", "numpy")))
+    print(header(torch.device("cpu"), ("torch", "numpy")))
 
     generator = torch.Generator().manual_seed(0)
     model = mlp(args.sizes, "tanh", generator=generator, dtype=dtype)
@@ -76,24 +68,20 @@ def main() -> None:
             lambda: hl.GGNOperator.from_model(model, F.cross_entropy, (X, y)) @ V,
         f"GGN {args.batches} batches: products": lambda: ggn_over_batches @ V,
     }
+    timings = race(workloads, rounds=args.rounds, warmup=1)
     names = list(workloads)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for name in names:  # warm-up
-        workloads[name]()
-    for round_ in range(args.rounds):
-        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
-            times[name].append(timed(workloads[name]))
     print(f"MLP {args.sizes} ({args.dtype}, n = {n:,}), {args.batches} batches of {args.batch_size}, "
           f"V with {args.columns} columns ({over_batches.chunk_size} per backward over batches, "
           f"{concatenated.chunk_size} on the concatenated batch), {args.rounds} interleaved rounds (medians; range "
           "in brackets)")
     print(f"check: relative difference batches vs concatenated, Hessian {error:.1e}, GGN {ggn_error:.1e}")
-    baselines = {"": statistics.median(times[names[0]]), "GGN": statistics.median(times[names[3]])}
+    rows = []
     for name in names:
-        baseline = baselines["GGN" if name.startswith("GGN") else ""]
-        median = statistics.median(times[name])
-        low, high = min(times[name]) / baseline, max(times[name]) / baseline
-        print(f"  {name:<48} {median * 1e3:9.1f} ms   {median / baseline:5.2f}x baseline [{low:.2f}-{high:.2f}]")
+        baseline = names[3] if name.startswith("GGN") else names[0]
+        low, high = timings.spread(name, baseline)
+        rows.append([name, f"{timings.median(name) * 1e3:.1f} ms",
+                     f"{timings.median(name) / timings.median(baseline):.2f}x baseline [{low:.2f}-{high:.2f}]"])
+    print("\n".join(table(["workload", "median", "ratio [fastest-slowest round]"], rows)))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import hesslab as hl
-from machine import describe  # benchmarks/machine.py: this script's folder is on sys.path
+from harness import header, race, ratio_text, sync, table  # benchmarks/harness.py: this folder is on sys.path
 
 INPUT_DIM, CLASSES, SAMPLES = 64, 10, 512
 PACKAGES = ("torch", "hesslab", "pyhessian", "curvlinops-for-pytorch", "scipy", "numpy")  # in the header
@@ -172,61 +172,6 @@ def fwd_over_rev_hvp(f: Callable[[Tensor], Tensor], theta: Tensor) -> Callable[[
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Timing
-# ----------------------------------------------------------------------------------------------------------------------
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@dataclass
-class Race:
-    """Seconds per call of each competitor, one entry per round, and what each call returned."""
-
-    times: dict[str, list[float]]
-    results: dict[str, list]
-
-    def median(self, name: str) -> float:
-        return statistics.median(self.times[name])
-
-    def ratio(self, name: str, baseline: str) -> tuple[float, float, float]:
-        """The ratio of the two medians, and the quartiles of the per-round ratios time(name) / time(baseline) (the
-        two run back to back in each round): how much the comparison moved from round to round."""
-        ratios = [a / b for a, b in zip(self.times[name], self.times[baseline])]
-        q1, _, q3 = statistics.quantiles(ratios, n=4)
-        return self.median(name) / self.median(baseline), q1, q3
-
-
-def race(competitors: dict[str, Callable[[], object]], device: torch.device, rounds: int, repeats: int = 1,
-         warmup: int = 1) -> Race:
-    """Time the competitors interleaved: each round runs every competitor once (``repeats`` calls back to back),
-    starting from a different one each round, after ``warmup`` untimed calls of each."""
-    for fn in competitors.values():
-        for _ in range(warmup):
-            fn()
-    sync(device)
-    times: dict[str, list[float]] = {name: [] for name in competitors}
-    results: dict[str, list] = {name: [] for name in competitors}
-    names = list(competitors)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(repeats):
-                out = competitors[name]()
-            sync(device)
-            times[name].append((time.perf_counter() - start) / repeats)
-            results[name].append(out)
-    return Race(times, results)
-
-
-def ratio_text(ratio: tuple[float, float, float], unit: str) -> str:
-    """``1.23x unit [1.20-1.27]``: the ratio of the medians, and the interquartile range of the per-round ratios."""
-    median, q1, q3 = ratio
-    return f"{median:.2f}x {unit} [{q1:.2f}-{q3:.2f}]"
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # The table
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass
@@ -243,18 +188,7 @@ class Row:
         return [self.workload, self.hesslab, self.baselines, self.ratio, self.target, met]
 
 
-def print_table(rows: list[Row]) -> None:
-    header = ["workload", "hesslab", "baselines (same run)", "ratio", "target", "met"]
-    table = [header] + [row.cells() for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-
-    def line(cells):
-        return "| " + " | ".join(cell.ljust(w) for cell, w in zip(cells, widths)) + " |"
-
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print(line(row.cells()))
+HEADER = ["workload", "hesslab", "baselines (same run)", "ratio", "target", "met"]
 
 
 def first_sentence(text: str) -> str:
@@ -612,7 +546,7 @@ def main() -> None:
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker[0], args.worker[1], device)), flush=True)
         return
-    print(describe(device, PACKAGES))
+    print(header(device, PACKAGES))
     print(f"float32; MLP {INPUT_DIM}-W-W-{CLASSES} tanh, mean cross-entropy, {SAMPLES} samples; "
           f"medians of interleaved rounds\n")
     started = time.perf_counter()
@@ -636,7 +570,7 @@ def main() -> None:
             else:
                 rows.append(bench_refusal(problem, device))
         print()
-    print_table(rows)
+    print("\n".join(table(HEADER, [row.cells() for row in rows])))
     met = [row.met for row in rows if row.met is not None]
     print(f"\ntargets met: {sum(met)}/{len(met)}; total time {time.perf_counter() - started:.0f} s")
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from collections.abc import Callable
 
@@ -39,18 +38,13 @@ import torch
 from torch.nn.functional import cross_entropy
 
 import hesslab as hl
+from harness import header, race, table  # benchmarks/harness.py: this folder is on sys.path
 from hesslab import data, models
-from machine import describe  # benchmarks/machine.py: this script's folder is on sys.path
 
 PACKAGES = ("torch", "hesslab", "numpy")
 ADAHESSIAN_TARGET = 2.5  # an AdaHessian step <= 2.5 Adam steps
 SOPHIA_G_TARGET = 1.3  # a SophiaG step amortised over k = 10 <= 1.3 Adam steps
 K = 10
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_task(width: int, batch_size: int, device: torch.device):
@@ -124,38 +118,6 @@ def competitors(width: int, batch_size: int, device: torch.device) -> dict[str, 
     return units
 
 
-def race(units: dict[str, Callable[[], None]], device: torch.device, rounds: int, repeats: int,
-         warmup: int = 3) -> dict[str, list[float]]:
-    """Seconds per unit of every competitor, one entry per round, interleaved round-robin."""
-    for unit in units.values():
-        for _ in range(warmup):
-            unit()
-    names = list(units)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(repeats):
-                units[name]()
-            sync(device)
-            times[name].append((time.perf_counter() - start) / repeats)
-    return times
-
-
-def ratio(times: dict[str, list[float]], name: str, baseline: str) -> tuple[float, float, float]:
-    """Median(name) over median(baseline), and the quartiles of the per-round ratios."""
-    ratios = [a / b for a, b in zip(times[name], times[baseline])]
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return statistics.median(times[name]) / statistics.median(times[baseline]), q1, q3
-
-
-def fastest_ratio(times: dict[str, list[float]], name: str, baseline: str) -> float:
-    """min(name) over min(baseline): on a loaded machine other processes only ever add time, so the fastest round
-    of each is the closest to its own cost (the median ratio is the target's measure; this is a check)."""
-    return min(times[name]) / min(times[baseline])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="default: hesslab.device() (CUDA when available)")
@@ -168,29 +130,29 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else hl.device()
-    print(describe(device, PACKAGES))
+    print(header(device, PACKAGES))
     n = sum(p.numel() for p in make_task(args.width, args.batch_size, device)[3]().parameters())
     print(f"task: digits, MLP 64-{args.width}-10 (tanh, float32, {n} parameters), batch {args.batch_size}; "
           f"{args.rounds} rounds x {args.repeats} units; medians, [interquartile range of per-round ratios]\n")
     start = time.perf_counter()
     units = competitors(args.width, args.batch_size, device)
-    times = race(units, device, args.rounds, args.repeats)
-    adam = statistics.median(times["Adam"])
+    timings = race(units, device, args.rounds, args.repeats, warmup=3)
+    adam = timings.median("Adam")
     rows = [("Adam step", "Adam", None), ("gradient (forward + backward)", "gradient", None),
             ("AdaHessian step", "AdaHessian", ADAHESSIAN_TARGET),
             (f"SophiaG step, amortised over k = {K}", "SophiaG", SOPHIA_G_TARGET),
             (f"SophiaH step, amortised over k = {K}", "SophiaH", None)]
-    print("| workload | time per step (median) | ratio to an Adam step (medians) [IQR] | ratio of the fastest rounds "
-          "| target | met |")
-    print("|---|---|---|---|---|---|")
+    cells = []
     met_all = True
     for label, name, target in rows:
-        median, q1, q3 = ratio(times, name, "Adam")
+        median, q1, q3 = timings.ratio(name, "Adam")
         met = "-" if target is None else ("yes" if median <= target else "NO")
         met_all &= met != "NO"
         target_text = "-" if target is None else f"<= {target}x"
-        print(f"| {label} | {statistics.median(times[name]) / K * 1e3:.3f} ms | {median:.2f}x [{q1:.2f}-{q3:.2f}] "
-              f"| {fastest_ratio(times, name, 'Adam'):.2f}x | {target_text} | {met} |")
+        cells.append([label, f"{timings.median(name) / K * 1e3:.3f} ms", f"{median:.2f}x [{q1:.2f}-{q3:.2f}]",
+                      f"{timings.fastest_ratio(name, 'Adam'):.2f}x", target_text, met])
+    print("\n".join(table(["workload", "time per step (median)", "ratio to an Adam step (medians) [IQR]",
+                           "ratio of the fastest rounds", "target", "met"], cells)))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nAdam step {adam / K * 1e3:.3f} ms; all targets met: {'yes' if met_all else 'NO'}; "
           f"load average {load:.1f} at the end; total time {time.perf_counter() - start:.0f} s")

@@ -13,19 +13,18 @@ searches: the target is <= (iterations + 1) factorisations. Also timed: Newton-C
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import scipy.sparse as sparse
+import torch
 
-import hesslab as hl
-from hesslab.pde._solvers import _factorise
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hesslab as hl  # noqa: E402
+from harness import header, race, table, timed  # noqa: E402  benchmarks/harness.py
+from hesslab.pde._solvers import _factorise  # noqa: E402
 
-
-def timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
+PACKAGES = ("torch", "hesslab", "scipy", "numpy")
 
 
 def main() -> None:
@@ -33,6 +32,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="interior nodes per axis (2-D grid n × n)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    print(header(torch.device("cpu"), PACKAGES))  # scipy's sparse solvers: the CPU
 
     setup, problem = timed(lambda: hl.pde.elliptic_problem(args.n, 2))
     solution = hl.pde.newton(problem).u
@@ -43,23 +43,19 @@ def main() -> None:
         "Newton-CG, (A + I)-preconditioned": lambda: hl.pde.newton(problem, linear_solver="cg"),
         "(A + I)-preconditioned GD, tol 1e-6": lambda: hl.pde.preconditioned_gradient_descent(problem),
     }
-    times: dict[str, list[float]] = {name: [] for name in workloads}
-    results: dict[str, object] = {}
+    timings = race(workloads, rounds=args.rounds, warmup=0)
     names = list(workloads)
-    for round_ in range(args.rounds):
-        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
-            seconds, results[name] = timed(workloads[name])
-            times[name].append(seconds)
-    baseline = statistics.median(times[names[0]])
+    baseline = names[0]
     print(f"{args.n} × {args.n} grid, N = {problem.size:,} unknowns; problem set-up (source by autograd) {setup:.2f} s")
-    print(f"{'workload':<38} {'median s':>9} {'x baseline':>11}  iterations  final residual")
+    rows = []
     for name in names:
-        median = statistics.median(times[name])
-        result = results[name]
-        detail = "" if name == names[0] else f"{result.iterations:>10}  {float(result.residuals[-1]):.1e}"
-        print(f"{name:<38} {median:>9.2f} {median / baseline:>10.1f}x  {detail}")
-    newton = results["Newton, direct"]
-    ratio = statistics.median(times["Newton, direct"]) / baseline
+        result = timings.results[name][-1]
+        detail = ["", ""] if name == baseline else [str(result.iterations), f"{float(result.residuals[-1]):.1e}"]
+        rows.append([name, f"{timings.median(name):.2f}", f"{timings.median(name) / timings.median(baseline):.1f}x",
+                     *detail])
+    print("\n".join(table(["workload", "median s", "x baseline", "iterations", "final residual"], rows)))
+    newton = timings.results["Newton, direct"][-1]
+    ratio = timings.median("Newton, direct") / timings.median(baseline)
     verdict = "met" if ratio <= newton.iterations + 1 else "MISSED"
     print(f"target: Newton direct <= (iterations + 1) = {newton.iterations + 1} factorisations: {ratio:.1f} "
           f"— {verdict}")

@@ -6,7 +6,8 @@ marginal error ‖P1 − a‖₁ + ‖Pᵀ1 − b‖₁ of 1e-8 and of 1e-12, in
 
     competitor              what it runs
     hesslab sinkhorn        hl.transport.sinkhorn (log domain), tol = the target
-    hesslab SNS             hl.transport.sinkhorn_newton_sparse (defaults: 20 warm-start steps, threshold 1e-6), tol = the target
+    hesslab SNS             hl.transport.sinkhorn_newton_sparse (defaults: 20 warm-start steps, threshold 1e-6),
+                            tol = the target
     POT sinkhorn            ot.sinkhorn(method="sinkhorn"): the scaling form u, v with K = exp(−C/reg)
     POT sinkhorn_log        ot.sinkhorn(method="sinkhorn_log"): the log-domain form
 
@@ -45,7 +46,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 import hesslab as hl
-from machine import describe  # benchmarks/machine.py: this script's folder is on sys.path
+from harness import header, race, table, timed  # benchmarks/harness.py: this folder is on sys.path
 
 PACKAGES = ("torch", "hesslab", "pot", "numpy", "scipy")  # versions printed in the header
 REGS = (1e-2, 1e-3)
@@ -113,35 +114,18 @@ def solver(competitor: str, problem: Problem, reg: float, tol: float) -> Callabl
     return run
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(call: Callable, device: torch.device) -> tuple[float, tuple]:
-    """Seconds of one call, and the call's output."""
-    sync(device)
-    start = time.perf_counter()
-    output = call()
-    sync(device)
-    return time.perf_counter() - start, output
-
-
 def bench(problem: Problem, reg: float, reference: torch.Tensor, device: torch.device, rounds: int) -> list[Run]:
     """Per tolerance: the three fast competitors in ``rounds`` interleaved rounds (the order rotates every round, the
     median is reported), POT's log-domain Sinkhorn once (it takes tens of seconds)."""
     runs = []
     for tol in TOLS:
         calls = {competitor: solver(competitor, problem, reg, tol) for competitor in COMPETITORS}
-        times: dict[str, list[float]] = {competitor: [] for competitor in COMPETITORS}
-        outputs = {}
-        fast = [competitor for competitor in COMPETITORS if competitor != "POT sinkhorn_log"]
-        for round_ in range(rounds):
-            for competitor in fast[round_ % len(fast):] + fast[:round_ % len(fast)]:
-                seconds, outputs[competitor] = timed(calls[competitor], device)
-                times[competitor].append(seconds)
+        fast = {competitor: call for competitor, call in calls.items() if competitor != "POT sinkhorn_log"}
+        timings = race(fast, device, rounds, warmup=0)  # warmed up once per process by warm_up
+        times = dict(timings.times)
+        outputs = {competitor: results[-1] for competitor, results in timings.results.items()}
         seconds, outputs["POT sinkhorn_log"] = timed(calls["POT sinkhorn_log"], device)
-        times["POT sinkhorn_log"].append(seconds)
+        times["POT sinkhorn_log"] = [seconds]
         for competitor in COMPETITORS:
             plan, iterations, converged = outputs[competitor]
             run = Run(competitor, problem.n, reg, tol, statistics.median(times[competitor]), iterations,
@@ -169,11 +153,10 @@ def duration(seconds: float) -> str:
     return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
 
 
-def table(runs: list[Run]) -> list[str]:
+def results_table(runs: list[Run]) -> list[str]:
     """The markdown table: one row per (n, reg, tol), iterations and seconds of each competitor, and the ratios."""
-    lines = ["| n | reg | tol | hesslab sinkhorn | hesslab SNS | POT sinkhorn | POT sinkhorn_log | "
-             "iterations: Sinkhorn / SNS | time: POT log / SNS | time: POT / SNS |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    header = ["n", "reg", "tol", *COMPETITORS, "iterations: Sinkhorn / SNS", "time: POT log / SNS", "time: POT / SNS"]
+    rows = []
     by_key = {(r.n, r.reg, r.tol, r.competitor): r for r in runs}
     for n, reg, tol in sorted({(r.n, r.reg, r.tol) for r in runs}, key=lambda k: (k[0], -k[1], -k[2])):
         cells = []
@@ -184,9 +167,8 @@ def table(runs: list[Run]) -> list[str]:
         ratios = [by_key[n, reg, tol, "hesslab sinkhorn"].iterations / sns.iterations,
                   by_key[n, reg, tol, "POT sinkhorn_log"].seconds / sns.seconds,
                   by_key[n, reg, tol, "POT sinkhorn"].seconds / sns.seconds]
-        lines.append(f"| {n} | {reg:g} | {tol:.0e} | " + " | ".join(cells) + " | "
-                     + " | ".join(f"{ratio:.1f}x" for ratio in ratios) + " |")
-    return lines
+        rows.append([str(n), f"{reg:g}", f"{tol:.0e}", *cells, *(f"{ratio:.1f}x" for ratio in ratios)])
+    return table(header, rows)
 
 
 def targets(runs: list[Run]) -> list[str]:
@@ -228,8 +210,10 @@ def soundness() -> bool:
                 problem = random_point_clouds(n, torch.Generator().manual_seed(seed))
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    sns = hl.transport.sinkhorn_newton_sparse(problem.a, problem.b, problem.C, reg, tol=1e-8, max_iter=5000)
-                    plain = hl.transport.sinkhorn(problem.a, problem.b, problem.C, reg, tol=1e-8, max_iter=sns.iterations)
+                    sns = hl.transport.sinkhorn_newton_sparse(problem.a, problem.b, problem.C, reg, tol=1e-8,
+                                                              max_iter=5000)
+                    plain = hl.transport.sinkhorn(problem.a, problem.b, problem.C, reg, tol=1e-8,
+                                                  max_iter=sns.iterations)
                 warm, worst = sns.history[20], max(sns.history[20:])
                 ok = sns.converged and worst <= warm and not plain.converged
                 passed &= ok
@@ -259,7 +243,7 @@ def main() -> None:
     sizes = args.sizes or ((500,) if args.quick else (500, 1000))
     torch.set_num_threads(args.threads)
     with threadpool_limits(args.threads):
-        print(describe(device, PACKAGES))
+        print(header(device, PACKAGES))
         started = time.perf_counter()
         warm_up(device)
         runs = []
@@ -270,7 +254,7 @@ def main() -> None:
                 print(f"== n = {n}, reg = {reg:g} (reference: SNS to 1e-13)", flush=True)
                 runs += bench(problem, reg, reference, device, args.rounds)
     print()
-    print("\n".join(table(runs)))
+    print("\n".join(results_table(runs)))
     print()
     print("\n".join(targets(runs)))
     print(f"\ntotal time {time.perf_counter() - started:.0f} s")

@@ -26,7 +26,7 @@ Example:
 from . import landscape, optim, optimize, pde, transport
 from .exact import ggn, hessian
 from .functional import hvp, loss_function, output_function
-from .hutchinson import Estimate, hutchinson_diagonal, hutchinson_trace
+from .hutchinson import Estimate, hutchinson_diagonal, hutchinson_trace, hutchinson_variance
 from .operators import CurvatureOperator, GGNOperator, HessianOperator, as_operator
 from .runtime import device, scale, seed, sized
 from .spectrum import (
@@ -46,7 +46,7 @@ __all__ = [
     # matrix-free curvature operators
     "CurvatureOperator", "HessianOperator", "GGNOperator", "as_operator",
     # trace and diagonal estimation
-    "Estimate", "hutchinson_trace", "hutchinson_diagonal",
+    "Estimate", "hutchinson_trace", "hutchinson_diagonal", "hutchinson_variance",
     # the spectrum
     "LanczosResult", "EigenResult", "SpectralDensity", "lanczos", "top_eigen", "spectral_density",
     # domain tools (subpackages)

@@ -88,6 +88,23 @@ def digits(dtype: torch.dtype = torch.float64, device: torch.device | str | None
     return inputs.to(device=device, dtype=dtype), torch.as_tensor(bunch.target, dtype=torch.long, device=device)
 
 
+def pixel_digits(dtype: torch.dtype = torch.float64,
+                 device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """scikit-learn's bundled digits with pixels scaled to [0, 1] (the raw 0..16 grey levels divided by 16).
+
+    Unlike ``digits`` (standardised pixels) the inputs keep their mean image. After training a linear softmax on them
+    (notebook 03), the Hessian has C − 1 = 9 outliers well above its bulk — the spiked regime of Granziol, Zohren &
+    Roberts' (2022) random-matrix model — with λ_max 0.554 for the full batch.
+    With standardised pixels the top eigenvalues do not stand out from the rest, and the mean λ_max of a batch
+    approaches the full-batch one much more slowly. Returns ``inputs`` (1797, 64) and ``targets`` (1797,) in 0..9.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    inputs = torch.as_tensor(bunch.data, dtype=torch.float64) / 16
+    return inputs.to(device=device, dtype=dtype), torch.as_tensor(bunch.target, dtype=torch.long, device=device)
+
+
 def breast_cancer(dtype: torch.dtype = torch.float64,
                   device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """scikit-learn's bundled Wisconsin breast-cancer set: 569 samples, 30 features, binary labels.

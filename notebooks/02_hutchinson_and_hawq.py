@@ -74,8 +74,9 @@ for name, n, block in zip(net.weight_names, net.layer_sizes, blocks):
 #
 # $$\mathbb E\, z^\top A z = \operatorname{tr} A, \qquad \operatorname{Var} z^\top A z = 2\sum_{i\neq j} A_{ij}^2,$$
 #
-# and the mean of $m$ probes has variance $2\sum_{i\neq j}A_{ij}^2/m$: the error falls like $1/\sqrt m$, and the
-# diagonal costs nothing. **Hutch++** uses $m/3$ products to sketch $Q = \operatorname{orth}(AS)$, takes
+# and the mean of $m$ probes has variance $2\sum_{i\neq j}A_{ij}^2/m$ (`hl.hutchinson_variance(A)` is the numerator):
+# the error falls like $1/\sqrt m$, and the diagonal costs nothing. **Hutch++** uses $m/3$ products to sketch
+# $Q = \operatorname{orth}(AS)$, takes
 # $\operatorname{tr}(Q^\top A Q)$ exactly with $m/3$ more, and runs Hutchinson on the deflated rest
 # $(I-QQ^\top)A(I-QQ^\top)$, whose off-diagonal mass is small when the spectrum decays: its error falls like $1/m$.
 #
@@ -84,7 +85,7 @@ for name, n, block in zip(net.weight_names, net.layer_sizes, blocks):
 # estimators at equal numbers of products.
 
 # %%
-variances = {i: hawq.hutchinson_variance(blocks[i], PROBE_COUNTS, REPEATS, generator=generator) for i in STUDIED_LAYERS}
+variances = {i: hawq.probe_variance(blocks[i], PROBE_COUNTS, REPEATS, generator=generator) for i in STUDIED_LAYERS}
 errors = {i: hawq.trace_errors(blocks[i], MATVECS, REPEATS // 2, generator=generator) for i in STUDIED_LAYERS}
 
 fig, (ax_var, ax_err) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -110,7 +111,8 @@ fig.tight_layout()
 plt.show()
 for i in STUDIED_LAYERS:
     v, e = variances[i], errors[i]
-    print(f"{net.weight_names[i]}: measured/predicted variance {np.round(v.variance / v.predicted, 2)}; "
+    print(f"{net.weight_names[i]}: hl.hutchinson_variance = {hl.hutchinson_variance(blocks[i]):.3g}, "
+          f"measured/predicted variance {np.round(v.variance / v.predicted, 2)}; "
           f"at {e.num_matvecs[-1]} products Hutchinson {e.hutchinson[-1]:.2%}, Hutch++ {e.hutch_plus_plus[-1]:.3%}")
 
 # %% [markdown]
@@ -383,7 +385,8 @@ print(f"Var of 16-probe estimates on H + I: measured {damped.variance:.3f} ± {d
 
 # %%
 z_scores = np.array([(e.value - x) / e.stderr for e, x in zip(traces.estimates, exact)])
-print("relative errors of the 200-probe traces:", np.round(relative_errors, 4), "in standard errors:", np.round(z_scores, 2))
+print("relative errors of the 200-probe traces:", np.round(relative_errors, 4),
+      "in standard errors:", np.round(z_scores, 2))
 assert np.all(np.abs(z_scores) <= 4) and np.all(np.abs(relative_errors) <= 0.1)
 
 # %%

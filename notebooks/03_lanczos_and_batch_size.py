@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 import hesslab as hl
+from hesslab.data import pixel_digits
 from hesslab.experiments import lanczos_and_batch_size as bs
 from hesslab.plot import plot_spectral_density
 from hesslab.widgets import panel
@@ -71,7 +72,7 @@ print(f"scale: {hl.scale()} on {device}; batch sizes {BATCH_SIZES}, {NUM_PARTITI
       f"SLQ with {SLQ_PROBES} probes x {SLQ_STEPS} steps")
 
 # %%
-inputs, targets = bs.pixel_digits(device=device)
+inputs, targets = pixel_digits(device=device)
 softmax = bs.train_softmax(inputs, targets, lr=0.5, num_steps=400, generator=generator)
 curvature = bs.softmax_curvature(softmax.model, inputs)
 N, n = inputs.shape[0], curvature.num_params

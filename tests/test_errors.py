@@ -6,7 +6,7 @@ import torch
 from torch.nn import functional as F
 
 import hesslab as hl
-from conftest import classification_data, random_symmetric, small_mlp
+from helpers import classification_data, random_symmetric, small_mlp
 
 quadratic = lambda x: (x**2).sum()  # noqa: E731
 

@@ -2,11 +2,12 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
 from torch import nn
 from torch.nn import functional as F
 
 import hesslab as hl
-from conftest import classification_data, small_mlp
+from helpers import classification_data, random_square, seeds, sizes, small_mlp
 
 TOL = 1e-12
 
@@ -161,3 +162,13 @@ def test_hessian_keeps_dtype_and_device():
 def test_hessian_of_linear_function_is_zero():
     f = lambda x: x.sum() * 3  # noqa: E731
     assert torch.equal(hl.hessian(f, torch.ones(5)), torch.zeros(5, 5))
+
+
+# --- properties that hold for every small problem, drawn by hypothesis (float64) ---
+@settings(max_examples=40, deadline=None)
+@given(n=sizes, seed=seeds)
+def test_hessian_of_any_quadratic_form_is_its_symmetric_part(n, seed):
+    A = random_square(n, seed)
+    x = torch.randn(n, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    H = hl.hessian(lambda x: 0.5 * x @ A @ x + torch.sin(x).sum(), x)
+    torch.testing.assert_close(H, (A + A.T) / 2 - torch.diag(torch.sin(x)), atol=1e-12, rtol=0)

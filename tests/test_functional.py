@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import hesslab as hl
-from conftest import classification_data, small_mlp
+from helpers import classification_data, small_mlp
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "gelu": nn.GELU}
 LOSSES = {

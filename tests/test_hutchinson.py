@@ -6,13 +6,14 @@ A mean of R independent estimates therefore has standard deviation σ / sqrt(m R
 (a two-sided 4σ z-test: false alarm < 1e-4, and the seeds are fixed, so the suite is deterministic).
 """
 
+import itertools
 import math
 
 import pytest
 import torch
 
 import hesslab as hl
-from conftest import random_symmetric
+from helpers import random_symmetric
 
 
 def hutchinson_sigma(A: torch.Tensor) -> float:
@@ -121,3 +122,45 @@ def test_absurd_probe_counts_are_refused_before_any_work():
         hl.spectral_density(op, 10**6, 1)
     with pytest.raises(ValueError, match="take fewer steps"):
         hl.lanczos(op, 10**6)
+
+
+# --- the variance of one probe (hl.hutchinson_variance) ---
+def test_hutchinson_variance_is_the_exact_variance_over_every_sign_vector():
+    """Over all 2^n Rademacher vectors (each of probability 2^-n) zᵀAz has mean tr(A) and variance 2 Σ_{i≠j} A_ij²:
+    an exact expectation, so only rounding separates the two (float64 sums of 1024 terms of size <= ~1e2)."""
+    n = 10
+    A = random_symmetric(n, seed=3)
+    signs = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=n)), dtype=torch.float64).T  # (n, 2^n)
+    forms = (signs * (A @ signs)).sum(0)
+    assert forms.mean().item() == pytest.approx(A.trace().item(), rel=1e-12, abs=1e-12)
+    assert hl.hutchinson_variance(A) == pytest.approx(forms.var(correction=0).item(), rel=1e-12)
+    # Gaussian probes: Var(zᵀAz) = 2 tr(A²) by Isserlis' theorem (the diagonal counts)
+    assert hl.hutchinson_variance(A, "gaussian") == pytest.approx(2 * torch.trace(A @ A).item(), rel=1e-12)
+    D = torch.diag(torch.arange(1.0, 5.0, dtype=torch.float32))
+    assert hl.hutchinson_variance(D) == 0 and hl.hutchinson_variance(D, "gaussian") == 2 * (1 + 4 + 9 + 16)
+
+
+def test_hutchinson_variance_bad_input():
+    with pytest.raises(TypeError, match=r"dense symmetric \(n, n\) torch.Tensor.*op.to_dense\(\)"):
+        hl.hutchinson_variance(hl.as_operator(torch.eye(3)))
+    with pytest.raises(TypeError, match="torch.Tensor, got list"):
+        hl.hutchinson_variance([[1.0]])
+    with pytest.raises(ValueError, match="not symmetric"):
+        hl.hutchinson_variance(torch.tensor([[1.0, 2.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="square"):
+        hl.hutchinson_variance(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="probes must be 'rademacher' or 'gaussian', got 'normal'"):
+        hl.hutchinson_variance(torch.eye(2), "normal")
+
+
+def test_a_dense_matrix_multiplies_a_block_of_probes_in_one_product_per_n_columns():
+    """``as_operator(A)`` of a dense A takes A @ Z for up to n probe columns at once, never column by column."""
+    A = random_symmetric(16, seed=4)
+    op = hl.as_operator(A)
+    shapes, product = [], op._product
+    op._product = lambda V: shapes.append(tuple(V.shape)) or product(V)
+    hl.hutchinson_trace(op, 10, generator=hl.seed(0, "cpu"))
+    assert shapes == [(16, 10)]
+    shapes.clear()
+    hl.hutchinson_trace(op, 40, generator=hl.seed(0, "cpu"))
+    assert shapes == [(16, 16), (16, 16), (16, 8)]

@@ -33,6 +33,7 @@ import pytest
 import torch
 
 import hesslab as hl
+from hesslab.data import pixel_digits
 from hesslab.experiments import bulk_and_outliers as bo
 from hesslab.experiments import hutchinson_and_hawq as hawq
 from hesslab.experiments import lanczos_and_batch_size as bs
@@ -73,7 +74,7 @@ def notebook_02_variance_is_rademachers_on_the_damped_block() -> bool:
 @pytest.fixture(scope="module")
 def softmax_hessian():
     """Notebook 03's full-batch Hessian (closed form, 650 × 650) of the linear softmax on digits, seed 0."""
-    inputs, targets = bs.pixel_digits()
+    inputs, targets = pixel_digits()
     softmax = bs.train_softmax(inputs, targets, lr=0.5, num_steps=400, generator=hl.seed(0, "cpu"))
     return bs.batch_hessian(bs.softmax_curvature(softmax.model, inputs))
 

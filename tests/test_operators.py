@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.sparse.linalg import eigsh
 from torch import nn
 from torch.nn import functional as F
 
 import hesslab as hl
-from conftest import classification_data, random_symmetric
+from helpers import classification_data, random_symmetric, seeds
 
 TOL = 1e-12
 
@@ -364,3 +366,17 @@ def test_an_operator_on_zero_variables_is_refused():
         hl.as_operator(torch.zeros(0, 0))
     with pytest.raises(ValueError, match="n must be >= 1"):
         hl.CurvatureOperator(lambda V: V, 0, torch.float64, "cpu")
+
+
+# --- properties that hold for every small problem, drawn by hypothesis (float64) ---
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(min_value=2, max_value=12), seed=seeds)
+def test_hessian_vector_products_are_symmetric_and_linear(n, seed):
+    generator = torch.Generator().manual_seed(seed)
+    W = torch.randn(n, n, generator=generator, dtype=torch.float64)
+    x, v, w = (torch.randn(n, generator=generator, dtype=torch.float64) for _ in range(3))
+    f = lambda x: torch.logsumexp(W @ torch.tanh(x), dim=0)  # noqa: E731
+    op = hl.HessianOperator(f, x)
+    assert abs(w @ (op @ v) - v @ (op @ w)) <= 1e-12 * (1 + (op @ v).norm() * w.norm())
+    torch.testing.assert_close(op @ (2 * v - 3 * w), 2 * (op @ v) - 3 * (op @ w), atol=1e-12, rtol=0)
+    torch.testing.assert_close(op @ torch.stack([v, w], 1), torch.stack([op @ v, op @ w], 1), atol=1e-12, rtol=0)

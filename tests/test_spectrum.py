@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
 
 import hesslab as hl
-from conftest import random_symmetric
+from helpers import random_square, random_symmetric, seeds, sizes
 
 
 def tridiagonal(alphas, betas):
@@ -152,3 +153,15 @@ def test_lanczos_functions_are_reproducible_from_their_generator():
     other = hl.spectral_density(A, 6, 3, generator=hl.seed(2, "cpu"))
     assert torch.equal(first.nodes, again.nodes) and torch.equal(first.weights, again.weights)
     assert not torch.equal(first.weights, other.weights)
+
+
+# --- properties that hold for every small problem, drawn by hypothesis (float64) ---
+@settings(max_examples=40, deadline=None)
+@given(n=sizes, seed=seeds)
+def test_full_lanczos_spectrum_equals_eigvalsh(n, seed):
+    A = random_square(n, seed)
+    A = A + A.T
+    result = hl.lanczos(A, n, generator=hl.seed(seed, "cpu"))
+    T = torch.diag(result.alphas) + torch.diag(result.betas, 1) + torch.diag(result.betas, -1)
+    scale = torch.linalg.matrix_norm(A, ord=2).item()
+    torch.testing.assert_close(torch.linalg.eigvalsh(T), torch.linalg.eigvalsh(A), atol=1e-12 * scale * n, rtol=0)

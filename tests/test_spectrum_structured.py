@@ -10,10 +10,12 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import hesslab as hl
-from conftest import random_symmetric
+from helpers import random_symmetric, seeds, sizes
 
 TOL = 1e-10
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: one thread is fastest
@@ -264,3 +266,59 @@ def test_slq_through_breakdowns_keeps_rademacher_probes_and_exact_moments():
     zero_density = hl.spectral_density(torch.zeros(5, 5), 5, 3, generator=hl.seed(0, "cpu"))
     assert torch.equal(zero_density.nodes, torch.zeros(3, 5)) and result.alphas.shape == (5,)
     assert zero_density.weights.sum().item() == pytest.approx(1.0, abs=1e-14)
+
+
+# --- properties that hold for every small problem, drawn by hypothesis (float64) ---
+SPECTRA = ("repeated", "clustered", "negative", "rank one", "gaussian")
+
+
+def structured_symmetric(n: int, seed: int, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q diag(λ) Qᵀ with a random orthogonal Q and a structured spectrum λ: values from {−2, 1, 3} (repeated), a
+    cluster 3 + 1e-6·i beside a normal rest, all negative, zero with one eigenvalue 4, or normal."""
+    generator = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    normal = torch.randn(n, generator=generator, dtype=torch.float64)
+    if kind == "repeated":
+        lam = torch.tensor([-2.0, 1.0, 3.0], dtype=torch.float64)[torch.randint(0, 3, (n,), generator=generator)]
+    elif kind == "clustered":
+        lam = torch.where(torch.arange(n) < n // 2, 3 + 1e-6 * torch.arange(n, dtype=torch.float64), normal)
+    elif kind == "negative":
+        lam = -normal.abs() - 0.1
+    elif kind == "rank one":
+        lam = torch.zeros(n, dtype=torch.float64)
+        lam[0] = 4.0
+    else:
+        lam = normal
+    return (Q * lam) @ Q.T, lam
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=sizes, seed=seeds, kind=st.sampled_from(SPECTRA))
+def test_full_lanczos_on_structured_spectra_keeps_an_orthonormal_basis(n, seed, kind):
+    A, lam = structured_symmetric(n, seed, kind)
+    result = hl.lanczos(A, n, generator=hl.seed(seed, "cpu"))
+    Q = result.basis
+    assert Q.shape == (n, n)
+    assert torch.linalg.matrix_norm(Q.T @ Q - torch.eye(n), ord=2) <= 1e-10
+    T = torch.diag(result.alphas) + torch.diag(result.betas, 1) + torch.diag(result.betas, -1)
+    scale = lam.abs().max().item() + 1
+    torch.testing.assert_close(torch.linalg.eigvalsh(T), torch.sort(lam).values, atol=1e-12 * scale * n, rtol=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=sizes, seed=seeds, kind=st.sampled_from(SPECTRA), which=st.sampled_from(("LA", "SA", "LM")),
+       data=st.data())
+def test_top_eigen_on_structured_spectra_finds_every_copy(n, seed, kind, which, data):
+    """Each returned θ is within its residual r <= tol·|θ| + eps·‖T‖ of an eigenvalue, and with every copy of a
+    repeated eigenvalue found the k values are the k most wanted eigenvalues: |θ − λ| <= 2·tol·‖A‖."""
+    k = data.draw(st.integers(min_value=1, max_value=n), label="k")
+    A, lam = structured_symmetric(n, seed, kind)
+    tol = 1e-10
+    result = hl.top_eigen(A, k, tol=tol, which=which, generator=hl.seed(seed, "cpu"))
+    key = {"LA": lam, "SA": -lam, "LM": lam.abs()}[which]
+    expected = lam[torch.argsort(key, descending=True)[:k]]
+    scale = lam.abs().max().item()
+    assert result.converged and result.restarts <= k
+    torch.testing.assert_close(torch.sort(result.values).values, torch.sort(expected).values,
+                               atol=2 * tol * scale + 1e-14 * (1 + scale), rtol=0)
+    assert torch.linalg.matrix_norm(result.vectors.T @ result.vectors - torch.eye(k), ord=2) <= 1e-10

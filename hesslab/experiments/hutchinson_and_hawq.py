@@ -40,7 +40,7 @@ from .._checks import check_count, check_finite, check_instance
 from ..data import digits
 from ..exact import hessian
 from ..functional import loss_function
-from ..hutchinson import Estimate, hutchinson_trace
+from ..hutchinson import Estimate, hutchinson_trace, hutchinson_variance
 from ..models import mlp, train_full_batch
 from ..operators import CurvatureOperator, HessianOperator, as_operator
 from ..sampling import rademacher
@@ -162,16 +162,12 @@ class LayerTraces:
         return self.values / self.exact - 1
 
 
-def dense_operator(A: Tensor) -> CurvatureOperator:
-    """A dense symmetric (n, n) tensor as an operator that multiplies all columns of V in one product.
-
-    (``as_operator`` would take one column at a time on a CPU, which is right for Hessian-vector products but makes a
-    dense product memory-bound: each column reads the whole matrix again.)
-    """
+def _dense(A: Tensor) -> CurvatureOperator:
+    """``as_operator(A)`` for the dense (n, n) tensor these measurements need (traces, entries), or a TypeError."""
     if not isinstance(A, Tensor):
-        raise TypeError(f"A must be a dense torch.Tensor (e.g. from hessian_blocks), got {type(A).__name__}.")
-    as_operator(A)  # square and floating, or a clear error
-    return CurvatureOperator(A.__matmul__, A.shape[0], A.dtype, A.device, chunk_size=A.shape[0])
+        raise TypeError(f"A must be a dense symmetric (n, n) torch.Tensor (e.g. a block from hessian_blocks), got "
+                        f"{type(A).__name__}; for an operator pass op.to_dense().")
+    return as_operator(A)
 
 
 def layer_operators(net: TrainedNet) -> tuple[HessianOperator, ...]:
@@ -211,7 +207,7 @@ def layer_traces(net: TrainedNet, num_probes: int = 200, method: str = "hutchins
         if len(blocks) != len(net.weight_names):
             raise ValueError(f"blocks must hold one Hessian block per weight matrix ({len(net.weight_names)}), "
                              f"got {len(blocks)}; make them with hessian_blocks(net).")
-        operators = tuple(dense_operator(block) for block in blocks)
+        operators = tuple(as_operator(block) for block in blocks)  # dense products A @ Z, n probes at a time
         exact = np.array([block.trace().item() for block in blocks])
     estimates = tuple(hutchinson_trace(A, num_probes, method, generator=generator) for A in operators)
     return LayerTraces(net.weight_names, net.layer_sizes, estimates, exact)
@@ -233,14 +229,16 @@ class ProbeVariance:
     repeats: int
 
 
-def hutchinson_variance(A: Tensor, num_probes: Sequence[int], repeats: int,
-                        generator: torch.Generator | None = None) -> ProbeVariance:
-    """Measure Var(Hutchinson estimate with m probes) for each m from ``repeats`` independent estimates, each the mean
-    of m quadratic forms zᵀAz over fresh Rademacher probes (drawn and multiplied in blocks, see ``quadratic_forms``).
+def probe_variance(A: Tensor, num_probes: Sequence[int], repeats: int,
+                   generator: torch.Generator | None = None) -> ProbeVariance:
+    """Measure Var(Hutchinson estimate with m probes) for each m, from ``repeats`` independent estimates.
 
-    The prediction is σ²/m with σ² = 2 Σ_{i≠j} A_ij². A sample variance of R values whose distribution has variance v
-    and excess kurtosis κ has standard deviation v · sqrt(2/(R − 1) + κ/R); the mean of m forms has κ = κ₁/m, with κ₁
-    that of one form, measured here over all Σ m · R forms. (One form of a Hessian block is far from normal.)
+    Each estimate is the mean of m quadratic forms zᵀAz over fresh Rademacher probes (drawn and multiplied in blocks,
+    see ``quadratic_forms``). The prediction is σ²/m with σ² = ``hl.hutchinson_variance(A)`` = 2 Σ_{i≠j} A_ij².
+
+    A sample variance of R values whose distribution has variance v and excess kurtosis κ has standard deviation
+    v · sqrt(2/(R − 1) + κ/R); the mean of m forms has κ = κ₁/m, with κ₁ that of one form, measured here over all
+    Σ m · R forms. (One form of a Hessian block is far from normal.)
 
     Args:
         A: dense symmetric (n, n) tensor, e.g. a block from ``hessian_blocks``.
@@ -249,7 +247,7 @@ def hutchinson_variance(A: Tensor, num_probes: Sequence[int], repeats: int,
         generator: draws the probes.
     Cost: R · Σ m products with A (n² each).
     """
-    dense_operator(A)  # a square floating tensor, or a clear error
+    _dense(A)  # a square floating symmetric tensor, or a clear error
     check_count("repeats", repeats, 4)
     for m in num_probes:
         check_count("every entry of num_probes", m, 1)
@@ -261,7 +259,7 @@ def hutchinson_variance(A: Tensor, num_probes: Sequence[int], repeats: int,
     spread = centred.pow(2).mean().item()
     # every form equals tr(A) when A is diagonal: no spread, and the kurtosis plays no part
     kurtosis = centred.pow(4).mean().item() / spread**2 - 3 if spread > 0 else 0.0
-    predicted = hutchinson_variance_of(A) / m
+    predicted = hutchinson_variance(A) / m
     stderr = predicted * np.sqrt(2 / (repeats - 1) + kurtosis / (m * repeats))
     return ProbeVariance(m, variance, predicted, stderr, kurtosis, torch.trace(A).item(), repeats)
 
@@ -275,12 +273,6 @@ def quadratic_forms(A: Tensor, count: int, generator: torch.Generator | None = N
     sizes = [min(columns, count - start) for start in range(0, count, columns)]
     return torch.cat([(z * (A @ z)).sum(0).double().cpu()
                       for z in (rademacher(n, size, A.dtype, A.device, generator) for size in sizes)])
-
-
-def hutchinson_variance_of(A: Tensor) -> float:
-    """Var(zᵀAz) = 2 Σ_{i≠j} A_ij² for a Rademacher z and symmetric A (the diagonal costs nothing: z_i² = 1)."""
-    off_diagonal = A - torch.diag(torch.diag(A))
-    return 2 * off_diagonal.pow(2).sum().item()
 
 
 @dataclass(frozen=True)
@@ -300,7 +292,7 @@ def trace_errors(A: Tensor, num_matvecs: Sequence[int], repeats: int, generator:
     Args: A dense symmetric (n, n); num_matvecs each >= 4 (Hutch++ splits them in three); repeats >= 2.
     Returns: ``TraceErrors``. Cost: 2 · repeats · Σ m products, and repeats · K thin QR factorisations.
     """
-    operator = dense_operator(A)
+    operator = _dense(A)
     check_count("repeats", repeats, 2)
     exact = torch.trace(A).item()
     if exact == 0:
@@ -548,7 +540,7 @@ def rank_layers(model: QuadraticLayers, bits: int = 4, num_probes: int = 200,
     """
     check_instance("model", model, QuadraticLayers, hint="Make one with spiked_and_flat_layers().")
     check_count("bits", bits, 2, 32)
-    estimates = [hutchinson_trace(dense_operator(H), num_probes, generator=generator) for H in model.blocks]
+    estimates = [hutchinson_trace(as_operator(H), num_probes, generator=generator) for H in model.blocks]
     traces = np.array([e.value for e in estimates])
     omega = sensitivities(model.weights, list(traces), (bits,))[:, 0]
     deltas = [quantize(W, bits) - W for W in model.weights]
@@ -585,7 +577,7 @@ def estimator_variance(A: Tensor, num_probes: int, repeats: int,
     estimate, measured from the R estimates (and taken as 0 when negative).
     Cost: repeats · num_probes products with A.
     """
-    operator = dense_operator(A)
+    operator = _dense(A)
     check_count("num_probes", num_probes, 2)
     check_count("repeats", repeats, 4)
     values = torch.tensor([hutchinson_trace(operator, num_probes, generator=generator).value
@@ -593,7 +585,7 @@ def estimator_variance(A: Tensor, num_probes: int, repeats: int,
     centred = values - values.mean()
     spread = centred.pow(2).mean().item()
     kurtosis = max(centred.pow(4).mean().item() / spread**2 - 3, 0.0) if spread > 0 else 0.0
-    rademacher_variance = hutchinson_variance_of(A) / num_probes
-    gaussian_variance = 2 * A.double().pow(2).sum().item() / num_probes
+    rademacher_variance = hutchinson_variance(A) / num_probes
+    gaussian_variance = hutchinson_variance(A, "gaussian") / num_probes
     stderr = rademacher_variance * math.sqrt(2 / (repeats - 1) + kurtosis / repeats)
     return EstimatorVariance(num_probes, repeats, values.var().item(), rademacher_variance, gaussian_variance, stderr)

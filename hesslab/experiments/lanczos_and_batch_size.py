@@ -32,23 +32,6 @@ from ..operators import as_operator
 from ..spectrum import SpectralDensity, lanczos, spectral_density
 
 
-def pixel_digits(dtype: torch.dtype = torch.float64,
-                 device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """scikit-learn's bundled digits with pixels scaled to [0, 1] (the raw 0..16 grey levels divided by 16).
-
-    Unlike ``hesslab.data.digits`` (standardised pixels) the inputs keep their mean image. After training, the
-    Hessian then has C − 1 = 9 outliers well above its bulk — the spiked regime of the paper's random-matrix model —
-    and this is the setting that reproduces the calibration numbers of the issue (λ_max 0.554 for the full batch).
-    With standardised pixels the top eigenvalues do not stand out from the rest, and the mean λ_max of a batch
-    approaches the full-batch one much more slowly. Returns ``inputs`` (1797, 64) and ``targets`` (1797,) in 0..9.
-    """
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    inputs = torch.as_tensor(bunch.data, dtype=torch.float64) / 16
-    return inputs.to(device=device, dtype=dtype), torch.as_tensor(bunch.target, dtype=torch.long, device=device)
-
-
 @dataclass(frozen=True)
 class Softmax:
     """A trained linear softmax classifier: ``model`` = Sequential(Linear(d, C)), the losses of its training run."""

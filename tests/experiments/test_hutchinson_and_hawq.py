@@ -125,23 +125,23 @@ def test_pareto_frontier_is_exactly_the_undominated_points(points):
 # ----------------------------------------------------------------------------------------------------------------------
 # Hutchinson's variance and Hutch++ on a Hessian block of the trained net
 # ----------------------------------------------------------------------------------------------------------------------
-def test_hutchinson_variance_is_twice_the_off_diagonal_mass_over_m(blocks):
-    result = hawq.hutchinson_variance(blocks[2], [2, 4, 8, 16, 32, 64, 128], repeats=64, generator=hl.seed(4))
+def test_probe_variance_is_twice_the_off_diagonal_mass_over_m(blocks):
+    result = hawq.probe_variance(blocks[2], [2, 4, 8, 16, 32, 64, 128], repeats=64, generator=hl.seed(4))
     assert result.trace == pytest.approx(blocks[2].trace().item())
     assert (np.abs(result.variance - result.predicted) <= 4 * result.stderr).all()
     assert result.kurtosis > 0  # one quadratic form is heavy-tailed; the CLT over m probes tames it
     assert np.allclose(result.predicted * result.num_probes, result.predicted[0] * 2)  # exactly 1/m
 
 
-def test_hutchinson_variance_of_a_diagonal_matrix_is_zero_and_bad_input():
-    result = hawq.hutchinson_variance(torch.diag(torch.arange(1.0, 6.0)), [1, 3], repeats=5, generator=hl.seed(0))
+def test_probe_variance_of_a_diagonal_matrix_is_zero_and_bad_input():
+    result = hawq.probe_variance(torch.diag(torch.arange(1.0, 6.0)), [1, 3], repeats=5, generator=hl.seed(0))
     assert np.all(result.variance == 0) and np.all(result.predicted == 0) and result.trace == 15
     with pytest.raises(TypeError, match="dense"):
-        hawq.hutchinson_variance([[1.0]], [1], repeats=5)
+        hawq.probe_variance([[1.0]], [1], repeats=5)
     with pytest.raises(ValueError, match="repeats"):
-        hawq.hutchinson_variance(torch.eye(3), [1], repeats=3)
+        hawq.probe_variance(torch.eye(3), [1], repeats=3)
     with pytest.raises(ValueError, match="num_probes"):
-        hawq.hutchinson_variance(torch.eye(3), [0], repeats=5)
+        hawq.probe_variance(torch.eye(3), [0], repeats=5)
     with pytest.raises(ValueError, match="trace 0"):
         hawq.trace_errors(torch.diag(torch.tensor([1.0, -1.0])), [6], repeats=2)
     with pytest.raises(ValueError, match="num_matvecs"):
@@ -152,7 +152,7 @@ def test_hutch_plus_plus_error_falls_faster_than_hutchinsons(blocks):
     A, repeats = blocks[2], 32
     errors = hawq.trace_errors(A, [12, 48, 192, 384], repeats, generator=hl.seed(3))
     # Hutchinson's root-mean-square error is sqrt(2 Σ_{i≠j} A_ij² / m) / tr A
-    predicted = np.sqrt(hawq.hutchinson_variance_of(A) / errors.num_matvecs) / A.trace().item()
+    predicted = np.sqrt(hl.hutchinson_variance(A) / errors.num_matvecs) / A.trace().item()
     assert (np.abs(errors.hutchinson / predicted - 1) <= 4 / math.sqrt(2 * repeats)).all()
     # Hutch++ deflates the decaying spectrum: at 384 products it is many times more accurate
     assert errors.hutch_plus_plus[-1] < errors.hutchinson[-1] / 10
@@ -265,7 +265,7 @@ def test_notebook_claims_hold_on_further_seeds(seed):
     wide_4 = next(row for row in hawq.compare_with_uniform(wide_search) if row.bits == 4)
     assert wide_search.model_bits[wide_4.pick] <= wide_4.budget
     assert wide_4.pick_loss_increase < wide_4.uniform_loss_increase / 2
-    variance = hawq.hutchinson_variance(blocks[2], [2, 4, 8, 16, 32, 64, 128], 64, generator=hl.seed(seed))
+    variance = hawq.probe_variance(blocks[2], [2, 4, 8, 16, 32, 64, 128], 64, generator=hl.seed(seed))
     assert np.all(np.abs(variance.variance - variance.predicted) <= 4 * variance.stderr)
 
 
@@ -312,7 +312,7 @@ def test_estimator_variance_tells_rademacher_from_gaussian_probes_on_a_large_dia
     result = hawq.estimator_variance(A, 16, 64, generator=hl.seed(1))
     assert abs(result.variance - result.rademacher) <= 4 * result.stderr
     assert result.gaussian > 5 * result.rademacher and result.gaussian - result.rademacher > 8 * result.stderr
-    assert result.rademacher == pytest.approx(hawq.hutchinson_variance_of(A) / 16)
+    assert result.rademacher == pytest.approx(hl.hutchinson_variance(A) / 16)
     # a diagonal matrix: every Rademacher estimate is the trace
     diagonal = hawq.estimator_variance(torch.diag(torch.arange(1.0, 6.0, dtype=torch.float64)), 2, 4)
     assert diagonal.variance == pytest.approx(0, abs=1e-25) and diagonal.rademacher == 0 and diagonal.stderr == 0

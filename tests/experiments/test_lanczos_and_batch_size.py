@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import hesslab as hl
-from conftest import random_symmetric
+from helpers import random_symmetric
+from hesslab.data import pixel_digits
 from hesslab.experiments import lanczos_and_batch_size as bs
 from hesslab.sampling import rademacher
 
@@ -20,7 +21,7 @@ EPS = torch.finfo(torch.float64).eps
 @pytest.fixture(scope="module")
 def trained():
     """The notebook's set-up: pixel digits, linear softmax, 400 steps of full-batch GD with lr 0.5, seed 0."""
-    inputs, targets = bs.pixel_digits()
+    inputs, targets = pixel_digits()
     softmax = bs.train_softmax(inputs, targets, lr=0.5, num_steps=400, generator=hl.seed(0, "cpu"))
     return inputs, targets, softmax, bs.softmax_curvature(softmax.model, inputs)
 
@@ -39,14 +40,6 @@ def hessian_of_batch(softmax, inputs, targets, index):
 # ----------------------------------------------------------------------------------------------------------------------
 # data and training
 # ----------------------------------------------------------------------------------------------------------------------
-def test_pixel_digits_are_grey_levels_in_the_unit_interval():
-    inputs, targets = bs.pixel_digits()
-    assert inputs.shape == (1797, 64) and inputs.dtype == torch.float64
-    assert inputs.min() == 0 and inputs.max() == 1
-    assert torch.equal(torch.unique(inputs * 16), torch.arange(17, dtype=torch.float64))
-    assert set(targets.tolist()) == set(range(10))
-
-
 def test_training_decreases_the_loss_and_is_reproducible(trained):
     inputs, targets, softmax, _ = trained
     assert softmax.losses[-1] < 0.25 * softmax.losses[0]
@@ -98,7 +91,7 @@ def test_batch_top_eigenvalue_agrees_with_top_eigen_on_the_hessian_operator(trai
 
 
 def test_softmax_curvature_rejects_other_models():
-    inputs, _ = bs.pixel_digits()
+    inputs, _ = pixel_digits()
     with pytest.raises(TypeError, match="nn.Linear"):
         bs.softmax_curvature(hl.models.mlp([64, 8, 10]), inputs)
     with pytest.raises(TypeError, match="nn.Linear"):
@@ -165,7 +158,7 @@ def test_spiked_wigner_prediction_tracks_the_measured_mean(sweep):
 
 def test_fluctuation_is_the_exact_without_replacement_variance():
     """On 7 samples, E‖(H_B − H) u‖² over all C(7, B) batches equals the closed form, for every B."""
-    inputs, targets = bs.pixel_digits()
+    inputs, targets = pixel_digits()
     softmax = bs.train_softmax(inputs, targets, num_steps=5, generator=hl.seed(1, "cpu"))
     curvature = bs.softmax_curvature(softmax.model, inputs[:7])
     H = bs.batch_hessian(curvature)
@@ -319,7 +312,7 @@ def test_notebook_claims_hold_on_further_seeds(seed):
     partition (the theorems); s_B² without the without-replacement factor (N − B)/(N − 1) or the 1/B (prediction
     off by more than 1.5 at large B).
     """
-    inputs, targets = bs.pixel_digits()
+    inputs, targets = pixel_digits()
     softmax = bs.train_softmax(inputs, targets, lr=0.5, num_steps=400, generator=hl.seed(seed, "cpu"))
     curvature = bs.softmax_curvature(softmax.model, inputs)
     sweep = bs.batch_size_sweep(curvature, QUICK_BATCH_SIZES, num_partitions=4, generator=hl.seed(seed, "cpu"))

@@ -16,7 +16,7 @@ from torch.nn.functional import cross_entropy
 import hesslab as hl
 from hesslab.sampling import rademacher
 from hesslab.optim import adahessian, estimators, sophia
-from conftest import classification_data, small_mlp
+from helpers import classification_data, small_mlp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,7 @@ import scipy.optimize
 import torch
 
 import hesslab as hl
-from conftest import random_symmetric
+from helpers import random_symmetric
 from hesslab.experiments.lazy_newton import logistic_problem, starting_point
 
 EPS = torch.finfo(torch.float64).eps
