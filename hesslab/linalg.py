@@ -254,8 +254,8 @@ def backtracking(trial: Callable[[float], Trial], slope: float, *, armijo: float
     decides a trial that rounding cannot decide (True: accept it; False: reject it — accept only what is provable).
     A trial that is not finite, or undecided, is first re-evaluated by ``refine(s)`` when given (a costlier, more
     accurate evaluation). A side condition ``Trial.constraint <= 0`` is judged the same way; a step is accepted
-    only when it passes too. For a quadratic φ(s) = φ'(0)s + ½κs² (κ > 0) the full step s = 1 from the minimiser
-    s* = −φ'(0)/κ = 1 passes exactly when c <= ½.
+    only when it passes too. For a quadratic φ(s) = φ'(0)s + ½κs² with its minimiser at s* = −φ'(0)/κ = 1 (a
+    Newton step), φ(1) − φ(0) = ½φ'(0): the full step passes exactly when c <= ½.
 
     Args:
         trial: s ↦ ``Trial`` (the change of the objective at step s, its rounding bound, a payload).
