@@ -139,6 +139,8 @@ def conjugate_gradient(matvec: Callable, b, *, max_iter: int, rtol: float = 1e-1
                 return finish(x, "max_norm", negative=True)
             return finish(x if len(residuals) > 1 else z, "negative curvature", negative=True)
         alpha = rz / curvature
+        if not math.isfinite(alpha):  # pᵀAp underflowed
+            return finish(x, "breakdown")
         if max_norm is not None and _norm(x + alpha * p) >= max_norm:
             x, r = x + (tau := _to_sphere(x, p, max_norm)) * p, r - tau * Ap
             residuals.append(_norm(r) / b_norm)
