@@ -132,6 +132,14 @@ class _Oracle:
                              "not differentiable there (e.g. √|x| at 0). Start elsewhere or smooth f.")
         return value.item(), gradient.detach()
 
+    def rounding(self, value: float) -> float:
+        """The rounding bound of a change of f from ``value`` that the line searches judge with: 256 ulps of |f|.
+
+        eps is the dtype's. With the benefit of the doubt (``linalg.sufficient_decrease``) a nearly converged run then
+        takes the steps whose predicted decrease is below f's rounding error instead of rejecting every one of them.
+        """
+        return 256 * self.eps * abs(value)
+
     def hessian(self, x: Tensor) -> Tensor:
         """∇²f(x), dense (d, d); a NaN or inf entry (f is not twice differentiable at x, e.g. ‖x‖ at 0) raises."""
         self.hessians += 1
@@ -167,10 +175,6 @@ def _start(f, x0: Tensor, tol, max_iter: int, cost_model: CostModel | None):
     return x0.detach().clone(), value, gradient, oracle, tol
 
 
-def _decreased(f_new: float, f_old: float, required: float, eps: float) -> bool:
-    """f_old − f_new >= required, up to the rounding of f (256 ulps of |f|, eps = the dtype's): without that slack a
-    nearly converged run would reject every step whose predicted decrease is below f's rounding error."""
-    return math.isfinite(f_new) and f_old - f_new >= required - 256 * eps * abs(f_old)
 
 
 def _finish(x, converged, reason, history, shifted=0) -> NewtonResult:

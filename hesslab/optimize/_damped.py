@@ -10,10 +10,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_count, check_positive, check_real_number
+from ..linalg import sufficient_decrease
 from ._cost import (
     CostModel,
     NewtonResult,
-    _decreased,
     _finish,
     _start,
 )
@@ -94,10 +94,14 @@ def damped_newton(
         direction = torch.cholesky_solve(g[:, None], factor)[:, 0]
         G = math.sqrt(max(torch.dot(g, direction).item(), 0.0))
         L = L / 2 if adaptive else L
+        # backtracking on L, not on the step: α(L) is not geometric in the trials and the decrease required,
+        # ½α(1 − α/2)G², is not linear in α, so this is not an Armijo search (linalg.backtracking); it shares the
+        # Armijo search's judgement of a decrease despite rounding (linalg.sufficient_decrease)
         for _ in range(max_backtracks if adaptive else 1):
             alpha = newton_stepsize(L, G, schedule, degree)
             f_new, g_new = oracle.value_and_gradient(x - alpha * direction)
-            if not adaptive or _decreased(f_new, fx, 0.5 * alpha * (1 - alpha / 2) * G**2, oracle.eps):
+            if not adaptive or sufficient_decrease(f_new - fx, -0.5 * alpha * (1 - alpha / 2) * G**2,
+                                                   oracle.rounding(fx)):
                 break
             L *= 2
         else:

@@ -11,10 +11,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_count, check_positive
+from ..linalg import sufficient_decrease
 from ._cost import (
     CostModel,
     NewtonResult,
-    _decreased,
     _finish,
     _start,
 )
@@ -146,7 +146,8 @@ def lazy_newton(
                 oracle.solves += h is not None
                 f_new, g_new = oracle.value_and_gradient(x + h) if h is not None else (math.nan, g)
                 finite = math.isfinite(f_new) and bool(torch.isfinite(g_new).all())
-                if finite and (not adaptive or _decreased(f_new, f_snapshot, guaranteed + promised, oracle.eps)):
+                if finite and (not adaptive or sufficient_decrease(f_new - f_snapshot, -(guaranteed + promised),
+                                                                   oracle.rounding(f_snapshot))):
                     break
                 if not adaptive:
                     bar.close()

@@ -10,10 +10,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._checks import check_count, check_positive, check_real_number
+from ..linalg import Trial, backtracking
 from ._cost import (
     CostModel,
     NewtonResult,
-    _decreased,
     _finish,
     _Oracle,
     _start,
@@ -90,16 +90,15 @@ def newton(
         shifted += shift > damping
         oracle.solves += 1
         p = -torch.cholesky_solve(g[:, None], factor)[:, 0]
-        slope = torch.dot(g, p).item()
-        alpha = 1.0
-        for _ in range(max_backtracks if line_search else 1):
-            f_new, g_new = oracle.value_and_gradient(x + alpha * p)
-            if not line_search or _decreased(f_new, fx, -armijo * alpha * slope, oracle.eps):
-                break
-            alpha *= backtrack
+        if line_search:
+            search = backtracking(lambda alpha: _trial(oracle, x + alpha * p, fx), torch.dot(g, p).item(),
+                                  armijo=armijo, shrink=backtrack, max_trials=max_backtracks)
+            if search.step is None:
+                return _finish(x, False, f"the line search found no decrease in {max_backtracks} backtracking steps",
+                               history, shifted)
+            alpha, (f_new, g_new) = search.step, search.payload
         else:
-            return _finish(x, False, f"the line search found no decrease in {max_backtracks} backtracking steps",
-                           history, shifted)
+            alpha, (f_new, g_new) = 1.0, oracle.value_and_gradient(x + p)
         if not (math.isfinite(f_new) and bool(torch.isfinite(g_new).all())):
             return _finish(x, False, "f or its gradient is not finite at the new point (diverged); use "
                            "line_search=True or damped_newton", history, shifted)
@@ -108,3 +107,9 @@ def newton(
     converged = g.norm().item() <= tol
     return _finish(x, converged, f"‖∇f‖ <= tol = {tol:g}" if converged else f"max_iter = {max_iter} reached",
                    history, shifted)
+
+
+def _trial(oracle: _Oracle, x_new: Tensor, fx: float) -> Trial:
+    """The change f(x_new) − f(x) for the line search, with f's rounding bound; payload (f(x_new), ∇f(x_new))."""
+    f_new, g_new = oracle.value_and_gradient(x_new)
+    return Trial(change=f_new - fx, rounding=oracle.rounding(fx), payload=(f_new, g_new))

@@ -279,7 +279,8 @@ def train_ritz_gauss_newton(ritz: RitzEnergy, theta0: Tensor, steps: int = 100, 
     for _ in tqdm(range(steps), desc=f"{curvature} CG", disable=not progress, leave=False):
         operator = (GGNOperator(ritz.outputs, ritz.energy_of_outputs, theta) if curvature == "ggn"
                     else HessianOperator(ritz.energy, theta))
-        d, inner, _ = conjugate_gradient(lambda v: operator @ v + mu * v, -gradient, cg_steps)
+        solve = conjugate_gradient(lambda v: operator @ v + mu * v, -gradient, max_iter=cg_steps)
+        d, inner = solve.x, solve.iterations
         predicted = float(gradient @ d + 0.5 * d @ (operator @ d))
         trial_energy = ritz.energy(theta + d).item()
         finite = math.isfinite(trial_energy) and math.isfinite(predicted)

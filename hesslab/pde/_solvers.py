@@ -16,10 +16,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_count, check_flat_vector, check_instance, check_real_number
-from ..linalg import conjugate_gradient
+from ..linalg import Trial, backtracking, conjugate_gradient
 from ._problems import EllipticProblem, laplacian_eigenvalues
 
 EPS = float(np.finfo(np.float64).eps)
+ARMIJO = 1e-4  # sufficient decrease of the line searches: E(u + t d) <= E(u) + ARMIJO · t · Rᵀd
+MAX_TRIALS = 60  # step sizes t, t/2, ... tried at most along one direction
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -121,24 +123,40 @@ def negative_curvature(problem: EllipticProblem, u: Tensor | np.ndarray) -> tupl
     return float(values[0]), d / np.abs(d).max()
 
 
+def _energy_trial(grid: _GridFunctions, u: np.ndarray, d: np.ndarray, energy: float, rounding: float):
+    """t ↦ the change E(u + t d) − E(u) (divided by h^d) for ``linalg.backtracking``.
+
+    Its rounding bound is the sum of both energies' (``_GridFunctions.evaluate``); the payload is (u + t d, its
+    energy, its rounding, its residual).
+    """
+
+    def trial(t: float) -> Trial:
+        point = u + t * d
+        point_energy, point_rounding, point_r = grid.evaluate(point)
+        return Trial(change=point_energy - energy, rounding=rounding + point_rounding,
+                     payload=(point, point_energy, point_rounding, point_r))
+
+    return trial
+
+
 def _escape(grid: _GridFunctions, u: np.ndarray, energy: float, rounding: float, r: np.ndarray, d: np.ndarray):
-    """A step u + t d along a direction of negative curvature d (the sign that does not raise the energy to first
-    order), t = 1, 1/2, ... (60 at most), that lowers the energy by more than its rounding; None if there is none."""
+    """A step u + t d along a direction of negative curvature d that provably lowers the energy, or None.
+
+    d takes the sign that does not raise the energy to first order; t = 1, 1/2, ... (MAX_TRIALS at most) until the
+    Armijo test passes without the benefit of the doubt: at a saddle Rᵀd ≈ 0, and only a decrease beyond the
+    energies' rounding shows that the step left it. Returns (t, u + t d, its energy, rounding and residual).
+    """
     d = -d if float(r @ d) > 0 else d
-    t = 1.0
-    for _ in range(60):
-        trial = u + t * d
-        trial_energy, trial_rounding, trial_r = grid.evaluate(trial)
-        if trial_energy < energy - rounding - trial_rounding:
-            return t, trial, trial_energy, trial_rounding, trial_r
-        t /= 2
-    return None
+    search = backtracking(_energy_trial(grid, u, d, energy, rounding), float(r @ d), armijo=ARMIJO,
+                          max_trials=MAX_TRIALS, benefit_of_doubt=False)
+    return None if search.step is None else (search.step, *search.payload)
 
 
 def _descent(problem: EllipticProblem, u0, direction, tol: float, max_iter: int, method: str,
              progress: bool) -> PDESolveResult:
     """u_{k+1} = u_k + t_k d_k until ‖R(u_k)‖_h <= tol, with ``direction(u, R) -> (d, t_initial, inner)`` and a
-    backtracking (Armijo) search on the energy: halve t until E(u + t d) <= E(u) + 10⁻⁴ t Rᵀd (up to rounding).
+    backtracking (Armijo) search on the energy (``linalg.backtracking``): halve t until E(u + t d) <= E(u) +
+    10⁻⁴ t Rᵀd, with the benefit of the doubt where the energies' rounding cannot tell (near the solution).
 
     A point with ‖R‖_h <= tol counts as solved only where ∇²E_h is positive definite: at a saddle or a maximum
     (``negative_curvature``) the run steps along a direction of negative curvature, which lowers the energy, and
@@ -175,16 +193,12 @@ def _descent(problem: EllipticProblem, u0, direction, tol: float, max_iter: int,
             inner, escape = 0, None
         else:
             d, t, inner = direction(u, r)
-            slope = float(r @ d)
-            for _ in range(60):
-                trial = u + t * d
-                trial_energy, trial_rounding, trial_r = grid.evaluate(trial)
-                if trial_energy <= energy + 1e-4 * t * slope + rounding + trial_rounding:
-                    break
-                t /= 2
-            else:
+            search = backtracking(_energy_trial(grid, u, d, energy, rounding), float(r @ d), armijo=ARMIJO,
+                                  initial=t, max_trials=MAX_TRIALS)
+            if search.step is None:
                 reason = "the line search found no decrease of the energy along the search direction"
                 break  # no decrease along d even for tiny steps: stop and report non-convergence
+            t, (trial, trial_energy, trial_rounding, trial_r) = search.step, search.payload
         u, energy, rounding, r = trial, trial_energy, trial_rounding, trial_r
         residuals.append(grid.norm(r))
         energies.append(energy)
@@ -298,10 +312,9 @@ def newton(problem: EllipticProblem, u0: Tensor | None = None, tol: float = 1e-1
             d = -factors.solve(r) if positive_definite else None
         else:
             first_norm[0] = first_norm[0] or grid.norm(r)  # 0 when u0 was a saddle (R = 0) left by an escape step
-            d, inner, non_positive = conjugate_gradient(
-                lambda v: H @ v, -r, problem.size, rtol=min(0.1, grid.norm(r) / first_norm[0]),
-                preconditioner=preconditioner())
-            d = None if non_positive else d
+            solve = conjugate_gradient(lambda v: H @ v, -r, max_iter=problem.size,
+                                       rtol=min(0.1, grid.norm(r) / first_norm[0]), preconditioner=preconditioner())
+            d, inner = (None if solve.negative_curvature else solve.x), solve.iterations
         if d is None:  # H is not positive definite here: Newton could head for a saddle or a maximum
             d = -preconditioner()(r)
         return d, 1.0, inner

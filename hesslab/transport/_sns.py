@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_count, check_real_number
+from ..linalg import Trial, backtracking, conjugate_gradient
 from ._dual import _csr, _kept, _margins, _sparse_products
 from ._problem import (
     ARMIJO,
@@ -60,34 +61,20 @@ def _newton_direction(S_times: Callable[[Tensor], Tensor], St_times: Callable[[T
     diag(r)^−½ S diag(c)^−½; σ_1 = 1 (for S = P), and σ_2² is the linear rate of Sinkhorn itself. With
     κ = 1/(1 − σ_2²), Sinkhorn needs about κ iterations per digit and CG about √κ, and a CG iteration costs what a
     Sinkhorn iteration does (one product with S, one with Sᵀ).
-    Stops at ``max_iter`` iterations, once ‖residual‖ <= rtol ‖rhs‖, or at a breakdown (a non-positive or
-    non-finite step size). Cost: per iteration one S and one Sᵀ product and O(n + m).
+    Stops at ``max_iter`` iterations, once ‖residual‖ <= rtol ‖rhs‖, or at a breakdown (``linalg.conjugate_gradient``
+    keeps the last iterate, an ascent direction like every CG iterate). Cost: per iteration one S and one Sᵀ product
+    and O(n + m).
     """
     inverse_rows = 1 / row_sums  # inf where a row underflowed: the direction is then non-finite and rejected
 
-    def centre(y: Tensor) -> Tensor:
-        return y - y.mean()
-
     def schur(y: Tensor) -> Tensor:
-        return centre(col_sums * y - St_times(inverse_rows * S_times(y)))
+        return col_sums * y - St_times(inverse_rows * S_times(y))
 
-    residual = centre(q - St_times(inverse_rows * p))
-    y = torch.zeros_like(residual)
-    z = centre(residual / col_sums)
-    direction, rz = z, residual @ z
-    threshold = rtol * residual.norm()
-    for _ in range(max_iter):
-        if residual.norm() <= threshold:
-            break
-        product = schur(direction)
-        size = rz / (direction @ product)
-        if not 0 < float(size) < math.inf:  # breakdown (rounding, or masses spanning ~300 orders of magnitude):
-            break  # keep the last iterate, an ascent direction like every CG iterate
-        y = y + size * direction
-        residual = residual - size * product
-        z = centre(residual / col_sums)
-        rz, rz_old = residual @ z, rz
-        direction = z + (rz / rz_old) * direction
+    rhs = q - St_times(inverse_rows * p)
+    if not bool(torch.isfinite(rhs).all()):  # a row sum underflowed: no direction, which the caller says
+        return torch.full_like(p, math.inf), torch.full_like(q, math.inf)
+    y = conjugate_gradient(schur, rhs, max_iter=max_iter, rtol=rtol, preconditioner=lambda r: r / col_sums,
+                           project=lambda v: v - v.mean()).x
     return inverse_rows * (p - S_times(y)), y
 
 
@@ -112,15 +99,6 @@ class _Trial:
     penalty_rounding: float
     error: float
     error_rounding: float
-
-    def finite(self) -> bool:
-        return all(math.isfinite(v) for v in (self.penalty, self.penalty_rounding, self.error, self.error_rounding))
-
-    def surely_passes(self, margin: float, error_cap: float) -> bool:
-        return self.penalty + self.penalty_rounding <= margin and self.error + self.error_rounding <= error_cap
-
-    def surely_fails(self, margin: float, error_cap: float) -> bool:
-        return self.penalty - self.penalty_rounding > margin or self.error - self.error_rounding > error_cap
 
 
 def _factored_trial(plan: Tensor, row_sums: Tensor, col_sums: Tensor, a: Tensor, b: Tensor, x: Tensor, y: Tensor,
@@ -186,8 +164,8 @@ def _line_search(plan: Tensor, row_sums: Tensor, col_sums: Tensor, a: Tensor, b:
     The increase is s⟨∇ℓ, Δ⟩ − Σ_ij P_ij φ(sΔα_i + sΔβ_j), φ(t) = e^t − 1 − t >= 0. The sum is taken from
     matrix-vector products (``_factored_trial``), exact to the last digits near the optimum; where its rounding bound
     cannot decide the test (large steps along near-null directions), from the scaled plan itself
-    (``_direct_trial``). A trial passes only when it passes with the penalty and the new marginal error raised by
-    their rounding bounds. (⟨∇ℓ, Δ⟩ is taken as computed: the rounding of the marginals it comes from is the
+    (``_direct_trial``, ``refine`` of ``linalg.backtracking``). A trial passes only when it passes with the penalty
+    and the new marginal error raised by their rounding bounds (``benefit_of_doubt=False``). (⟨∇ℓ, Δ⟩ is taken as computed: the rounding of the marginals it comes from is the
     error's own floor, and the Newton direction is computed from the same numbers.)
     Returns (s, "") or (None, why no step was accepted). Cost per trial: three matrix-vector products (rarely a few
     passes over P).
@@ -199,19 +177,28 @@ def _line_search(plan: Tensor, row_sums: Tensor, col_sums: Tensor, a: Tensor, b:
     if not slope > 0:  # ℓ is concave, ℓ(z + sΔ) − ℓ(z) <= s⟨∇ℓ, Δ⟩ <= 0: no step can ascend
         return None, (f"the Newton direction is not an ascent direction (⟨∇L, Δ⟩/reg = {slope:.2e} <= 0): the "
                       "marginal error is at the rounding level of the plan's sums, or the Newton solve failed")
-    step, ascended = 1.0, False
-    for _ in range(MAX_HALVINGS):
-        x, y = step * d_alpha, step * d_beta
-        margin = (1 - ARMIJO) * step * slope  # what the penalty and its rounding may use up
-        trial = _factored_trial(plan, row_sums, col_sums, a, b, x, y, gamma)
-        if not trial.finite() or not (trial.surely_passes(margin, error_cap) or trial.surely_fails(margin, error_cap)):
-            trial = _direct_trial(plan, a, b, row_sums, col_sums, x, y, gamma)
-        if trial.finite() and trial.surely_passes(margin, error_cap):
-            return step, ""
-        ascended = ascended or (trial.finite() and trial.penalty + trial.penalty_rounding <= margin)
-        step /= 2
+
+    def trial(evaluate: Callable[[Tensor, Tensor], _Trial]) -> Callable[[float], Trial]:
+        """s ↦ the change of −ℓ, penalty − s⟨∇ℓ, Δ⟩, with the error's excess over the cap as the side condition.
+
+        The subtraction's own rounding (an ulp of the change) is covered by the ulps the comparison adds.
+        """
+
+        def at(s: float) -> Trial:
+            t = evaluate(s * d_alpha, s * d_beta)
+            return Trial(change=t.penalty - s * slope, rounding=t.penalty_rounding, constraint=t.error - error_cap,
+                         constraint_rounding=t.error_rounding)
+
+        return at
+
+    # ascent of ℓ is descent of −ℓ, whose slope is −⟨∇ℓ, Δ⟩; provably: no benefit of the doubt
+    search = backtracking(trial(lambda x, y: _factored_trial(plan, row_sums, col_sums, a, b, x, y, gamma)), -slope,
+                          armijo=ARMIJO, max_trials=MAX_HALVINGS, benefit_of_doubt=False,
+                          refine=trial(lambda x, y: _direct_trial(plan, a, b, row_sums, col_sums, x, y, gamma)))
+    if search.step is not None:
+        return search.step, ""
     last = f"s = 1, 1/2, ..., 2^-{MAX_HALVINGS - 1}"
-    if ascended:
+    if search.decrease_met:
         return None, f"every step size {last} that increases the dual raises the marginal error above the warm start's"
     return None, f"no step size {last} gave an increase of the dual that rounding could not explain"
 

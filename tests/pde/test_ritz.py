@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import hesslab as hl
-from hesslab.linalg import conjugate_gradient
 from hesslab.pde import gauss_legendre
 
 
@@ -67,22 +66,6 @@ def test_ggn_operator_is_jacobian_transpose_times_loss_hessian_times_jacobian():
     H_out = torch.stack([w * energy.problem.nonlinearity.d2F(u), w], dim=1).reshape(-1)  # diagonal, row-major
     torch.testing.assert_close(G, J.T @ (H_out[:, None] * J), rtol=1e-12, atol=1e-13)
     assert torch.linalg.eigvalsh(G).min() >= -1e-12 * torch.linalg.eigvalsh(G).max()  # convex F: PSD
-
-
-def test_conjugate_gradient_solves_spd_systems_and_reports_negative_curvature():
-    generator = torch.Generator().manual_seed(4)
-    Q, _ = torch.linalg.qr(torch.randn(20, 20, generator=generator, dtype=torch.float64))
-    A = (Q * torch.logspace(0, 3, 20, dtype=torch.float64)) @ Q.T
-    b = torch.randn(20, generator=generator, dtype=torch.float64)
-    x, steps, negative = conjugate_gradient(lambda v: A @ v, b, 100, rtol=1e-12)
-    assert not negative and steps <= 40
-    assert torch.linalg.vector_norm(A @ x - b) <= 1e-12 * torch.linalg.vector_norm(b)
-    # numpy and a preconditioner (the exact inverse: one step)
-    xn, steps, _ = conjugate_gradient(lambda v: A.numpy() @ v, b.numpy(), 100, rtol=1e-12,
-                                      preconditioner=lambda r: np.linalg.solve(A.numpy(), r))
-    assert steps == 1 and np.allclose(xn, x.numpy(), rtol=1e-9)
-    x, steps, negative = conjugate_gradient(lambda v: -v, b, 10)
-    assert negative and steps == 0 and torch.equal(x, b)
 
 
 def test_same_generator_same_start_and_same_training():
