@@ -56,7 +56,7 @@ def main() -> None:
     for name in names:
         median = statistics.median(times[name])
         result = results[name]
-        detail = "" if name == names[0] else f"{result.iterations:>10}  {float(result.residuals[-1]):.1e}"
+        detail = "" if name == names[0] else f"{result.iterations:>10}  {float(result.history["error"][-1]):.1e}"
         print(f"{name:<38} {median:>9.2f} {median / baseline:>10.1f}x  {detail}")
     newton = results["Newton, direct"]
     ratio = statistics.median(times["Newton, direct"]) / baseline
