@@ -50,7 +50,7 @@ def main() -> None:
     rows = []
     for name in names:
         result = timings.results[name][-1]
-        detail = ["", ""] if name == baseline else [str(result.iterations), f"{float(result.residuals[-1]):.1e}"]
+        detail = ["", ""] if name == baseline else [str(result.iterations), f"{float(result.history['error'][-1]):.1e}"]
         rows.append([name, f"{timings.median(name):.2f}", f"{timings.median(name) / timings.median(baseline):.1f}x",
                      *detail])
     print("\n".join(table(["workload", "median s", "x baseline", "iterations", "final residual"], rows)))

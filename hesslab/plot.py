@@ -1,8 +1,11 @@
-"""Shared plotting: a spectral density next to the exact eigenvalues it estimates."""
+"""Shared plotting: the convergence of any iterative method, and a spectral density next to the exact eigenvalues."""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,5 +39,47 @@ def plot_spectral_density(density: SpectralDensity, eigenvalues: Tensor | None =
         ax.set_ylim(bottom=1e-4 / width)
     ax.set_xlabel("eigenvalue λ")
     ax.set_ylabel("density")
+    ax.legend(frameon=False)
+    return ax
+
+
+def plot_convergence(results: Mapping[str, object], x: str = "iterations", y: str = "error", ax=None,
+                     log: bool = True, **style):
+    """One line per result: ``history[y]`` against the iteration count or ``history[x]``, labelled by the key.
+
+    Any result of the one shape (DESIGN.md, "Results": a ``history`` dict of equal-length arrays, entry k after
+    k iterations) can be drawn, so every method's convergence is plotted the same way.
+
+    Args:
+        results: {label: result}; each result has a ``history`` with the column ``y`` (and ``x``).
+        x: ``"iterations"`` (0, 1, ..., K) or a history column, e.g. ``"seconds"``, ``"cost"``, ``"matvecs"``.
+        y: the history column to draw, ``"error"`` by default (each result class documents what its error is).
+        ax: matplotlib axes to draw on; ``None`` draws on the current axes.
+        log: a log y-axis (zero or negative values are not drawn on it).
+        **style: passed to every ``ax.plot`` (e.g. ``marker="o"``).
+    Returns: the axes.
+    Raises: TypeError when ``results`` is not a mapping or a value has no history; ValueError when a history lacks
+        the column ``x`` or ``y`` (the message lists the columns it has).
+    """
+    if not isinstance(results, Mapping):
+        raise TypeError(f"results must be a mapping {{label: result}}, got {type(results).__name__}; wrap one "
+                        "result as {'label': result}.")
+    ax = ax if ax is not None else plt.gca()
+    for label, result in results.items():
+        history = getattr(result, "history", None)
+        if not isinstance(history, Mapping):
+            raise TypeError(f"results[{label!r}] must have a history dict of arrays (DESIGN.md, 'Results'), got "
+                            f"{type(result).__name__} with history of type {type(history).__name__}.")
+        for name in (y,) if x == "iterations" else (x, y):
+            if name not in history:
+                raise ValueError(f"results[{label!r}].history has no column {name!r}; it has {sorted(history)}. "
+                                 "Pick one of those for x or y.")
+        values = np.asarray(history[y], dtype=float)
+        steps = np.arange(len(values)) if x == "iterations" else np.asarray(history[x], dtype=float)
+        ax.plot(steps, values, label=str(label), **style)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
     ax.legend(frameon=False)
     return ax

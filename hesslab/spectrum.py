@@ -23,14 +23,17 @@ Problems*, 2011, ch. 4 and 6).
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_count, check_like, check_positive
+from ._results import history as make_history
 from .exact import available_memory
 from .operators import as_operator
 from .sampling import gaussian, rademacher
@@ -255,7 +258,12 @@ def lanczos(A, num_steps: int, v0: Tensor | None = None, generator: torch.Genera
 class EigenResult:
     """Eigenpairs from ``top_eigen``: ``values`` (k,), unit ``vectors`` (n, k), true ``residuals`` (k,)
     ‖A v_i − λ_i v_i‖, ``converged``, ``reason`` (why it stopped), ``restarts`` (deflated Lanczos runs after the
-    first) and ``num_matvecs`` (products with A, the residual check included).
+    first) and ``num_matvecs`` (products with A, the k of the residual check included).
+
+    ``iterations`` counts the Lanczos steps of all runs (one product each: ``num_matvecs − k``), and ``history``
+    (DESIGN.md, "Results") holds float arrays (``iterations`` + 1,), entry j after j steps: ``error`` the largest
+    relative residual max_i β|s_i|/|θ_i| of the wanted Ritz pairs of the current run (inf at entry 0 and while a
+    run has fewer Ritz values than it needs), ``matvecs`` the products so far and ``seconds`` since the start.
 
     Unpacks as before: ``values, vectors = hl.top_eigen(A, k)``, and ``result[0]`` is ``values``.
     """
@@ -267,6 +275,8 @@ class EigenResult:
     reason: str
     restarts: int
     num_matvecs: int
+    iterations: int
+    history: dict[str, np.ndarray]
 
     def __iter__(self):
         return iter((self.values, self.vectors))
@@ -314,13 +324,17 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
         generator: for the random starts.
 
     Returns:
-        ``EigenResult(values (k,), vectors (n, k), residuals (k,), converged, reason, restarts, num_matvecs)``,
+        ``EigenResult(values (k,), vectors (n, k), residuals (k,), converged, reason, restarts, num_matvecs,
+        iterations, history)``,
         values ordered most wanted first (descending for "LA", ascending for "SA", by magnitude for "LM"), in A's
         dtype; ``values, vectors = top_eigen(...)`` still works. A run that does not converge warns and returns its
         best estimates. Half-precision operators: the recurrence runs in float32, the products in A's dtype.
 
     Raises:
         ValueError: if a product is not finite (∇²f is not finite at the point).
+
+    Cost: one product per step, typically a few tens of steps per run; for k >= 2 one more run (the check that no
+    copy is missing) plus one per missing copy; k products for the residuals. O(max_steps · n) memory.
 
     Example:
         [[2, 1], [1, 2]] has the eigenvalues 3 (along (1, 1)/√2) and 1 (along (1, −1)/√2):
@@ -348,6 +362,8 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
     locked_vectors = torch.zeros((0, n), dtype=work, device=A.device)
     num_matvecs, reason, converged = 0, "", False
     restarts = 0
+    start_time = time.perf_counter()
+    steps_log = {"error": [math.inf], "matvecs": [0], "seconds": [0.0]}  # entry 0: no product yet
     for restarts in range(k + 1 if k > 1 else 1):
         threshold = (torch.sort(_sort_key(locked_values, which), descending=True).values[k - 1]
                      if locked_values.numel() >= k else torch.tensor(-math.inf, dtype=torch.float64))
@@ -365,21 +381,34 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
             return torch.argsort(key, descending=True)[:count]
 
         def residuals_small(alphas: Tensor, betas: Tensor, beta: Tensor) -> bool:
+            """Whether the wanted Ritz pairs after these steps are converged; logs the step in ``steps_log`` and
+            the verdict in ``judged``."""
+            steps_log["matvecs"].append(num_matvecs + alphas.shape[0])
+            steps_log["seconds"].append(time.perf_counter() - start_time)
             if alphas.shape[0] < need:
+                steps_log["error"].append(math.inf)
+                judged.append((alphas.shape[0], False))
                 return False
             theta, S = torch.linalg.eigh(_tridiagonal(alphas[:, 0], betas[:, 0]))
             idx = wanted(theta)
             residual = beta[0].double().abs() * S[-1, idx].abs()
-            return bool((residual <= tol * theta[idx].abs() + floor * theta.abs().max()).all())
+            steps_log["error"].append((residual / theta[idx].abs().clamp_min(floor)).max().item())
+            small = bool((residual <= tol * theta[idx].abs() + floor * theta.abs().max()).all())
+            judged.append((alphas.shape[0], small))
+            return small
 
+        judged: list[tuple[int, bool]] = []  # (steps, converged) of each step residuals_small judged in this run
         room = n - locked_vectors.shape[0]
         steps = min(max_steps, room)
         start = _random_start(n, 1, work, A.device, generator)
         alphas, betas, basis, beta = _lanczos(A, start, steps, generator, stop=residuals_small,
                                               locked=locked_vectors if locked_vectors.numel() else None)
-        num_matvecs += alphas.shape[0]
         exhausted = alphas.shape[0] == room  # the run saw all of span(locked)⊥: its Ritz values are exact
-        run_converged = exhausted or residuals_small(alphas, betas, beta)
+        if judged and judged[-1][0] == alphas.shape[0]:  # the run's last step was judged (and logged)
+            run_converged = exhausted or judged[-1][1]
+        else:  # the run ended without asking (max_steps or exhaustion): judge and log its last step now
+            run_converged = residuals_small(alphas, betas, beta) or exhausted
+        num_matvecs += alphas.shape[0]
         theta, S = torch.linalg.eigh(_tridiagonal(alphas[:, 0], betas[:, 0]))
         idx = wanted(theta)
         if restarts > 0 and run_converged and not bool((_sort_key(theta[idx], which) > threshold + margin).any()):
@@ -408,8 +437,9 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
     products = _apply(A, vectors.T).T.double()
     num_matvecs += k
     residuals = (products - vectors.double() * values).norm(dim=0)
+    iterations = num_matvecs - k
     return EigenResult(values.to(A.dtype), vectors.to(A.dtype), residuals.to(A.dtype), converged, reason,
-                       restarts, num_matvecs)
+                       restarts, num_matvecs, iterations, make_history(steps_log, iterations))
 
 
 @dataclass(frozen=True)

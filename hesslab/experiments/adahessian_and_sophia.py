@@ -20,6 +20,7 @@ backward; ``benchmarks/optim.py`` measures the real per-step times), Sophia's es
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -30,6 +31,7 @@ from torch.nn.functional import cross_entropy
 
 from .. import data, models
 from .._checks import check_choice
+from .._results import history as make_history
 from ..exact import ggn, hessian
 from ..functional import loss_function, output_function
 from ..optim import AdaHessian, Sophia
@@ -47,8 +49,11 @@ TOY_ESTIMATORS = ("exact", "hutchinson", "noisy")
 
 @dataclass(frozen=True)
 class Run:
-    """One optimisation run: ``converged`` (the target was reached), ``reason``, ``iterations`` (steps taken) and
-    ``history``: equal-length numpy arrays, one entry per recorded iterate (the start first)."""
+    """One optimisation run (DESIGN.md, "Results"): ``converged`` (the target was reached), ``reason``,
+    ``iterations`` (recorded iterates after the start: steps on the toy, evaluations every ``eval_every`` steps in
+    ``train``) and ``history``: float arrays (``iterations`` + 1,), the start first — ``error`` the loss L(θ) (the
+    toy's minimum is 0; ``train``: the full training loss), ``loss`` (the same), ``step`` (optimizer steps so far),
+    ``seconds`` since the start, and ``theta1``, ``theta2`` (toy) or ``cost``, ``clipped`` (``train``)."""
 
     label: str
     converged: bool
@@ -83,12 +88,14 @@ def gd_stability_limit() -> float:
 
 def _toy_run(label: str, optimizer_step, theta: torch.nn.Parameter, max_steps: int, stop=None) -> Run:
     points, losses = [theta.detach().clone()], [toy_loss(theta.detach()).item()]
+    start, seconds = time.perf_counter(), [0.0]
     reason = f"max_steps = {max_steps} reached"
     for _ in range(max_steps):
         optimizer_step()
         value = toy_loss(theta.detach()).item()
         points.append(theta.detach().clone())
         losses.append(value)
+        seconds.append(time.perf_counter() - start)
         if not math.isfinite(value) or value > 1e12:
             reason = "diverged"
             break
@@ -99,9 +106,9 @@ def _toy_run(label: str, optimizer_step, theta: torch.nn.Parameter, max_steps: i
             reason = stop.__doc__
             break
     path = torch.stack(points).numpy()
-    return Run(label, reason.startswith("L <"), reason, len(losses) - 1,
-               {"step": np.arange(len(losses)), "theta1": path[:, 0], "theta2": path[:, 1],
-                "loss": np.array(losses)})
+    history = make_history({"error": losses, "loss": losses, "step": np.arange(len(losses)), "seconds": seconds,
+                            "theta1": path[:, 0], "theta2": path[:, 1]}, len(losses) - 1)
+    return Run(label, reason.startswith("L <"), reason, len(losses) - 1, history)
 
 
 def _toy_parameter() -> torch.nn.Parameter:
@@ -304,7 +311,8 @@ def train(name: str, lr: float | None = None, seed: int = 0, steps: int = 400, b
         with torch.no_grad():
             return cross_entropy(model(inputs), targets).item()
 
-    record = {"step": [0], "cost": [0.0], "loss": [full_loss()], "clipped": [math.nan]}
+    start = time.perf_counter()
+    record = {"step": [0], "cost": [0.0], "loss": [full_loss()], "clipped": [math.nan], "seconds": [0.0]}
     cost, clipped = 0.0, []
     reason = f"{steps} steps"
     for t in range(steps):
@@ -327,13 +335,14 @@ def train(name: str, lr: float | None = None, seed: int = 0, steps: int = 400, b
             record["cost"].append(cost)
             record["loss"].append(loss)
             record["clipped"].append(float(np.mean(clipped)) if clipped else math.nan)
+            record["seconds"].append(time.perf_counter() - start)
             clipped = []
             if not math.isfinite(loss):
                 reason = "diverged"
                 break
-    history = {key: np.array(value, dtype=float) for key, value in record.items()}
+    history = make_history(dict(record, error=record["loss"]), len(record["loss"]) - 1)
     return Run(f"{name}, lr = {lr:g}", bool(history["loss"].min() <= TASK_TARGET), reason,
-               int(history["step"][-1]), history)
+               len(record["loss"]) - 1, history)
 
 
 def lr_sweep(name: str, seed: int = 0, **kwargs) -> dict[float, Run]:

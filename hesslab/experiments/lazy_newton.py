@@ -28,6 +28,7 @@ from torch.nn.functional import softplus
 
 from .. import data
 from .._checks import check_choice, check_positive
+from .._results import history as make_history
 from ..optimize import CostModel, NewtonResult, damped_newton, lazy_newton, newton
 
 DATASETS = ("breast_cancer", "digits", "digits-features")
@@ -121,27 +122,36 @@ def optimal_value(dataset: str, mu: float = 1e-3, device: torch.device | str | N
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Trace:
-    """One run: per accepted iterate its cumulative ``cost`` (gradient-equivalents), ``gap`` f − f* (NaN on the
-    non-convex problem), ``grad_norm``; the ``hessians`` computed in all; whether it ``converged``."""
+    """One labelled run: whether it ``converged`` and why it stopped (``reason``), and its ``history`` — the
+    ``NewtonResult.history`` (``error`` = ‖∇f‖, ``cost`` in gradient-equivalents, ``hessians``, ``seconds``, ...)
+    with the column ``gap`` f − f* (NaN on the non-convex problem), one entry per accepted iterate."""
 
     label: str
     m: int
-    cost: np.ndarray
-    gap: np.ndarray
-    grad_norm: np.ndarray
-    hessians: int
     converged: bool
+    reason: str
+    history: dict[str, np.ndarray]
+
+    @property
+    def iterations(self) -> int:
+        """Accepted steps (the history has one more entry)."""
+        return len(self.history["error"]) - 1
+
+    @property
+    def hessians(self) -> int:
+        """Hessians computed in the whole run."""
+        return int(self.history["hessians"][-1])
 
     def cost_to(self, target: float, on: str = "gap") -> float:
-        """Cost at the first iterate with ``gap`` (or ``grad_norm``) <= target; inf if never."""
-        hit = np.flatnonzero(getattr(self, on) <= target)
-        return float(self.cost[hit[0]]) if hit.size else math.inf
+        """Cost at the first iterate with ``history[on]`` (``gap`` or ``error``) <= target; inf if never."""
+        hit = np.flatnonzero(self.history[on] <= target)
+        return float(self.history["cost"][hit[0]]) if hit.size else math.inf
 
 
 def _trace(result: NewtonResult, label: str, m: int, f_star: float) -> Trace:
-    return Trace(label=label, m=m, cost=result.trace("cost"), gap=result.trace("f") - f_star,
-                 grad_norm=result.trace("grad_norm"), hessians=result.history[-1].hessians,
-                 converged=result.converged)
+    columns = dict(result.history, gap=result.history["f"] - f_star)
+    return Trace(label=label, m=m, converged=result.converged, reason=result.reason,
+                 history=make_history(columns, result.iterations))
 
 
 @lru_cache(maxsize=512)
@@ -238,7 +248,7 @@ class FarStart:
     @property
     def plain_diverged(self) -> bool:
         """Pure Newton did not converge and ended above f(x0): it made things worse, not better."""
-        return (not self.plain.converged) and self.plain.gap[-1] > self.plain.gap[0]
+        return (not self.plain.converged) and self.plain.history["gap"][-1] > self.plain.history["gap"][0]
 
 
 @lru_cache(maxsize=32)
@@ -253,4 +263,4 @@ def far_start(dataset: str = "breast_cancer", start: str = "far", plain_iteratio
         plain = newton(problem.f, x0, line_search=False, max_iter=plain_iterations, cost_model=problem.cost_model)
     damped = damped_newton(problem.f, x0, schedule=schedule, tol=1e-9, max_iter=500, cost_model=problem.cost_model)
     return FarStart(x0.norm().item(), f_star, _trace(plain, "Newton, full steps", 1, f_star),
-                    _trace(damped, f"damped Newton ({schedule})", 1, f_star), damped.trace("stepsize")[1:])
+                    _trace(damped, f"damped Newton ({schedule})", 1, f_star), damped.history["stepsize"][1:])

@@ -65,7 +65,7 @@ class SolverScaling:
     newton_tol: float
     iterations: dict[str, list[int]]
     converged: dict[str, list[bool]]
-    residuals: dict[str, list[Tensor]]
+    residuals: dict[str, list[np.ndarray]]
     seconds: dict[str, list[float]]
     condition_numbers: list[float]
 
@@ -106,7 +106,7 @@ def solver_scaling(grid_sizes: list[int], dim: int = 1, strength: float = 1.0, t
             seconds[name].append(time.perf_counter() - start)
             iterations[name].append(result.iterations)
             converged[name].append(result.converged)
-            residuals[name].append(result.residuals)
+            residuals[name].append(result.history["error"])
             if name == "Newton":
                 kappas.append(condition_number(problem, result.u))
     return SolverScaling(list(grid_sizes), dim, tol, newton_tol, iterations, converged, residuals, seconds, kappas)
@@ -195,7 +195,7 @@ def large_newton_solve(n: int = 256, dim: int = 2, strength: float = 1.0, linear
     start = time.perf_counter()
     result = newton(problem, linear_solver=linear_solver)
     seconds = time.perf_counter() - start
-    return LargeSolve(n, dim, linear_solver, seconds, result.iterations, float(result.residuals[-1]),
+    return LargeSolve(n, dim, linear_solver, seconds, result.iterations, float(result.history["error"][-1]),
                       problem.error(result.u), result)
 
 
@@ -232,8 +232,10 @@ def neural_width_sweep(widths: list[int], dim: int = 1, strength: float = 1.0, p
         gn_runs.append(train_ritz_gauss_newton(ritz, theta0, steps=gauss_newton_steps, cg_steps=ritz.num_parameters,
                                           progress=progress))
         sizes.append(ritz.num_parameters)
-    return NeuralSweep(list(widths), dim, strength, points_per_axis, sizes, [float(r.errors[-1]) for r in adam_runs],
-                       [float(r.errors[-1]) for r in gn_runs], adam_runs, gn_runs)
+    adam_errors = [float(run.history["error"][-1]) for run in adam_runs]
+    gauss_newton_errors = [float(run.history["error"][-1]) for run in gn_runs]
+    return NeuralSweep(list(widths), dim, strength, points_per_axis, sizes, adam_errors, gauss_newton_errors,
+                       adam_runs, gn_runs)
 
 
 @dataclass(frozen=True)

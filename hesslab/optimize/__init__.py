@@ -16,10 +16,10 @@ d² / F, where F is the number of arithmetic operations of one gradient (a param
 samples; default d²). Every result carries a per-iteration ``history`` of cumulative counts and cost.
 """
 
-from ._cost import CostModel, NewtonResult, Record
+from ._cost import CostModel, NewtonResult
 from ._damped import damped_newton, newton_stepsize
 from ._lazy import cubic_step, lazy_newton, regularized_step
 from ._newton import newton
 
-__all__ = ["newton", "damped_newton", "lazy_newton", "NewtonResult", "CostModel", "Record", "newton_stepsize",
+__all__ = ["newton", "damped_newton", "lazy_newton", "NewtonResult", "CostModel", "newton_stepsize",
            "cubic_step", "regularized_step"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -20,6 +21,7 @@ from .._checks import (
     check_real_number,
     check_scalar_output,
 )
+from .._results import history as make_history
 from ..exact import hessian
 
 
@@ -58,50 +60,41 @@ class CostModel:
 
 
 @dataclass(frozen=True)
-class Record:
-    """One accepted iterate x_k: ``f`` = f(x_k), ``grad_norm`` = ‖∇f(x_k)‖, ``step`` = ‖x_k − x_{k−1}‖ (0 at k = 0),
-    ``stepsize`` α of that step (1 for lazy steps), ``regularization`` (λ of Newton's shift, L of damped Newton, M
-    of lazy Newton), and the cumulative counts and ``cost`` (``CostModel``) spent up to and including x_k."""
-
-    f: float
-    grad_norm: float
-    step: float
-    stepsize: float
-    regularization: float
-    gradients: int
-    hessians: int
-    factorizations: int
-    solves: int
-    cost: float
-
-
-@dataclass(frozen=True)
 class NewtonResult:
-    """The last iterate ``x`` (d,), whether ‖∇f(x)‖ <= tol was reached (``converged``), why the run stopped
-    (``reason``), the ``history`` (one ``Record`` per accepted iterate, x_0 first) and ``shifted`` (iterations at
-    which the Hessian was not positive definite and was shifted; ``newton`` only)."""
+    """What a Newton-family run returns: the last iterate and its history (DESIGN.md, "Results").
+
+    Attributes:
+        x: the last accepted iterate (d,).
+        converged: whether ‖∇f(x)‖ <= tol was reached; ``reason``: why the run stopped.
+        history: one entry per accepted iterate x_0, x_1, ..., x_K (K = ``iterations``), each a float array (K + 1,):
+            ``error`` ‖∇f(x_k)‖ (the convergence measure), ``f`` f(x_k), ``step`` ‖x_k − x_{k−1}‖ (0 at k = 0),
+            ``stepsize`` α of that step (1 at k = 0 and for lazy steps), ``regularization`` (λ of Newton's shift,
+            L of damped Newton, M of lazy Newton), the cumulative counts ``gradients``, ``hessians``,
+            ``factorizations``, ``solves``, their ``cost`` (``CostModel``) and ``seconds`` since the start, all up to
+            and including x_k.
+        shifted: iterations at which the Hessian was not positive definite and was shifted (``newton`` only).
+    """
 
     x: Tensor
     converged: bool
     reason: str
-    history: tuple[Record, ...]
+    history: dict[str, np.ndarray]
     shifted: int = 0
 
     @property
-    def f(self) -> float:
-        return self.history[-1].f
+    def iterations(self) -> int:
+        """Accepted steps K (the history has K + 1 entries)."""
+        return len(self.history["error"]) - 1
 
     @property
-    def iterations(self) -> int:
-        return len(self.history) - 1
+    def f(self) -> float:
+        """f at the last iterate."""
+        return float(self.history["f"][-1])
 
     @property
     def cost(self) -> float:
-        return self.history[-1].cost
-
-    def trace(self, field: str) -> np.ndarray:
-        """One field of every record as an array, e.g. ``result.trace("cost")``."""
-        return np.array([getattr(record, field) for record in self.history], dtype=float)
+        """The ``CostModel`` cost of the whole run, in gradient-equivalents."""
+        return float(self.history["cost"][-1])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -114,6 +107,7 @@ class _Oracle:
         self.f, self.d, self.cost_model = f, x0.numel(), cost_model
         self.eps = torch.finfo(x0.dtype).eps
         self.gradients = self.hessians = self.factorizations = self.solves = 0
+        self.start = time.perf_counter()
 
     def value_and_gradient(self, x: Tensor, where: str = "this point") -> tuple[float, Tensor]:
         """(f(x), ∇f(x)); a non-finite value is returned as it is (with a NaN gradient) for the caller to judge; a
@@ -151,11 +145,13 @@ class _Oracle:
                              "or smooth f (e.g. √(‖x‖² + ε²) for ‖x‖).")
         return H
 
-    def record(self, f: float, gradient: Tensor, step: float, stepsize: float, regularization: float) -> Record:
+    def record(self, f: float, gradient: Tensor, step: float, stepsize: float, regularization: float) -> dict:
+        """One entry of ``NewtonResult.history`` for the iterate just accepted (the columns documented there)."""
         counts = dict(gradients=self.gradients, hessians=self.hessians, factorizations=self.factorizations,
                       solves=self.solves)
-        return Record(f=f, grad_norm=gradient.norm().item(), step=step, stepsize=stepsize,
-                      regularization=regularization, cost=self.cost_model.total(self.d, **counts), **counts)
+        return dict(error=gradient.norm().item(), f=f, step=step, stepsize=stepsize,
+                    regularization=regularization, **counts, cost=self.cost_model.total(self.d, **counts),
+                    seconds=time.perf_counter() - self.start)
 
 
 def _start(f, x0: Tensor, tol, max_iter: int, cost_model: CostModel | None):
@@ -181,7 +177,8 @@ def _finish(x, converged, reason, history, shifted=0) -> NewtonResult:
     """The result; warns when the Hessian had to be shifted (UserWarning) and when the run did not converge."""
     if shifted:
         warnings.warn(f"the Hessian was not positive definite at {shifted} iterations; Newton used ∇²f + τI there "
-                      "(see Record.regularization).", UserWarning, stacklevel=3)
+                      "(see history['regularization']).", UserWarning, stacklevel=3)
     if not converged:
         warnings.warn(f"Newton did not converge: {reason}.", RuntimeWarning, stacklevel=3)
-    return NewtonResult(x=x, converged=converged, reason=reason, history=tuple(history), shifted=shifted)
+    columns = {name: [entry[name] for entry in history] for name in history[0]}
+    return NewtonResult(x=x, converged=converged, reason=reason, history=make_history(columns), shifted=shifted)

@@ -69,7 +69,7 @@ def damped_newton(
     Args:
         f, x0, tol, max_iter: as in ``newton``. smoothness: L, or None for backtracking from ``initial_smoothness``.
         schedule: ``"aicn"`` or ``"holder"``; degree: q in (2, 4] of the Hölder schedule.
-    Returns: ``NewtonResult``; ``Record.regularization`` is the L used, ``Record.stepsize`` the α.
+    Returns: ``NewtonResult``; ``history['regularization']`` is the L used, ``history['stepsize']`` the α.
     Cost per iteration: one Hessian, one Cholesky factorisation, one solve, one gradient per trial of L.
     A Hessian that is not positive definite stops the run (f is not convex there).
     """

@@ -123,7 +123,7 @@ def lazy_newton(
         f, x0, tol, max_iter: as in ``newton`` (max_iter counts accepted steps).
         update_every: m >= 1. regularization: ``"cubic"`` (any f) or ``"quadratic"`` (convex f). M: the
             regularisation constant (initial value when adaptive). max_doublings: failed tests allowed per step.
-    Returns: ``NewtonResult``; ``Record.regularization`` is the M of the step.
+    Returns: ``NewtonResult``; ``history['regularization']`` is the M of the step.
     Cost: per snapshot one Hessian and one eigendecomposition; per step (tried) one gradient and one solve.
     """
     x, fx, g, oracle, tol = _start(f, x0, tol, max_iter, cost_model)

@@ -62,7 +62,7 @@ def newton(
 
     λ = ``damping`` (Levenberg–Marquardt, 0 for the classical method); where ∇²f(x) + λI is not positive definite
     (a non-convex f) the shift is raised until it is, so p is always a descent direction — counted in ``shifted``,
-    recorded per iteration in ``Record.regularization``, and warned about. The stepsize α starts at 1 and shrinks by
+    recorded per iteration in ``history['regularization']``, and warned about. The stepsize α starts at 1 and shrinks by
     ``backtrack`` until f(x + αp) <= f(x) + ``armijo``·α⟨∇f(x), p⟩ (Armijo 1966; Nocedal & Wright 2006, §3.1);
     ``line_search=False`` takes the full step α = 1 (pure Newton, which may diverge far from the optimum).
 

@@ -37,6 +37,7 @@ from .._checks import (
     check_instance,
     check_real_number,
 )
+from .._results import history as make_history
 from ..linalg import conjugate_gradient
 from ..operators import GGNOperator, HessianOperator
 from ._problems import EllipticProblem
@@ -154,21 +155,28 @@ def ritz_energy(problem: EllipticProblem, width: int, points_per_axis: int = 64,
 
 @dataclass(frozen=True)
 class RitzTrainingResult:
-    """A training run of the Deep Ritz network: θ (P,) at the end; per step (index 0 = θ_0) the energy, the L² error
-    (empty when there is no exact solution) and the wall-clock seconds; for the second-order method also the CG
-    steps and the Levenberg-Marquardt damping of each step (steps,). ``diverged``: the energy became non-finite or
-    rose far above its start (see ``DIVERGENCE``); training then stopped at the θ before that step (the last one
-    recorded), and ``reason`` says why."""
+    """A training run of the Deep Ritz network (DESIGN.md, "Results").
+
+    Attributes:
+        method: "Adam", "Gauss-Newton-CG" or "Newton-CG"; theta: θ (P,) at the end.
+        converged: the run did not diverge (it took its ``steps``, or the second-order method stopped because its
+            damping passed 10¹²: no decrease is left at rounding level); ``reason``: why it stopped.
+        diverged: the energy became non-finite or rose far above its start (see ``DIVERGENCE``); training then
+            stopped at the θ before that step (the last one recorded).
+        iterations: steps K recorded after θ_0.
+        history: float arrays (K + 1,), entry k at θ_k: ``error`` the L² error ‖u_θ − u*‖ when the problem has an
+            exact solution, else the energy's excess E(θ_k) − min_j E(θ_j) over the lowest recorded; ``energy``
+            E(θ_k); ``seconds`` since the start; for the second-order methods also ``inner`` (CG steps of the step
+            to θ_k, 0 at k = 0) and ``damping`` (the Levenberg-Marquardt μ after that step, the initial μ at k = 0).
+    """
 
     method: str
     theta: Tensor
-    energies: Tensor
-    errors: Tensor
-    seconds: Tensor
-    inner_iterations: Tensor
-    dampings: Tensor
+    converged: bool
+    reason: str
+    iterations: int
+    history: dict[str, np.ndarray]
     diverged: bool = False
-    reason: str = ""
 
 
 DIVERGENCE = 1e3  # E_k − E_0 > DIVERGENCE · max(|E_0|, |min_j E_j|): the run has diverged (E is not descending)
@@ -193,16 +201,20 @@ def _record(ritz: RitzEnergy, u: Tensor, energy: float, history: dict, start: fl
     history["seconds"].append(time.perf_counter() - start)
 
 
-def _result(method: str, theta: Tensor, history: dict, reason: str = "") -> RitzTrainingResult:
-    """The result; a divergence (``reason`` non-empty) is flagged in it and warned about (RuntimeWarning)."""
-    def tensor(values, dtype=torch.float64):
-        return torch.tensor(values, dtype=dtype)
+def _result(method: str, theta: Tensor, history: dict, reason: str = "", why: str = "") -> RitzTrainingResult:
+    """The result; a divergence (``reason`` non-empty) is flagged in it and warned about (RuntimeWarning); ``why``
+    says why a run that did not diverge stopped."""
     if reason:
         warnings.warn(f"{method} diverged: {reason}; training stopped at the parameters before that step. Lower the "
                       "learning rate (or raise the damping).", RuntimeWarning, stacklevel=3)
-    return RitzTrainingResult(method, theta.detach(), tensor(history["energies"]), tensor(history["errors"]),
-                              tensor(history["seconds"]), tensor(history["inner"], torch.int64),
-                              tensor(history["dampings"]), diverged=bool(reason), reason=reason)
+    energies = np.array(history["energies"])
+    errors = history["errors"] if history["errors"] else energies - energies.min()
+    columns = {"error": errors, "energy": energies, "seconds": history["seconds"]}
+    if history["dampings"]:  # the second-order methods: entry 0 is θ_0, before any CG step
+        columns.update(inner=[0] + history["inner"], damping=history["dampings"])
+    iterations = len(energies) - 1
+    return RitzTrainingResult(method, theta.detach(), not reason, reason or why, iterations,
+                              make_history(columns, iterations), diverged=bool(reason))
 
 
 def _check_training_input(ritz, theta0) -> Tensor:
@@ -248,7 +260,7 @@ def train_ritz_adam(ritz: RitzEnergy, theta0: Tensor, steps: int = 2000, lr: flo
         energy.backward()
         optimiser.step()
         schedule.step()
-    return _result("Adam", theta, history)
+    return _result("Adam", theta, history, why=f"steps = {steps} taken")
 
 
 def train_ritz_gauss_newton(ritz: RitzEnergy, theta0: Tensor, steps: int = 100, curvature: str = "ggn",
@@ -268,7 +280,7 @@ def train_ritz_gauss_newton(ritz: RitzEnergy, theta0: Tensor, steps: int = 100, 
     check_choice("curvature", curvature, ("ggn", "hessian"), hint="'ggn': Gauss-Newton, 'hessian': Newton-CG.")
     damping = check_real_number("damping", damping, 0.0, open="low",
                                 hint="It is the initial Levenberg-Marquardt damping μ, e.g. 1e-3.")
-    history: dict = {"energies": [], "errors": [], "seconds": [], "inner": [], "dampings": []}
+    history: dict = {"energies": [], "errors": [], "seconds": [], "inner": [], "dampings": [damping]}
     start = time.perf_counter()
     energy, gradient, u = _value_and_gradient(ritz, theta)
     if not (math.isfinite(energy) and bool(torch.isfinite(gradient).all())):
@@ -298,7 +310,9 @@ def train_ritz_gauss_newton(ritz: RitzEnergy, theta0: Tensor, steps: int = 100, 
     if mu > 1e12 and len(history["inner"]) < 3:
         warnings.warn(f"{name} found no decrease of the energy at all; check theta0 and the problem.",
                       RuntimeWarning, stacklevel=2)
-    return _result(name, theta, history)
+    why = (f"the damping μ = {mu:.3g} passed 1e12: no decrease is left at rounding level" if mu > 1e12
+           else f"steps = {steps} taken")
+    return _result(name, theta, history, why=why)
 
 
 def _value_and_gradient(ritz: RitzEnergy, theta: Tensor) -> tuple[float, Tensor, Tensor]:

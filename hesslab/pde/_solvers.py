@@ -16,6 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_count, check_flat_vector, check_instance, check_real_number
+from .._results import history as make_history
 from ..linalg import Trial, backtracking, conjugate_gradient
 from ._problems import EllipticProblem, laplacian_eigenvalues
 
@@ -29,24 +30,24 @@ MAX_TRIALS = 60  # step sizes t, t/2, ... tried at most along one direction
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PDESolveResult:
-    """The outcome of a grid solver, with its per-iteration history (index 0 = the starting point).
+    """The outcome of a grid solver (DESIGN.md, "Results").
 
-    u (N,); residuals, energies, seconds: (iterations + 1,) — ‖R(u_k)‖_h, E_h(u_k), wall-clock time since the start;
-    step_sizes, inner_iterations: (iterations,) — the accepted step t_k and the CG steps of a Newton-CG iteration.
-    ``converged`` means ‖R(u)‖_h <= tol at a local minimiser (∇²E_h(u) positive definite), never at a saddle or a
-    maximum; ``reason`` says why the run stopped.
+    Attributes:
+        method: the solver's name; u: the last iterate (N,).
+        converged: ‖R(u)‖_h <= tol at a local minimiser (∇²E_h(u) positive definite), never at a saddle or a
+            maximum; ``reason``: why the run stopped.
+        iterations: accepted steps K.
+        history: float arrays (K + 1,), entry k at u_k (entry 0 the start): ``error`` the residual ‖R(u_k)‖_h (the
+            convergence measure), ``energy`` E_h(u_k), ``step`` the accepted step size t_k (0 at k = 0),
+            ``inner`` the CG steps of a Newton-CG iteration (0 elsewhere) and ``seconds`` since the start.
     """
 
     method: str
     u: Tensor
     converged: bool
+    reason: str
     iterations: int
-    residuals: Tensor
-    energies: Tensor
-    step_sizes: Tensor
-    inner_iterations: Tensor
-    seconds: Tensor
-    reason: str = ""
+    history: dict[str, np.ndarray]
 
 
 class _GridFunctions:
@@ -219,13 +220,11 @@ def _descent(problem: EllipticProblem, u0, direction, tol: float, max_iter: int,
                       f"({'<=' if residuals[-1] <= tol else '>'} tol={tol:g}): {reason}{advice}.", RuntimeWarning,
                       stacklevel=3)
 
-    def history(values, dtype=torch.float64):
-        return torch.tensor(values, dtype=dtype)
-
     h_d = problem.h**problem.dim
-    return PDESolveResult(method, torch.from_numpy(u), bool(converged), len(steps), history(residuals),
-                          h_d * history(energies), history(steps), history(inners, torch.int64), history(seconds),
-                          reason)
+    columns = {"error": residuals, "energy": h_d * np.array(energies), "step": [0.0] + steps,
+               "inner": [0] + inners, "seconds": seconds}
+    return PDESolveResult(method, torch.from_numpy(u), bool(converged), reason, len(steps),
+                          make_history(columns, len(steps)))
 
 
 def gradient_descent(problem: EllipticProblem, u0: Tensor | None = None, tol: float = 1e-6,
@@ -277,7 +276,7 @@ def newton(problem: EllipticProblem, u0: Tensor | None = None, tol: float = 1e-1
         linear_solver: ``"direct"`` — a sparse LU factorisation (SuperLU, minimum-degree ordering) per step;
             ``"cg"`` — conjugate gradients on the Hessian, preconditioned by (A + I)⁻¹ (factorised once; the spectrum
             of the preconditioned Hessian is grid-independent, see ``preconditioned_gradient_descent``), to the
-            relative accuracy min(0.1, ‖R_k‖/‖R_0‖): inexact Newton; the CG steps go to ``inner_iterations``.
+            relative accuracy min(0.1, ‖R_k‖/‖R_0‖): inexact Newton; the CG steps go to ``history['inner']``.
     Where the Hessian is not positive definite (a non-convex F, e.g. ``double_well``: detected from the signs of the
     pivots of its symmetric factorisation, Sylvester's law of inertia, when F'' < −λ_1 somewhere, or by CG meeting a
     direction of non-positive curvature) that iteration takes the preconditioned gradient direction −(A + I)⁻¹R

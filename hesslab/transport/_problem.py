@@ -14,6 +14,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._checks import check_count, check_real_number
+from .._results import history as make_history
 
 # |Σa − Σb| above this fraction of the mass is a modelling error (the problem has no feasible plan), not rounding.
 MASS_RTOL = 1e-6
@@ -34,21 +35,21 @@ class SinkhornResult:
         plan: P (n, m), P_ij = exp((f_i + g_j − C_ij)/reg); rows/columns of zero mass are zero.
         f, g: dual potentials (n,), (m,), defined up to (f + c, g − c); −inf where a (or b) has zero mass.
         cost: the transport cost ⟨C, P⟩ (without the entropy term), as POT's ``sinkhorn2`` reports it.
+        converged: whether the marginal error reached ``tol`` within ``max_iter``; ``reason``: why the run stopped.
         iterations: iterations taken (for SNS: warm-start Sinkhorn iterations plus Newton iterations).
-        converged: whether the marginal error reached ``tol`` within ``max_iter``.
-        history: marginal error ‖P1 − a‖₁ + ‖Pᵀ1 − b‖₁ after 0, 1, ..., ``iterations`` iterations.
-        times: seconds since the start after each of those iterations (same length as ``history``): the cost of
-            each iteration, to compare methods whose iterations cost differently.
+        history: float arrays (``iterations`` + 1,), entry k after k iterations (DESIGN.md, "Results"): ``error``
+            the marginal error ‖P1 − a‖₁ + ‖Pᵀ1 − b‖₁, and ``seconds`` since the start — the cost of each iteration,
+            to compare methods whose iterations cost differently.
     """
 
     plan: Tensor | np.ndarray
     f: Tensor | np.ndarray
     g: Tensor | np.ndarray
     cost: float
-    iterations: int
     converged: bool
-    history: tuple[float, ...]
-    times: tuple[float, ...]
+    reason: str
+    iterations: int
+    history: dict[str, np.ndarray]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -140,7 +141,8 @@ def _prepare(a, b, C, reg, tol, max_iter) -> _Problem:
 # Bookkeeping shared by both solvers
 # ----------------------------------------------------------------------------------------------------------------------
 class _Log:
-    """history, times, and an optional progress bar."""
+    """The marginal errors (``history``) and seconds since the start (``times``) so far, and an optional progress
+    bar; ``_finish`` turns them into the result's ``history``."""
 
     def __init__(self, max_iter: int, progress: bool, desc: str):
         self.start = time.perf_counter()
@@ -168,6 +170,8 @@ def _finish(problem: _Problem, alpha: Tensor, beta: Tensor, plan: Tensor, log: _
     kind; warn when not converged."""
     log.bar.close()
     converged = log.history[-1] <= tol
+    reason = (f"marginal error {log.history[-1]:.2e} <= tol = {tol:g}" if converged else
+              f"max_iter = {log.iterations} reached at marginal error {log.history[-1]:.2e} > tol = {tol:g}")
     if not converged:
         n, m = problem.neg_k.shape
         # the rounding of the n + m row and column sums, each of m (n) terms: below this no error can be certified
@@ -190,4 +194,5 @@ def _finish(problem: _Problem, alpha: Tensor, beta: Tensor, plan: Tensor, log: _
     cost = float(torch.dot(C.reshape(-1), plan.reshape(-1)))
     if problem.as_numpy:
         plan, f, g = plan.cpu().numpy(), f.cpu().numpy(), g.cpu().numpy()
-    return SinkhornResult(plan, f, g, cost, log.iterations, converged, tuple(log.history), tuple(log.times))
+    history = make_history({"error": log.history, "seconds": log.times}, log.iterations)
+    return SinkhornResult(plan, f, g, cost, converged, reason, log.iterations, history)

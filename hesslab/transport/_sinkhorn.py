@@ -97,7 +97,7 @@ def sinkhorn(a, b, C, reg: float, tol: float = 1e-9, max_iter: int = 10_000,
             RuntimeWarning is issued.
         progress: show a tqdm progress bar.
     Returns:
-        ``SinkhornResult(plan, f, g, cost, iterations, converged, history, times)``.
+        ``SinkhornResult(plan, f, g, cost, converged, reason, iterations, history)``.
     Cost: two matrix-vector products with the n × m kernel per iteration, and an exp pass over it at each absorption
     (rare near convergence); O(nm) memory.
     Reference: Cuturi, "Sinkhorn distances", NeurIPS 2013; the log-domain form as in Peyré & Cuturi, "Computational

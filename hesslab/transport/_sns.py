@@ -268,7 +268,7 @@ def sinkhorn_newton_sparse(a, b, C, reg: float, tol: float = 1e-9, max_iter: int
             step is then exact Newton.
         cg_max_iter: conjugate gradient iterations per Newton step at most (default m, the Schur system's size).
     Returns:
-        ``SinkhornResult``; ``history`` holds the warm-start iterations first, then the Newton iterations.
+        ``SinkhornResult``; its ``history`` holds the warm-start iterations first, then the Newton iterations.
     Reference: X. Tang, M. Shavlovsky, H. Rahmanian, E. Tardini, K. K. Thekumparampil, T. Xiao, L. Ying,
     "Accelerating Sinkhorn algorithm with sparse Newton iterations", ICLR 2024.
     """

@@ -82,19 +82,23 @@ def test_second_order_training_decreases_the_energy_monotonically(curvature):
     energy = ritz(width=6, points=24)
     theta0 = energy.initial_parameters(torch.Generator().manual_seed(6))
     run = hl.pde.train_ritz_gauss_newton(energy, theta0, steps=15, curvature=curvature)
-    assert torch.all(torch.diff(run.energies) <= 0)
-    assert run.energies[-1] < run.energies[0]
-    assert run.errors.shape == run.energies.shape and run.errors[-1] < run.errors[0]
-    assert run.inner_iterations.shape == run.dampings.shape == (run.energies.numel() - 1,)
+    energies, errors = run.history["energy"], run.history["error"]
+    assert np.all(np.diff(energies) <= 0)
+    assert energies[-1] < energies[0]
+    assert errors[-1] < errors[0] and run.converged and run.reason
+    assert run.history["inner"].shape == run.history["damping"].shape == (run.iterations + 1,)
+    assert run.history["inner"][0] == 0 and np.all(run.history["inner"][1:] >= 1)
 
 
 def test_adam_history():
     energy = ritz(width=6, points=24)
     theta0 = energy.initial_parameters(torch.Generator().manual_seed(7))
     run = hl.pde.train_ritz_adam(energy, theta0, steps=50)
-    assert run.energies.shape == run.errors.shape == run.seconds.shape == (51,)
-    assert run.energies[-1] < run.energies[0] and torch.isfinite(run.theta).all()
-    assert run.energies[-1].item() == pytest.approx(energy.energy(run.theta).item(), rel=1e-14)
+    energies = run.history["energy"]
+    assert run.iterations == 50 and run.converged and run.reason == "steps = 50 taken"
+    assert energies.shape == run.history["error"].shape == run.history["seconds"].shape == (51,)
+    assert energies[-1] < energies[0] and torch.isfinite(run.theta).all()
+    assert energies[-1] == pytest.approx(energy.energy(run.theta).item(), rel=1e-14)
 
 
 def test_bad_neural_input():
@@ -128,11 +132,11 @@ def test_adam_divergence_is_flagged_warned_and_stops_at_the_last_good_parameters
     theta0 = energy.initial_parameters(torch.Generator().manual_seed(7))
     with pytest.warns(RuntimeWarning, match="Adam diverged: the energy"):
         run = hl.pde.train_ritz_adam(energy, theta0, steps=200, lr=100.0, final_lr=100.0)
-    assert run.diverged and run.reason and run.energies.numel() < 201
-    assert torch.isfinite(run.energies).all() and torch.isfinite(run.theta).all()
-    assert run.energies[-1].item() == pytest.approx(energy.energy(run.theta).item(), rel=1e-14)
+    assert run.diverged and not run.converged and run.reason and run.iterations < 200
+    assert np.all(np.isfinite(run.history["energy"])) and torch.isfinite(run.theta).all()
+    assert run.history["energy"][-1] == pytest.approx(energy.energy(run.theta).item(), rel=1e-14)
     calm = hl.pde.train_ritz_adam(energy, theta0, steps=50)
-    assert not calm.diverged and calm.reason == ""
+    assert not calm.diverged and calm.converged and calm.reason == "steps = 50 taken"
 
 
 def test_divergence_rule():
@@ -156,7 +160,7 @@ def test_gauss_newton_raises_the_damping_after_a_non_finite_trial(monkeypatch):
 
     monkeypatch.setattr(type(energy), "energy", energy_nan_first)
     run = hl.pde.train_ritz_gauss_newton(energy, theta0, steps=2, curvature="ggn", damping=1e-3)
-    assert run.dampings[0].item() == pytest.approx(2e-3)
+    assert run.history["damping"][0] == 1e-3 and run.history["damping"][1] == pytest.approx(2e-3)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

@@ -118,11 +118,11 @@ def test_discretisation_error_falls_at_second_order(dim, sizes):
 def test_newton_converges_quadratically_in_a_handful_of_steps():
     problem = hl.pde.elliptic_problem(63, 1, hl.pde.quartic(3.0))
     result = hl.pde.newton(problem)
-    r = result.residuals.numpy()
+    r = result.history["error"]
     assert result.converged and result.iterations <= 10 and r[-1] <= 1e-10
     assert problem.residual_norm(result.u) == pytest.approx(r[-1], rel=1e-3)  # torch stencil vs the solver's numpy
-    assert result.residuals.shape == (result.iterations + 1,) and result.step_sizes.shape == (result.iterations,)
-    assert torch.all(result.step_sizes == 1)  # full steps on this convex problem: the line search never cut one
+    assert all(column.shape == (result.iterations + 1,) for column in result.history.values())
+    assert np.all(result.history["step"][1:] == 1)  # full steps on this convex problem: the line search never cut one
     # quadratic: after a full step R(u + d) = ½ F'''(ξ) d² pointwise and ‖d‖ <= ‖R‖/λ_1, so r_{k+1} <= C r_k² with
     # C of the order of max|F'''| / (2 λ_1²) (up to the ratio of the max and grid norms); F''' = 6 s u here
     ratios = r[2:] / r[1:-1] ** 2
@@ -137,10 +137,10 @@ def test_newton_cg_and_direct_agree():
     problem = hl.pde.elliptic_problem(31, 2, hl.pde.quartic(2.0))
     direct = hl.pde.newton(problem, linear_solver="direct")
     cg = hl.pde.newton(problem, linear_solver="cg")
-    assert direct.converged and cg.converged and cg.inner_iterations.sum() > 0
+    assert direct.converged and cg.converged and cg.history["inner"].sum() > 0
     lam_1 = float(hl.pde.laplacian_eigenvalues(31, 2)[0])
     difference = problem.h * float(torch.linalg.vector_norm(direct.u - cg.u))
-    assert difference <= (direct.residuals[-1] + cg.residuals[-1]).item() / lam_1
+    assert difference <= (direct.history["error"][-1] + cg.history["error"][-1]) / lam_1
 
 
 def test_gradient_descent_iterations_are_bounded_by_the_condition_number():
@@ -154,9 +154,9 @@ def test_gradient_descent_iterations_are_bounded_by_the_condition_number():
         solution = hl.pde.newton(problem).u
         L = float(eigenvalues[-1] + 2 * problem.nonlinearity.d2F(solution).max())
         mu = float(eigenvalues[0])
-        bound = (L / mu) * (math.log(result.residuals[0].item() / 1e-6) + 0.5 * math.log(L / mu))
+        bound = (L / mu) * (math.log(result.history["error"][0] / 1e-6) + 0.5 * math.log(L / mu))
         assert result.converged and result.iterations <= bound
-        energies = result.energies.numpy()
+        energies = result.history["energy"]
         assert np.all(np.diff(energies) <= 1e-12 * np.abs(energies[:-1]))  # monotone up to rounding
 
 
@@ -194,17 +194,17 @@ def test_newton_on_the_double_well_reaches_a_local_minimum(linear_solver):
     H0 = problem.hessian(torch.zeros(problem.size)).toarray()
     assert np.linalg.eigvalsh(H0)[0] < 0
     result = hl.pde.newton(problem, u0=u0, linear_solver=linear_solver)
-    assert result.converged and result.residuals[-1] <= 1e-10
+    assert result.converged and result.history["error"][-1] <= 1e-10
     assert np.linalg.eigvalsh(problem.hessian(result.u).toarray())[0] > 0
-    assert result.energies[-1] < problem.energy(torch.zeros(problem.size, dtype=torch.float64))
+    assert result.history["energy"][-1] < problem.energy(torch.zeros(problem.size, dtype=torch.float64))
 
 
 def test_non_convergence_warns_and_is_reported():
     problem = hl.pde.elliptic_problem(31, 1)
     with pytest.warns(RuntimeWarning, match="raise max_iter"):
         result = hl.pde.gradient_descent(problem, max_iter=5)
-    assert not result.converged and result.iterations == 5 and result.residuals.shape == (6,)
-    assert torch.isfinite(result.residuals).all() and torch.isfinite(result.u).all()
+    assert not result.converged and result.iterations == 5 and result.history["error"].shape == (6,)
+    assert np.all(np.isfinite(result.history["error"])) and torch.isfinite(result.u).all()
 
 
 def test_starting_point_is_used():
@@ -292,8 +292,8 @@ def test_a_saddle_is_not_reported_as_solved(solver, kwargs):
     result = solver(problem, **kwargs)
     assert result.converged and result.iterations > 0 and "local minimiser" in result.reason
     assert np.linalg.eigvalsh(problem.hessian(result.u).toarray())[0] > 0
-    assert result.energies[-1] < result.energies[0] and result.residuals[-1] <= (1e-10 if solver is hl.pde.newton
-                                                                               else 1e-6)
+    energies, residuals = result.history["energy"], result.history["error"]
+    assert energies[-1] < energies[0] and residuals[-1] <= (1e-10 if solver is hl.pde.newton else 1e-6)
 
 
 def test_a_saddle_that_cannot_be_left_is_reported_unconverged(monkeypatch):
