@@ -6,12 +6,15 @@ Every solver of hesslab (optimize, pde, transport) uses these two; none has a co
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+
+from ._results import history as make_history
 
 # the comparisons of ``backtracking`` are done in Python floats (float64); they widen every bound by this many ulps
 # of the numbers compared, so that their own rounding cannot turn "fails" into "passes" or back
@@ -28,7 +31,8 @@ class CGResult:
     x: the solution estimate (b's shape and type). converged: ‖r‖ <= rtol‖b‖ was reached. reason: why CG stopped
     ("converged", "max_iter", "negative curvature", "max_norm", "breakdown"). iterations: updates of x made.
     negative_curvature: a direction p with pᵀAp <= 0 was met (A is not positive definite).
-    history: {"residual": relative residuals ‖r_k‖/‖b‖, k = 0..iterations} (numpy, length iterations + 1).
+    history: read-only numpy arrays of length iterations + 1 (DESIGN.md, "Results"): ``error`` the relative residual
+    ‖r_k‖/‖b‖ and ``seconds`` since the start, k = 0..iterations.
     """
 
     x: Any
@@ -115,11 +119,16 @@ def conjugate_gradient(matvec: Callable, b, *, max_iter: int, rtol: float = 1e-1
     r = project(1 * b)
     x = 0 * r
     b_norm = _norm(r)
-    residuals = [1.0 if b_norm > 0 else 0.0]
+    start = time.perf_counter()
+    residuals, seconds = [1.0 if b_norm > 0 else 0.0], [0.0]
+
+    def record(residual):
+        residuals.append(residual)
+        seconds.append(time.perf_counter() - start)
 
     def finish(x, reason, negative=False):
         return CGResult(x=x, converged=reason == "converged", reason=reason, iterations=len(residuals) - 1,
-                        negative_curvature=negative, history={"residual": np.array(residuals, dtype=float)})
+                        negative_curvature=negative, history=make_history({"error": residuals, "seconds": seconds}))
 
     if residuals[0] <= rtol:  # b = 0, or rtol >= 1
         return finish(x, "converged")
@@ -135,7 +144,7 @@ def conjugate_gradient(matvec: Callable, b, *, max_iter: int, rtol: float = 1e-1
         if curvature <= 0:
             if max_norm is not None:  # q falls without bound along p: go to the sphere (Steihaug)
                 x, r = x + (tau := _to_sphere(x, p, max_norm)) * p, r - tau * Ap
-                residuals.append(_norm(r) / b_norm)
+                record(_norm(r) / b_norm)
                 return finish(x, "max_norm", negative=True)
             return finish(x if len(residuals) > 1 else z, "negative curvature", negative=True)
         alpha = rz / curvature
@@ -143,10 +152,10 @@ def conjugate_gradient(matvec: Callable, b, *, max_iter: int, rtol: float = 1e-1
             return finish(x, "breakdown")
         if max_norm is not None and _norm(x + alpha * p) >= max_norm:
             x, r = x + (tau := _to_sphere(x, p, max_norm)) * p, r - tau * Ap
-            residuals.append(_norm(r) / b_norm)
+            record(_norm(r) / b_norm)
             return finish(x, "max_norm")
         x, r = x + alpha * p, r - alpha * Ap
-        residuals.append(_norm(r) / b_norm)
+        record(_norm(r) / b_norm)
         if residuals[-1] <= rtol:
             return finish(x, "converged")
         z = project(precondition(r))

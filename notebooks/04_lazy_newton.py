@@ -54,6 +54,7 @@ import torch
 
 import hesslab as hl
 from hesslab.experiments import lazy_newton as lazy
+from hesslab.plot import plot_convergence
 from hesslab.widgets import panel
 
 generator = hl.seed(0)
@@ -85,7 +86,7 @@ for sweep in sweeps.values():
     print(f"{sweep.name} (d = {sweep.d}): f* = {sweep.f_star:.12f}")
     for m, cost, trace in zip(sweep.periods, sweep.costs, sweep.traces):
         print(f"   m = {m:5d}  ({m / sweep.d:5.2f} d)  cost to f − f* <= {TARGET:g}: {cost:8.0f} gradients"
-              f"   ({len(trace.cost) - 1} steps, {trace.hessians} Hessians)")
+              f"   ({trace.iterations} steps, {trace.hessians} Hessians)")
     print(f"   cost-optimal m = {sweep.best_m} = {sweep.best_m / sweep.d:.2f} d")
 
 
@@ -105,10 +106,9 @@ fig, axes = plt.subplots(len(sweeps), 2, figsize=(11, 3.6 * len(sweeps)), squeez
 for row, sweep in zip(axes, sweeps.values()):
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(shown(sweep))))
     for trace, color in zip(shown(sweep), colors):
-        gap = np.maximum(trace.gap, 1e-16)
         label = "m = 1 (full Newton)" if trace.m == 1 else f"m = {trace.m} ({trace.m / sweep.d:.2g} d)"
-        row[0].semilogy(np.arange(len(gap)), gap, color=color, label=label)
-        row[1].semilogy(trace.cost, gap, color=color, label=label)
+        plot_convergence({label: trace}, y="gap", ax=row[0], color=color)
+        plot_convergence({label: trace}, x="cost", y="gap", ax=row[1], color=color)
     for ax, xlabel in zip(row, ("iteration", "arithmetic cost (gradient-equivalents)")):
         ax.axhline(TARGET, color="0.6", ls=":", lw=1)
         ax.set(xlabel=xlabel, ylabel="f − f*", ylim=(1e-16, None),
@@ -172,12 +172,13 @@ fig.tight_layout()
 far = {name: lazy.far_start(name, device=DEVICE) for name in DATASETS[:2]}
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for color, (name, run) in zip(("C0", "C3"), far.items()):
-    axes[0].semilogy(np.maximum(run.plain.gap, 1e-16), "x--", color=color, label=f"{name}: Newton, full steps")
-    axes[0].semilogy(np.maximum(run.damped.gap, 1e-16), "o-", color=color, ms=4, label=f"{name}: damped Newton")
+    plot_convergence({f"{name}: Newton, full steps": run.plain}, y="gap", ax=axes[0], color=color, marker="x", ls="--")
+    plot_convergence({f"{name}: damped Newton": run.damped}, y="gap", ax=axes[0], color=color, marker="o", ms=4)
     axes[1].plot(np.arange(1, len(run.stepsizes) + 1), run.stepsizes, "o-", color=color, ms=4, label=name)
-    print(f"{name}: ‖x0‖ = {run.x0_norm:.1f}; pure Newton f − f* after {len(run.plain.gap) - 1} steps: "
-          f"{run.plain.gap[-1]:.3g} (start {run.plain.gap[0]:.3g}); damped Newton: {len(run.damped.gap) - 1} steps "
-          f"to f − f* = {max(run.damped.gap[-1], 0):.1e}")
+    plain, damped = run.plain.history["gap"], run.damped.history["gap"]
+    print(f"{name}: ‖x0‖ = {run.x0_norm:.1f}; pure Newton f − f* after {run.plain.iterations} steps: "
+          f"{plain[-1]:.3g} (start {plain[0]:.3g}); damped Newton: {run.damped.iterations} steps "
+          f"to f − f* = {max(damped[-1], 0):.1e}")
 axes[0].set(xlabel="iteration", ylabel="f − f*", title="From x0 = 3·1: pure Newton diverges, damped converges")
 axes[1].set(xlabel="iteration", ylabel="stepsize α", ylim=(0, 1.05), title="Damped Newton's stepsizes tend to 1")
 axes[0].legend(fontsize=8, frameon=False)
@@ -197,8 +198,8 @@ nonconvex = lazy.nonconvex_runs("breast_cancer", device=DEVICE)
 print(f"breast_cancer, non-convex: λ_min(∇²f(x0)) = {lazy.smallest_hessian_eigenvalue('breast_cancer', device=DEVICE):.2e}")
 fig, ax = plt.subplots(figsize=(7, 4))
 for trace, color in zip(nonconvex, plt.cm.viridis(np.linspace(0, 0.9, len(nonconvex)))):
-    ax.semilogy(trace.cost, trace.grad_norm, color=color, label=f"m = {trace.m}")
-    print(f"   m = {trace.m:4d}: ‖∇f‖ <= 1e-8 after cost {trace.cost_to(1e-8, 'grad_norm'):6.0f}")
+    plot_convergence({f"m = {trace.m}": trace}, x="cost", ax=ax, color=color)
+    print(f"   m = {trace.m:4d}: ‖∇f‖ <= 1e-8 after cost {trace.cost_to(1e-8, 'error'):6.0f}")
 ax.set(xlabel="arithmetic cost (gradient-equivalents)", ylabel="‖∇f(x)‖",
        title="Non-convex regulariser (breast cancer, d = 31): lazy cubic Newton")
 ax.legend(frameon=False)
@@ -219,11 +220,11 @@ def period_limit(dataset):
 def draw(m, regularization, dataset, start):
     m = min(m, period_limit(dataset))
     fig, ax = plt.subplots(figsize=(7, 4))
-    for trace, style in ((lazy.lazy_run(dataset, 1, regularization, start, device=DEVICE), "k--"),
-                         (lazy.lazy_run(dataset, m, regularization, start, device=DEVICE), "C3-")):
+    for trace, style in ((lazy.lazy_run(dataset, 1, regularization, start, device=DEVICE), {"color": "k", "ls": "--"}),
+                         (lazy.lazy_run(dataset, m, regularization, start, device=DEVICE), {"color": "C3", "ls": "-"})):
         cost = trace.cost_to(TARGET)
-        ax.semilogy(trace.cost, np.maximum(trace.gap, 1e-16), style,
-                    label=f"m = {trace.m}: cost {cost:.0f} to {TARGET:g}, {trace.hessians} Hessians")
+        plot_convergence({f"m = {trace.m}: cost {cost:.0f} to {TARGET:g}, {trace.hessians} Hessians": trace},
+                                 x="cost", y="gap", ax=ax, **style)
     ax.axhline(TARGET, color="0.6", ls=":", lw=1)
     ax.set(xlabel="arithmetic cost (gradient-equivalents)", ylabel="f − f*", ylim=(1e-16, None),
            title=f"{dataset}, {regularization} regularisation, x0 = {start}")
@@ -248,16 +249,16 @@ for sweep in sweeps.values():
     m_d = lazy.update_periods(sweep.d, (1,))[1]
     print(f"{sweep.name}: d = {sweep.d}, best m = {sweep.best_m} ({sweep.best_m / sweep.d:.2f} d), "
           f"cost(m = d) = {sweep.cost_for(m_d):.0f}, cost(m = 1) = {sweep.cost_for(1):.0f}, "
-          f"largest final f − f* = {max(t.gap.min() for t in sweep.traces):.1e}")
+          f"largest final f − f* = {max(t.history['gap'].min() for t in sweep.traces):.1e}")
 for name, run in far.items():
     print(f"{name}: pure Newton diverged: {run.plain_diverged}; damped Newton converged: {run.damped.converged}, "
-          f"final f − f* = {run.damped.gap[-1]:.1e}")
+          f"final f − f* = {run.damped.history['gap'][-1]:.1e}")
 
 # %%
 for sweep in sweeps.values():
-    assert all(trace.gap.min() <= TARGET for trace in sweep.traces), sweep.name
+    assert all(trace.history["gap"].min() <= TARGET for trace in sweep.traces), sweep.name
     assert sweep.d / 4 <= sweep.best_m <= 4 * sweep.d, (sweep.name, sweep.best_m)
     assert sweep.cost_for(lazy.update_periods(sweep.d, (1,))[1]) < sweep.cost_for(1), sweep.name
 for name, run in far.items():
     assert run.plain_diverged, name
-    assert run.damped.converged and run.damped.gap[-1] <= TARGET, name
+    assert run.damped.converged and run.damped.history["gap"][-1] <= TARGET, name

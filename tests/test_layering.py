@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hesslab"
 # "hesslab" is the package's own __init__.py, the public API. Modules DESIGN.md plans but that do not exist yet
 # (kronecker, inverse, training, distributed, compress) are placed already, so they land in the right layer.
 LAYERS = [
-    ("foundation", ["runtime", "_checks", "sampling", "linalg"]),
+    ("foundation", ["runtime", "_checks", "sampling", "linalg", "_results"]),
     ("small datasets and nets", ["data", "models"]),
     ("f(θ) of a model and its products", ["functional"]),
     ("exact curvature", ["exact", "kronecker"]),

@@ -40,7 +40,7 @@ def test_cg_matches_a_direct_solve_on_random_spd_systems(condition):
     result = conjugate_gradient(lambda v: A @ v, b, max_iter=10 * n, rtol=rtol)
     assert isinstance(result, CGResult) and result.converged and result.reason == "converged"
     assert not result.negative_curvature
-    residual = result.history["residual"]
+    residual = result.history["error"]
     assert isinstance(residual, np.ndarray) and residual.shape == (result.iterations + 1,)
     assert residual[0] == 1.0 and residual[-1] <= rtol
     exact = torch.linalg.solve(A, b)
@@ -52,7 +52,7 @@ def test_cg_on_the_identity_takes_one_exact_step():
     b = rhs(7)
     result = conjugate_gradient(lambda v: v, b, max_iter=5)
     assert result.converged and result.iterations == 1 and torch.equal(result.x, b)
-    assert result.history["residual"].tolist() == [1.0, 0.0]
+    assert result.history["error"].tolist() == [1.0, 0.0]
 
 
 def test_cg_with_three_distinct_eigenvalues_converges_in_three_steps():
@@ -114,7 +114,7 @@ def test_max_norm_truncates_the_step_on_the_sphere_and_lowers_the_model():
     result = conjugate_gradient(lambda v: A @ v, b, max_iter=100, rtol=1e-12, max_norm=radius)
     assert result.reason == "max_norm" and not result.converged and not result.negative_curvature
     assert abs(result.x.norm().item() - radius) <= 8 * EPS * radius
-    assert model(A, b, result.x) < 0 and len(result.history["residual"]) == result.iterations + 1
+    assert model(A, b, result.x) < 0 and len(result.history["error"]) == result.iterations + 1
     # a bound that the solution meets changes nothing
     loose = conjugate_gradient(lambda v: A @ v, b, max_iter=100, rtol=1e-12, max_norm=2 * exact.norm().item())
     free = conjugate_gradient(lambda v: A @ v, b, max_iter=100, rtol=1e-12)

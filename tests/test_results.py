@@ -59,6 +59,9 @@ def _runs():
         ("pde.newton cg", hl.pde.newton(problem, linear_solver="cg"), hl.pde.PDESolveResult),
         ("train_ritz_adam", hl.pde.train_ritz_adam(ritz, theta0, steps=20), hl.pde.RitzTrainingResult),
         ("train_ritz_gauss_newton", hl.pde.train_ritz_gauss_newton(ritz, theta0, steps=5), hl.pde.RitzTrainingResult),
+        ("conjugate_gradient", hl.linalg.conjugate_gradient(lambda v: A @ v, torch.ones(30, dtype=torch.float64),
+                                                              max_iter=60),
+         hl.linalg.CGResult),
         ("top_eigen k=1", hl.top_eigen(A, generator=torch.Generator().manual_seed(0)), hl.EigenResult),
         ("top_eigen k=3", hl.top_eigen(A, k=3, generator=torch.Generator().manual_seed(0)), hl.EigenResult),
         ("toy_sophia", adahessian_and_sophia.toy_sophia(), adahessian_and_sophia.Run),
@@ -123,7 +126,9 @@ def test_lazy_newton_trace_has_the_shape():
 
 def test_every_result_class_in_hesslab_is_covered(runs):
     """A new *Result class must come with a run above (or say why it is not an iterative result)."""
-    not_iterative = {"LanczosResult"}  # m steps asked for, m steps done: a decomposition, not a stopping method
+    # LanczosResult: m steps asked for, m steps done, a decomposition, not a stopping method. LineSearchResult: one
+    # step of an outer method (its trials are not iterates), reported by the method's own history.
+    not_iterative = {"LanczosResult", "LineSearchResult"}
     covered = {cls.__name__ for _, _, cls in _runs()}
     found = set()
     for module in pkgutil.walk_packages(hl.__path__, "hesslab."):
