@@ -67,6 +67,7 @@ import numpy as np
 
 import hesslab as hl
 from hesslab.experiments import sinkhorn_newton_sparse as ex
+from hesslab.plot import plot_convergence
 from hesslab.transport import DENSE_FRACTION
 from hesslab.widgets import panel
 
@@ -88,10 +89,10 @@ print(f"device {device}, {N} points per cloud, a {GRID}×{GRID} grid, reg = {REG
 clouds = ex.random_point_clouds(N, generator, device)
 cloud_race = ex.race(clouds, REG, TOL, warm_start=WARM_START, threshold=THRESHOLD)
 for name, result in [("Sinkhorn", cloud_race.sinkhorn), ("SNS", cloud_race.newton)]:
-    print(f"{name:8s} {result.iterations:6d} iterations in {result.times[-1]:6.2f} s, final error "
-          f"{result.history[-1]:.1e}")
-sinkhorn_ms = 1e3 * cloud_race.sinkhorn.times[-1] / cloud_race.sinkhorn.iterations
-newton_ms = 1e3 * (cloud_race.newton.times[-1] - cloud_race.newton.times[WARM_START]) / (
+    print(f"{name:8s} {result.iterations:6d} iterations in {result.history['seconds'][-1]:6.2f} s, final error "
+          f"{result.history['error'][-1]:.1e}")
+sinkhorn_ms = 1e3 * cloud_race.sinkhorn.history["seconds"][-1] / cloud_race.sinkhorn.iterations
+newton_ms = 1e3 * (cloud_race.newton.history["seconds"][-1] - cloud_race.newton.history["seconds"][WARM_START]) / (
     cloud_race.newton.iterations - WARM_START)
 print(f"one Sinkhorn iteration: {sinkhorn_ms:.2f} ms; one Newton step: {newton_ms:.2f} ms")
 print(f"SNS needs {cloud_race.iteration_ratio:.0f}x fewer iterations; ‖P_Sinkhorn − P_SNS‖₁ = "
@@ -102,10 +103,10 @@ print(f"SNS needs {cloud_race.iteration_ratio:.0f}x fewer iterations; ‖P_Sinkh
 def convergence_axes(axes, race, title):
     """Marginal error against iterations (left) and seconds (right), log-log; iteration 0 is left out."""
     for result, label, color in [(race.sinkhorn, "Sinkhorn", "C0"), (race.newton, "Sinkhorn-Newton-Sparse", "C3")]:
-        history = np.asarray(result.history)
-        axes[0].loglog(np.arange(1, len(history)), history[1:], color=color, label=f"{label} ({result.iterations})")
-        axes[1].loglog(np.asarray(result.times)[1:], history[1:], color=color, label=label)
+        plot_convergence({f"{label} ({result.iterations})": result}, ax=axes[0], color=color)
+        plot_convergence({label: result}, x="seconds", ax=axes[1], color=color)
     for ax in axes:
+        ax.set_xscale("log")  # entry 0 (iteration 0, 0 s) falls off the log axis
         ax.axhline(race.tol, color="0.5", ls="--", lw=1)
         ax.set_ylabel(r"marginal error $\|P1-a\|_1+\|P^\top 1-b\|_1$")
         ax.grid(True, which="major", alpha=0.3)
@@ -264,7 +265,7 @@ def draw(n, reg, threshold, warm_start):
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for result, label, color in [(slow, "Sinkhorn", "C0"), (fast, "SNS", "C3")]:
         status = f"{result.iterations} iterations" if result.converged else f"not converged in {result.iterations}"
-        ax.semilogy(result.history, color=color, label=f"{label}: {status}, {result.times[-1]:.2f} s")
+        plot_convergence({f"{label}: {status}, {result.history['seconds'][-1]:.2f} s": result}, ax=ax, color=color)
     ax.axhline(TOL, color="0.5", ls="--", lw=1)
     ax.axvline(warm_start, color="C3", ls=":", lw=1)
     ax.set_xscale("symlog", linthresh=10)  # linear up to the warm start, logarithmic after it
@@ -321,7 +322,7 @@ for (name, solver), (rows, cols) in marginals.items():
 # %%
 for problem, race in races.values():
     assert race.sinkhorn.converged and race.newton.converged
-    assert race.sinkhorn.history[-1] <= TOL and race.newton.history[-1] <= TOL
+    assert race.sinkhorn.history["error"][-1] <= TOL and race.newton.history["error"][-1] <= TOL
     assert race.newton.iterations * 10 <= race.sinkhorn.iterations, race.iteration_ratio
     for result in (race.sinkhorn, race.newton):
         assert sum(ex.marginal_errors(problem, result.plan)) <= TOL + ex.marginal_rounding(problem), marginals

@@ -37,6 +37,7 @@ from functools import lru_cache
 
 import hesslab as hl
 from hesslab.experiments import pde_curvature as ex
+from hesslab.plot import plot_convergence
 from hesslab.widgets import panel
 
 generator = hl.seed(0)
@@ -84,7 +85,7 @@ fig, (ax_hist, ax_count) = plt.subplots(1, 2, figsize=(12, 4.2))
 for name, histories in scaling.residuals.items():
     for i, (n, residuals) in enumerate(zip(grid_sizes, histories)):
         shade = 0.35 + 0.65 * i / max(1, len(grid_sizes) - 1)
-        ax_hist.loglog(np.arange(1, len(residuals) + 1), residuals.numpy(), color=colors[name], alpha=shade,
+        ax_hist.loglog(np.arange(1, len(residuals) + 1), np.asarray(residuals), color=colors[name], alpha=shade,
                        label=f"{name}" if i == len(grid_sizes) - 1 else None)
 ax_hist.axhline(scaling.tol, color="0.5", ls=":", lw=1)
 ax_hist.axhline(scaling.newton_tol, color="0.5", ls=":", lw=1)
@@ -183,7 +184,7 @@ plt.show()
 # %%
 large = ex.large_newton_solve(n=256, dim=2)
 print(f"256 × 256 Newton: {large.iterations} iterations, {large.seconds:.2f} s, residual {large.residual:.1e}, "
-      f"max error {large.error:.1e}; residuals {[f'{r:.1e}' for r in large.result.residuals.tolist()]}")
+      f"max error {large.error:.1e}; residuals {[f'{r:.1e}' for r in large.result.history['error'].tolist()]}")
 fig, (ax_u, ax_e) = plt.subplots(1, 2, figsize=(10, 4))
 U = large.result.u.reshape(256, 256).numpy()
 E = U - ex.make_problem(256, 2).exact().reshape(256, 256).numpy()
@@ -219,7 +220,8 @@ ax_w.set_xscale("log", base=2)
 ax_w.set(xlabel="width m", ylabel=r"$\|u_\theta - u^\star\|_{L^2}$", title="neural solution: error against width")
 ax_w.legend(frameon=False)
 for run, color in ((sweep.adam_runs[-1], "C1"), (sweep.gauss_newton_runs[-1], "C4")):
-    ax_t.loglog(run.seconds.numpy()[1:], run.errors.numpy()[1:], color=color, label=run.method)
+    plot_convergence({run.method: run}, x="seconds", ax=ax_t, color=color)
+ax_t.set_xscale("log")  # entry 0 (0 s) falls off the log axis
 ax_t.set(xlabel="wall-clock seconds", ylabel=r"$\|u_\theta - u^\star\|_{L^2}$",
          title=f"training, width {widths[-1]}")
 ax_t.legend(frameon=False)
@@ -285,7 +287,7 @@ def draw(n, strength, dim, solver, nonlinearity):
     run = solve(n, dim, strength, solver, nonlinearity)
     result, problem = run.result, run.problem
     fig, (ax_r, ax_u) = plt.subplots(1, 2, figsize=(11, 3.8))
-    ax_r.semilogy(result.residuals.numpy(), color=colors[solver])
+    plot_convergence({solver: result}, ax=ax_r, color=colors[solver])
     status = "converged" if result.converged else "NOT converged"
     ax_r.set(xlabel="iteration", ylabel=r"$\|R(u_k)\|_h$", title=f"{solver}: {result.iterations} iterations, {status}")
     if dim == 1:

@@ -44,6 +44,7 @@ import torch
 
 import hesslab as hl
 from hesslab.experiments import adahessian_and_sophia as ex
+from hesslab.plot import plot_convergence
 from hesslab.widgets import panel
 
 generator = hl.seed(0)
@@ -107,8 +108,8 @@ for name, run in toy_runs.items():
     color, marker = STYLES[name]
     left.plot(run.history["theta1"], run.history["theta2"], "-", color=color, marker=marker, ms=3, lw=1.2,
               label=f"{name}: {run.iterations} steps" + ("" if run.converged else " (stuck at the saddle)"))
-    right.semilogy(run.history["step"], np.maximum(run.history["loss"], 1e-18), color=color,
-                   label=f"{name}: {run.history['loss'][-1]:.1e} after {run.iterations} steps")
+    plot_convergence({f"{name}: {run.history['loss'][-1]:.1e} after {run.iterations} steps": run}, x="step",
+                     y="loss", ax=right, color=color)
 left.plot(*ex.TOY_START, "ks", ms=6)
 left.set_title("Trajectories from (0.2, 0) over the contours of log L")
 left.legend(fontsize=8, loc="center left")
@@ -137,7 +138,8 @@ def draw(lr, rho, estimator):
               label=f"Sophia: {run.iterations} steps ({run.reason})")
     left.legend(fontsize=8, loc="center left")
     left.set_title(f"Sophia, lr = {lr:g}, ρ = {rho:g}, {estimator} diagonal")
-    right.semilogy(run.history["step"], np.maximum(run.history["loss"], 1e-18), "C2-o", ms=3)
+    plot_convergence({f"Sophia: {run.history['loss'][-1]:.1e}": run}, x="step", y="loss", ax=right, color="C2",
+                     marker="o", ms=3)
     right.axhline(ex.TOY_TARGET, color="0.6", ls=":", lw=1)
     right.set(xlabel="step", ylabel="L(θ)", ylim=(1e-18, 1e3), title=f"Sophia's loss: {run.iterations} steps")
     fig.tight_layout()
@@ -206,10 +208,10 @@ COLORS = dict(zip(ex.OPTIMIZERS, ("C7", "C1", "C0", "C2", "C4")))
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
 for name, by_seed in runs.items():
     for seed, run in zip(SEEDS, by_seed):
-        label = f"{name} (lr {tuned[name]:g})" if seed == 0 else None
+        label = f"{name} (lr {tuned[name]:g})" if seed == 0 else f"_{name}, seed {seed}"  # _: not in the legend
         alpha = 1.0 if seed == 0 else 0.35
-        axes[0].semilogy(run.history["step"], run.history["loss"], color=COLORS[name], alpha=alpha, label=label)
-        axes[1].semilogy(run.history["cost"], run.history["loss"], color=COLORS[name], alpha=alpha, label=label)
+        for ax, x in zip(axes[:2], ("step", "cost")):
+            plot_convergence({label: run}, x=x, y="loss", ax=ax, color=COLORS[name], alpha=alpha)
         if name.startswith("Sophia"):
             axes[2].plot(run.history["step"][1:], run.history["clipped"][1:], color=COLORS[name], alpha=alpha,
                          label=label)
