@@ -21,8 +21,9 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hesslab as hl  # noqa: E402
 from harness import header, race, table  # noqa: E402  benchmarks/harness.py
+
+import hesslab as hl  # noqa: E402
 from hesslab.models import mlp  # noqa: E402
 
 

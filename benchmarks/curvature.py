@@ -55,10 +55,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from harness import header, race, ratio_text, sync, table  # benchmarks/harness.py: this folder is on sys.path
 from torch import Tensor, nn
 
 import hesslab as hl
-from harness import header, race, ratio_text, sync, table  # benchmarks/harness.py: this folder is on sys.path
 
 INPUT_DIM, CLASSES, SAMPLES = 64, 10, 512
 PACKAGES = ("torch", "hesslab", "pyhessian", "curvlinops-for-pytorch", "scipy", "numpy")  # in the header

@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-
 from machine import describe  # benchmarks/machine.py: this script's folder is on sys.path
 
 

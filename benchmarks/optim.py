@@ -35,10 +35,10 @@ import time
 from collections.abc import Callable
 
 import torch
+from harness import header, race, table  # benchmarks/harness.py: this folder is on sys.path
 from torch.nn.functional import cross_entropy
 
 import hesslab as hl
-from harness import header, race, table  # benchmarks/harness.py: this folder is on sys.path
 from hesslab import data, models
 
 PACKAGES = ("torch", "hesslab", "numpy")

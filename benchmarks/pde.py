@@ -20,8 +20,9 @@ import scipy.sparse as sparse
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hesslab as hl  # noqa: E402
 from harness import header, race, table, timed  # noqa: E402  benchmarks/harness.py
+
+import hesslab as hl  # noqa: E402
 from hesslab.pde._solvers import _factorise  # noqa: E402
 
 PACKAGES = ("torch", "hesslab", "scipy", "numpy")

@@ -43,10 +43,10 @@ from dataclasses import dataclass
 
 import ot
 import torch
+from harness import header, race, table, timed  # benchmarks/harness.py: this folder is on sys.path
 from threadpoolctl import threadpool_limits
 
 import hesslab as hl
-from harness import header, race, table, timed  # benchmarks/harness.py: this folder is on sys.path
 
 PACKAGES = ("torch", "hesslab", "pot", "numpy", "scipy")  # versions printed in the header
 REGS = (1e-2, 1e-3)

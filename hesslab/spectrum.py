@@ -382,7 +382,8 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
 
         def residuals_small(alphas: Tensor, betas: Tensor, beta: Tensor) -> bool:
             """Whether the wanted Ritz pairs after these steps are converged; logs the step in ``steps_log`` and
-            the verdict in ``judged``."""
+            the verdict in ``judged``.
+            """
             steps_log["matvecs"].append(num_matvecs + alphas.shape[0])
             steps_log["seconds"].append(time.perf_counter() - start_time)
             if alphas.shape[0] < need:

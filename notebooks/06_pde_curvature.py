@@ -29,11 +29,11 @@
 
 # %%
 import time
+from functools import lru_cache
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
-from functools import lru_cache
 
 import hesslab as hl
 from hesslab.experiments import pde_curvature as ex

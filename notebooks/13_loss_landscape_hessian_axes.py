@@ -41,7 +41,6 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from torch import nn
 
 import hesslab as hl
 from hesslab import landscape

@@ -45,8 +45,13 @@ from torch import nn
 
 import hesslab as hl
 from hesslab import landscape
-from hesslab.experiments.ghosts_of_softmax import (METHODS, gradient_direction, spike_run, taylor_along_step,
-                                                   trained_binary_net)
+from hesslab.experiments.ghosts_of_softmax import (
+    METHODS,
+    gradient_direction,
+    spike_run,
+    taylor_along_step,
+    trained_binary_net,
+)
 from hesslab.widgets import panel
 
 generator = hl.seed(0)

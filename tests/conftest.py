@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from helpers import classification_data, small_mlp
 from torch import nn
 
 import hesslab as hl
-from helpers import classification_data, small_mlp
 
 
 @pytest.fixture(scope="module")

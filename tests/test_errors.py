@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from helpers import classification_data, random_symmetric, small_mlp
 from torch.nn import functional as F
 
 import hesslab as hl
-from helpers import classification_data, random_symmetric, small_mlp
 
 quadratic = lambda x: (x**2).sum()  # noqa: E731
 

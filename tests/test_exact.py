@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from helpers import classification_data, random_square, seeds, sizes, small_mlp
 from hypothesis import given, settings
 from torch import nn
 from torch.nn import functional as F
 
 import hesslab as hl
-from helpers import classification_data, random_square, seeds, sizes, small_mlp
 
 TOL = 1e-12
 

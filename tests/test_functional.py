@@ -4,11 +4,11 @@ import warnings
 
 import pytest
 import torch
+from helpers import classification_data, small_mlp
 from torch import nn
 from torch.nn import functional as F
 
 import hesslab as hl
-from helpers import classification_data, small_mlp
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "gelu": nn.GELU}
 LOSSES = {

@@ -11,9 +11,9 @@ import math
 
 import pytest
 import torch
+from helpers import random_symmetric
 
 import hesslab as hl
-from helpers import random_symmetric
 
 
 def hutchinson_sigma(A: torch.Tensor) -> float:

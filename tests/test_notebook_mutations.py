@@ -33,14 +33,14 @@ import pytest
 import torch
 
 import hesslab as hl
+from hesslab import hutchinson, sampling, spectrum  # noqa: E402  the modules whose names are patched
 from hesslab.data import pixel_digits
 from hesslab.experiments import bulk_and_outliers as bo
 from hesslab.experiments import hutchinson_and_hawq as hawq
 from hesslab.experiments import lanczos_and_batch_size as bs
 from hesslab.experiments import sinkhorn_newton_sparse as ot_ex
-
-from hesslab import hutchinson, sampling, spectrum  # noqa: E402  the modules whose names are patched
 from hesslab.transport import _sinkhorn, _sns  # noqa: E402
+
 EPS = torch.finfo(torch.float64).eps
 MATRIX = bo._matrix  # the cached original, cleared around each call (a patched _matrix has no cache)
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import classification_data, random_symmetric, seeds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse.linalg import eigsh
@@ -10,7 +11,6 @@ from torch import nn
 from torch.nn import functional as F
 
 import hesslab as hl
-from helpers import classification_data, random_symmetric, seeds
 
 TOL = 1e-12
 

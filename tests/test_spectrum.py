@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from helpers import random_square, random_symmetric, seeds, sizes
 from hypothesis import given, settings
 
 import hesslab as hl
-from helpers import random_square, random_symmetric, seeds, sizes
 
 
 def tridiagonal(alphas, betas):

@@ -10,12 +10,12 @@ import math
 
 import pytest
 import torch
+from helpers import random_symmetric, seeds, sizes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import hesslab as hl
-from helpers import random_symmetric, seeds, sizes
 
 TOL = 1e-10
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: one thread is fastest

@@ -13,10 +13,9 @@ import math
 
 import pytest
 import torch
+import zoo
 
 import hesslab as hl
-
-import zoo
 
 SEEDS = range(5)
 

@@ -1,2 +1,3 @@
 """One module per notebook: the paper's experiment as plain functions that take the knobs and return small
-dataclasses of results. The notebooks plot them; the tests call them headless with the notebooks' quick settings."""
+dataclasses of results. The notebooks plot them; the tests call them headless with the notebooks' quick settings.
+"""

@@ -53,7 +53,8 @@ class Run:
     ``iterations`` (recorded iterates after the start: steps on the toy, evaluations every ``eval_every`` steps in
     ``train``) and ``history``: float arrays (``iterations`` + 1,), the start first — ``error`` the loss L(θ) (the
     toy's minimum is 0; ``train``: the full training loss), ``loss`` (the same), ``step`` (optimizer steps so far),
-    ``seconds`` since the start, and ``theta1``, ``theta2`` (toy) or ``cost``, ``clipped`` (``train``)."""
+    ``seconds`` since the start, and ``theta1``, ``theta2`` (toy) or ``cost``, ``clipped`` (``train``).
+    """
 
     label: str
     converged: bool
@@ -184,7 +185,8 @@ def toy_sophia(lr: float = 1.0, rho: float = 1.0, estimator: str = "exact", beta
 @dataclass(frozen=True)
 class GridSearch:
     """Steps to L < 1e-8 for each learning rate (inf: not within ``max_steps``), which runs diverged, and the best
-    run with its trajectory."""
+    run with its trajectory.
+    """
 
     lrs: np.ndarray
     steps: np.ndarray
@@ -257,7 +259,8 @@ TASK_TARGET = 0.01  # full-batch training loss
 
 def step_cost(name: str, refreshed: bool) -> float:
     """Gradient-equivalents of one step: 1 gradient, plus one HVP (AdaHessian; SophiaH when it refreshes) or one
-    more backward (SophiaG when it refreshes)."""
+    more backward (SophiaG when it refreshes).
+    """
     check_choice("optimizer", name, OPTIMIZERS)
     if name in ("SGD", "Adam"):
         return 1.0
@@ -276,7 +279,8 @@ def digits_data(device: str = "cpu", dtype: torch.dtype = torch.float32) -> tupl
 
 def make_optimizer(name: str, params, lr: float, generator: torch.Generator, rho: float = 0.04):
     """SGD, Adam (torch's), AdaHessian (paper defaults but lr), SophiaG / SophiaH (k = 10, ρ = ``rho``, no weight
-    decay: the task is about optimisation, not regularisation)."""
+    decay: the task is about optimisation, not regularisation).
+    """
     check_choice("optimizer", name, OPTIMIZERS)
     if name == "SGD":
         return torch.optim.SGD(params, lr=lr)
@@ -352,7 +356,8 @@ def lr_sweep(name: str, seed: int = 0, **kwargs) -> dict[float, Run]:
 
 def tune(name: str, seed: int = 0, **kwargs) -> float:
     """The lr of ``LR_GRIDS[name]`` that reaches ``TASK_TARGET`` in the fewest steps among those that end at or
-    below it (a run that gets there and climbs back out is not a good choice); the smallest lr if none does."""
+    below it (a run that gets there and climbs back out is not a good choice); the smallest lr if none does.
+    """
     sweep = lr_sweep(name, seed, **kwargs)
     stable = {lr: run.first("loss", TASK_TARGET) for lr, run in sweep.items()
               if run.history["loss"][-1] <= TASK_TARGET}
@@ -365,7 +370,8 @@ def tune(name: str, seed: int = 0, **kwargs) -> float:
 @dataclass(frozen=True)
 class EstimatorErrors:
     """‖mean of m estimates − exact‖ / ‖exact‖ for each m in ``probes``: Hutchinson against diag(H), GNB against
-    diag(GGN); ``*_predicted``: the root-mean-square error the variances predict, sqrt(Σ_i Var_i / m) / ‖exact‖."""
+    diag(GGN); ``*_predicted``: the root-mean-square error the variances predict, sqrt(Σ_i Var_i / m) / ‖exact‖.
+    """
 
     probes: np.ndarray
     hutchinson: np.ndarray
@@ -384,7 +390,8 @@ class EstimatorErrors:
 def estimator_errors(probes: tuple[int, ...] = (1, 4, 16, 64, 256), seed: int = 0, width: int = 16,
                      samples: int = 256) -> EstimatorErrors:
     """A digits MLP 64-``width``-10 (float64) at its initialisation on ``samples`` images: exact diag(H) and
-    diag(GGN) (``hl.hessian``, ``hl.ggn``), and the running means of max(probes) Hutchinson and GNB estimates."""
+    diag(GGN) (``hl.hessian``, ``hl.ggn``), and the running means of max(probes) Hutchinson and GNB estimates.
+    """
     inputs, targets = data.digits()
     inputs, targets = inputs[:samples], targets[:samples]
     model = models.mlp([64, width, 10], generator=torch.Generator().manual_seed(seed))

@@ -37,7 +37,8 @@ METHODS = ("plain", "clipped", "rho-capped")
 class SpikeRun:
     """One SGD run: full-data ``losses`` (every ``eval_every`` steps, at ``steps``), per-step ``step_norms`` ‖Δθ‖ and
     ``radii`` ρ_a of the step taken (nan for methods that do not measure it), and the final loss and accuracy
-    (nan when the run diverged), and the trained ``model``."""
+    (nan when the run diverged), and the trained ``model``.
+    """
 
     method: str
     spike: float
@@ -129,7 +130,8 @@ def _load(model: nn.Module, named, theta: Tensor) -> None:
 class TaylorAlongStep:
     """The linearised loss ℓ(t) and the true loss L(θ + t v) on a grid of real t; ℓ's Taylor polynomials of several
     ``degrees`` at t = 0; the bound ρ_a and, for two classes, the exact radius R* = min_i √(δ_i² + π²)/Δ_a,i (nan
-    otherwise)."""
+    otherwise).
+    """
 
     t: np.ndarray
     linearised: np.ndarray

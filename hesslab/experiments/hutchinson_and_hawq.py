@@ -267,7 +267,8 @@ def probe_variance(A: Tensor, num_probes: Sequence[int], repeats: int,
 def quadratic_forms(A: Tensor, count: int, generator: torch.Generator | None = None,
                     max_block: int = 2**25) -> Tensor:
     """``count`` values zᵀAz for independent Rademacher z, as a float64 CPU tensor; the probes are drawn and
-    multiplied in blocks of at most ``max_block`` entries (256 MiB in float64), so memory stays bounded."""
+    multiplied in blocks of at most ``max_block`` entries (256 MiB in float64), so memory stays bounded.
+    """
     n = A.shape[0]
     columns = max(1, max_block // n)
     sizes = [min(columns, count - start) for start in range(0, count, columns)]
@@ -448,7 +449,8 @@ class UniformComparison:
 
 def compare_with_uniform(search: BitSearch) -> tuple[UniformComparison, ...]:
     """For every uniform configuration (b, …, b): the frontier's pick and the truly best configuration among those of
-    equal or smaller size, with their measured loss increases."""
+    equal or smaller size, with their measured loss increases.
+    """
     rows = []
     for b in search.bit_choices:
         uniform = search.index([b] * len(search.names))
@@ -512,7 +514,8 @@ def spiked_and_flat_layers(generator: torch.Generator | None = None) -> Quadrati
 @dataclass(frozen=True)
 class LayerRanking:
     """Per layer of a ``QuadraticLayers`` quantised alone to ``bits``: the curvature statistics, the three scores and
-    the exact loss increase."""
+    the exact loss increase.
+    """
 
     names: tuple[str, ...]
     sizes: np.ndarray  # (L,) n_i

@@ -43,7 +43,8 @@ class Softmax:
 def train_softmax(inputs: Tensor, targets: Tensor, lr: float = 0.5, num_steps: int = 400,
                   generator: torch.Generator | None = None, progress: bool = False) -> Softmax:
     """Initialise Linear(d, C) as PyTorch does (from ``generator``) and run ``num_steps`` of full-batch gradient
-    descent with step ``lr`` on the mean cross-entropy. Cost: ``num_steps`` gradients of the full data."""
+    descent with step ``lr`` on the mean cross-entropy. Cost: ``num_steps`` gradients of the full data.
+    """
     num_classes = int(targets.max()) + 1
     model = mlp([inputs.shape[1], num_classes], generator=generator, dtype=inputs.dtype, device=inputs.device)
     run = train_full_batch(model, nn.functional.cross_entropy, inputs, targets, lr=lr, max_steps=num_steps,
@@ -94,7 +95,8 @@ def softmax_curvature(model: nn.Module, inputs: Tensor) -> SoftmaxCurvature:
 
 def batch_hessian(curvature: SoftmaxCurvature, index: Tensor | None = None) -> Tensor:
     """The dense Hessian H_S = (1/|S|) Σ_{i∈S} (R_i R_iᵀ) ⊗ x̃_i x̃_iᵀ of the batch ``index`` (all samples if None),
-    (n, n) in θ's order — equal to ``hl.hessian`` of the batch's mean cross-entropy. Cost: O(|S| n²)."""
+    (n, n) in θ's order — equal to ``hl.hessian`` of the batch's mean cross-entropy. Cost: O(|S| n²).
+    """
     roots, features = curvature.roots, curvature.features
     if index is not None:
         _check_index("index", index, 1, roots.shape[0])
@@ -198,7 +200,8 @@ def spiked_wigner(top: float, noise: Tensor) -> Tensor:
 def median_batch(curvature: SoftmaxCurvature, permutation: Tensor, batch_size: int) -> Tensor:
     """The batch of size B, among the full batches of ``partition(permutation, B)``, whose λ_max is the median:
     a typical batch, to draw one batch Hessian's spectrum without picking an unusually sharp or flat one.
-    Returns its sample indices (B,). Cost: one ``batch_top_eigenvalues`` over the partition."""
+    Returns its sample indices (B,). Cost: one ``batch_top_eigenvalues`` over the partition.
+    """
     check_count("batch_size", batch_size, 1, permutation.numel())
     block = partition(permutation, batch_size)[0]
     tops = batch_top_eigenvalues(curvature, block)
@@ -341,7 +344,8 @@ def kaniel_paige_bound(eigenvalues: Tensor, cos_angle: float, steps: Tensor) -> 
 
         0 <= λ₁ − θ₁⁽ʲ⁾ <= (λ₁ − λ_n) (tan φ / T_{j−1}(1 + 2γ))²,    γ = (λ₁ − λ₂) / (λ₂ − λ_n),
 
-    T the Chebyshev polynomial (T_k(x) = cosh(k arccosh x) for x >= 1). ``eigenvalues`` descending (n,)."""
+    T the Chebyshev polynomial (T_k(x) = cosh(k arccosh x) for x >= 1). ``eigenvalues`` descending (n,).
+    """
     top, second, bottom = eigenvalues[0].item(), eigenvalues[1].item(), eigenvalues[-1].item()
     gamma = (top - second) / max(second - bottom, torch.finfo(torch.float64).tiny)
     tan_angle = math.sqrt(max(1 - cos_angle**2, 0.0)) / max(cos_angle, torch.finfo(torch.float64).tiny)

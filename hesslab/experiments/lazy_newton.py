@@ -38,7 +38,8 @@ STARTS = ("zero", "ones", "random", "far", "far-random")
 @dataclass(frozen=True)
 class LogisticProblem:
     """f(x) on the data set ``name``: rows ``inputs`` (N, d) (intercept column included), ``labels`` (N,) in {0, 1},
-    regulariser strength ``mu``."""
+    regulariser strength ``mu``.
+    """
 
     name: str
     inputs: Tensor
@@ -96,7 +97,8 @@ def logistic_problem(dataset: str = "breast_cancer", mu: float = 1e-3, nonconvex
 
 def starting_point(problem: LogisticProblem, start: str = "ones", seed: int = 0) -> Tensor:
     """x0: ``"zero"``; ``"ones"``; ``"random"`` (N(0, I) from ``seed``); ``"far"`` (3·ones: pure Newton diverges);
-    ``"far-random"`` (3·ones + N(0, I) from ``seed``: the far start on other seeds)."""
+    ``"far-random"`` (3·ones + N(0, I) from ``seed``: the far start on other seeds).
+    """
     check_choice("start", start, STARTS)
     like = problem.inputs
     if start == "zero":
@@ -112,7 +114,8 @@ def starting_point(problem: LogisticProblem, start: str = "ones", seed: int = 0)
 @lru_cache(maxsize=None)
 def optimal_value(dataset: str, mu: float = 1e-3, device: torch.device | str | None = None) -> float:
     """f* of the convex problem to rounding: Newton with Armijo backtracking from 0 to ‖∇f‖ <= 1e-12 (one
-    minimiser: f is μ-strongly convex, so f − f* <= ‖∇f‖²/(2μ) <= 5e-22 there)."""
+    minimiser: f is μ-strongly convex, so f − f* <= ‖∇f‖²/(2μ) <= 5e-22 there).
+    """
     problem = logistic_problem(dataset, mu, device=device)
     return newton(problem.f, starting_point(problem, "zero"), tol=1e-12, max_iter=200).f
 
@@ -124,7 +127,8 @@ def optimal_value(dataset: str, mu: float = 1e-3, device: torch.device | str | N
 class Trace:
     """One labelled run: whether it ``converged`` and why it stopped (``reason``), and its ``history`` — the
     ``NewtonResult.history`` (``error`` = ‖∇f‖, ``cost`` in gradient-equivalents, ``hessians``, ``seconds``, ...)
-    with the column ``gap`` f − f* (NaN on the non-convex problem), one entry per accepted iterate."""
+    with the column ``gap`` f − f* (NaN on the non-convex problem), one entry per accepted iterate.
+    """
 
     label: str
     m: int
@@ -182,7 +186,8 @@ def update_periods(d: int, multiples: tuple[float, ...] = (1 / 4, 1 / 2, 1, 2, 4
 @dataclass(frozen=True)
 class LazySweep:
     """Runs for several m on one problem: ``traces`` in the order of ``periods``, ``f_star``, the ``target``
-    accuracy f − f* and the ``costs`` to reach it (one per m)."""
+    accuracy f − f* and the ``costs`` to reach it (one per m).
+    """
 
     name: str
     d: int
@@ -205,7 +210,8 @@ def lazy_sweep(dataset: str = "breast_cancer", multiples: tuple[float, ...] = (1
                regularization: str = "cubic", start: str = "ones", mu: float = 1e-3, target: float = 1e-10,
                device: torch.device | str | None = None, seed: int = 0) -> LazySweep:
     """Lazy Newton for m = 1 and m = round(c·d), c in ``multiples``, on the convex problem; for each m the
-    arithmetic cost to reach f − f* <= ``target``."""
+    arithmetic cost to reach f − f* <= ``target``.
+    """
     d = logistic_problem(dataset, mu, device=device).d
     periods = update_periods(d, tuple(multiples))
     traces = tuple(lazy_run(dataset, m, regularization, start, mu, device=device, seed=seed) for m in periods)
@@ -237,7 +243,8 @@ def smallest_hessian_eigenvalue(dataset: str, start: str = "ones", mu: float = 1
 @dataclass(frozen=True)
 class FarStart:
     """Pure Newton (full steps) and damped Newton (AICN, backtracked L) from the same far point; ``stepsizes`` of
-    damped Newton per iteration."""
+    damped Newton per iteration.
+    """
 
     x0_norm: float
     f_star: float

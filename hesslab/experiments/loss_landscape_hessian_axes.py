@@ -35,7 +35,8 @@ from ..spectrum import spectral_density
 
 def digits_net(width: int = 32, batch_norm: bool = False, generator: torch.Generator | None = None) -> nn.Sequential:
     """An MLP 64-width-10 with tanh (smooth: second differences are exact to O(h²)), optionally batch norm after the
-    hidden linear layer (Linear, BatchNorm1d, tanh, Linear)."""
+    hidden linear layer (Linear, BatchNorm1d, tanh, Linear).
+    """
     net = mlp([64, width, 10], activation="tanh", generator=generator)
     if batch_norm:
         net = nn.Sequential(net[0], nn.BatchNorm1d(width, dtype=torch.float64), *net[1:])
@@ -116,7 +117,8 @@ def slices_1d(batch_norm: bool = False, span: float = 1.0, num: int = 41, seed: 
 
 def slice_2d(kind: str, batch_norm: bool = False, span: float = 1.0, num: int = 21, seed: int = 0):
     """L(θ + α u_1 + β u_2) on a num × num grid; u the top two eigenvectors (``kind="hessian"``) or the first two
-    random directions normalised to unit length (``kind="random"``). Returns a ``LossSlice``."""
+    random directions normalised to unit length (``kind="random"``). Returns a ``LossSlice``.
+    """
     check_choice("kind", kind, ("hessian", "random"))
     model, inputs, targets = trained(batch_norm, seed=seed)
     f, theta = loss_function(model, nn.functional.cross_entropy, inputs, targets)

@@ -45,7 +45,8 @@ SOLVERS = {"Newton": newton, "preconditioned GD": preconditioned_gradient_descen
 
 def make_problem(n: int, dim: int = 1, strength: float = 1.0, nonlinearity: str = "quartic") -> EllipticProblem:
     """The notebook's problem: F = s u⁴/4 (``"quartic"``) or s (u² − 1)²/4 (``"double well"``), with the manufactured
-    solution u*(x) = Π_k sin(πx_k) exp(x_1)."""
+    solution u*(x) = Π_k sin(πx_k) exp(x_1).
+    """
     check_choice("nonlinearity", nonlinearity, ("quartic", "double well"))
     F = quartic(strength) if nonlinearity == "quartic" else double_well(strength)
     return elliptic_problem(n, dim, F)
@@ -57,7 +58,8 @@ def make_problem(n: int, dim: int = 1, strength: float = 1.0, nonlinearity: str 
 @dataclass(frozen=True)
 class SolverScaling:
     """For each grid size n: the iterations of each solver to reach its tolerance, their residual histories, and the
-    condition number κ = λ_max/λ_min of the Hessian h^{-d}∇²E_h at the solution."""
+    condition number κ = λ_max/λ_min of the Hessian h^{-d}∇²E_h at the solution.
+    """
 
     grid_sizes: list[int]
     dim: int
@@ -72,7 +74,8 @@ class SolverScaling:
 
 def condition_number(problem: EllipticProblem, u: Tensor) -> float:
     """κ of A + diag F''(u) from its extreme eigenvalues (Lanczos on the sparse matrix; shift-invert for the
-    smallest)."""
+    smallest).
+    """
     H = sparse.csc_matrix(problem.hessian(u) / problem.h**problem.dim)
     largest = eigsh(H, k=1, which="LA", return_eigenvectors=False)[0]
     smallest = eigsh(H, k=1, sigma=0, which="LM", return_eigenvectors=False)[0]
@@ -86,7 +89,8 @@ def solver_scaling(grid_sizes: list[int], dim: int = 1, strength: float = 1.0, t
     of the quartic problem, and record iterations, residual histories, run times and the Hessian's κ.
 
     ``seed``: start instead from u0 ~ N(0, I) (the grid values), drawn from ``torch.Generator().manual_seed(seed)``
-    afresh for each grid and shared by the three solvers."""
+    afresh for each grid and shared by the three solvers.
+    """
     names = list(SOLVERS)
     iterations: dict = {name: [] for name in names}
     converged: dict = {name: [] for name in names}
@@ -119,7 +123,8 @@ def solver_scaling(grid_sizes: list[int], dim: int = 1, strength: float = 1.0, t
 class HessianSpectra:
     """Eigenvalues (ascending) at the solution of each grid, of H = A + diag F''(u) (the Hessian divided by h^d) and
     of the preconditioned P⁻¹H, P = A + I; and the closed-form bounds of P⁻¹H's spectrum
-    [min(1, (λ_1 + min c)/(λ_1 + 1)), max(1, (λ_1 + max c)/(λ_1 + 1))], c = F''(u)."""
+    [min(1, (λ_1 + min c)/(λ_1 + 1)), max(1, (λ_1 + max c)/(λ_1 + 1))], c = F''(u).
+    """
 
     grid_sizes: list[int]
     dim: int
@@ -152,7 +157,8 @@ def hessian_spectra(grid_sizes: list[int], dim: int = 1, strength: float = 1.0) 
 @dataclass(frozen=True)
 class DiscretisationError:
     """max_i |u_h(x_i) − u*(x_i)| of the Newton solution on each grid, and the least-squares slope of log error
-    against log(1/h) = log(n + 1): −2 for the second-order stencil (error ∝ h²)."""
+    against log(1/h) = log(n + 1): −2 for the second-order stencil (error ∝ h²).
+    """
 
     grid_sizes: list[int]
     dim: int
@@ -164,7 +170,8 @@ class DiscretisationError:
 def discretisation_error(grid_sizes: list[int], dim: int = 1, strength: float = 1.0) -> DiscretisationError:
     """Solve the manufactured problem by Newton on each grid, to ‖R‖_h <= 10⁻⁸: since ‖(A + diag F'')⁻¹‖ <= 1/λ_1
     (F'' >= 0), the solve's own error is <= 10⁻⁸/π², far below the discretisation errors (> 10⁻⁷ for n < 2000); a
-    tighter tolerance would meet the rounding floor ε λ_max(A) max|u| ≈ 10⁻¹⁰ on grids finer than ~1000 nodes."""
+    tighter tolerance would meet the rounding floor ε λ_max(A) max|u| ≈ 10⁻¹⁰ on grids finer than ~1000 nodes.
+    """
     h, errors = [], []
     for n in grid_sizes:
         problem = make_problem(n, dim, strength)
@@ -205,7 +212,8 @@ def large_newton_solve(n: int = 256, dim: int = 2, strength: float = 1.0, linear
 @dataclass(frozen=True)
 class NeuralSweep:
     """For each width m of the two-layer Deep Ritz network: the final L² error of Adam and of Gauss-Newton-CG from the
-    same start, the runs themselves, and the number of parameters."""
+    same start, the runs themselves, and the number of parameters.
+    """
 
     widths: list[int]
     dim: int
@@ -222,7 +230,8 @@ def neural_width_sweep(widths: list[int], dim: int = 1, strength: float = 1.0, p
                        adam_steps: int = 1500, gauss_newton_steps: int = 40, generator: torch.Generator | None = None,
                        device=None, progress: bool = False) -> NeuralSweep:
     """Train the Deep Ritz network of each width with Adam (lr 10⁻² decaying to 10⁻⁴) and with Gauss-Newton-CG (CG
-    capped at the number of parameters), from one random start per width drawn from ``generator``."""
+    capped at the number of parameters), from one random start per width drawn from ``generator``.
+    """
     problem = make_problem(7, dim, strength)  # the grid is unused: only F, f and u* matter to the network
     adam_runs, gn_runs, sizes = [], [], []
     for width in widths:
@@ -241,7 +250,8 @@ def neural_width_sweep(widths: list[int], dim: int = 1, strength: float = 1.0, p
 @dataclass(frozen=True)
 class LossSpectrum:
     """The Hessian of the Deep Ritz loss E(θ) at a trained θ: its exact eigenvalues (ascending, dense, small nets)
-    and the stochastic-Lanczos-quadrature density from ``hl.spectral_density`` (matrix-free)."""
+    and the stochastic-Lanczos-quadrature density from ``hl.spectral_density`` (matrix-free).
+    """
 
     method: str
     eigenvalues: Tensor
@@ -252,7 +262,8 @@ def loss_spectrum(sweep: NeuralSweep, index: int = -1, num_steps: int | None = N
                   generator: torch.Generator | None = None) -> list[LossSpectrum]:
     """The loss Hessian at the end of the Adam run and of the Gauss-Newton run of ``sweep.widths[index]``: dense
     eigenvalues by ``hl.hessian`` and the SLQ density by ``hl.spectral_density(hl.HessianOperator(E, θ), ...)`` with
-    ``num_steps`` Lanczos steps (default: half the parameters) and ``num_probes`` probes."""
+    ``num_steps`` Lanczos steps (default: half the parameters) and ``num_probes`` probes.
+    """
     ritz = ritz_energy(make_problem(7, sweep.dim, sweep.strength), sweep.widths[index], sweep.points_per_axis)
     steps = num_steps or max(2, ritz.num_parameters // 2)
     spectra = []
@@ -280,7 +291,8 @@ def single_solve(n: int, dim: int, strength: float, solver: str, nonlinearity: s
                  max_iter: int = 20_000) -> SingleSolve:
     """Solve one problem with one solver (``"Newton"``, ``"preconditioned GD"``, ``"gradient descent"``), gradient
     methods to 10⁻⁶ and at most ``max_iter`` iterations; a run that stops first says so in ``result.converged``
-    (its warning is recorded there, not printed)."""
+    (its warning is recorded there, not printed).
+    """
     check_choice("solver", solver, SOLVERS)
     problem = make_problem(n, dim, strength, nonlinearity)
     with warnings.catch_warnings():

@@ -22,7 +22,8 @@ from ..transport import SinkhornResult, sinkhorn, sinkhorn_newton_sparse, sparsi
 @dataclass(frozen=True)
 class OTProblem:
     """Marginals a (n,), b (m,), cost C (n, m) (squared distances divided by their maximum) and the points behind
-    them, ``source`` (n, 2) and ``target`` (m, 2)."""
+    them, ``source`` (n, 2) and ``target`` (m, 2).
+    """
 
     name: str
     a: Tensor
@@ -57,7 +58,8 @@ def _gaussian_mixture(points: Tensor, centers, widths, weights) -> Tensor:
 
 def gaussian_mixture_densities(k: int, device: torch.device | str = "cpu") -> OTProblem:
     """Two mixtures of two Gaussians discretised on the k × k cell centres of [0, 1]² (n = m = k²), with the squared
-    Euclidean cost: the entropic W2 problem between two 2-D densities, as in the paper's second experiment."""
+    Euclidean cost: the entropic W2 problem between two 2-D densities, as in the paper's second experiment.
+    """
     t = (torch.arange(k, dtype=torch.float64, device=device) + 0.5) / k
     grid = torch.stack(torch.meshgrid(t, t, indexing="ij"), dim=-1).reshape(-1, 2)
     a = _gaussian_mixture(grid, [(0.3, 0.3), (0.7, 0.65)], [0.10, 0.15], [1.0, 0.7])
@@ -97,7 +99,8 @@ def race(problem: OTProblem, reg: float, tol: float = 1e-9, warm_start: int = 20
 def pot_plan(problem: OTProblem, reg: float, tol: float = 1e-9) -> Tensor:
     """POT's plan (``ot.sinkhorn``, the classical scaling form, on the CPU), stopped once its criterion — the
     2-norm of the column residual, checked every 10 iterations — is below tol/√m, which implies an ℓ1 residual
-    below ``tol``. Needs POT (the ``test`` extra)."""
+    below ``tol``. Needs POT (the ``test`` extra).
+    """
     import ot  # noqa: PLC0415 — a test dependency, only needed here
 
     a, b, C = (t.cpu().numpy() for t in (problem.a, problem.b, problem.C))
@@ -107,7 +110,8 @@ def pot_plan(problem: OTProblem, reg: float, tol: float = 1e-9) -> Tensor:
 
 def marginal_errors(problem: OTProblem, plan: Tensor) -> tuple[float, float]:
     """(‖P1 − a‖₁, ‖Pᵀ1 − b‖₁) recomputed from ``plan`` (n, m), independently of what a solver logged: a solver that
-    matched its columns to the wrong marginal reports a small error but fails the second number. Cost: O(nm)."""
+    matched its columns to the wrong marginal reports a small error but fails the second number. Cost: O(nm).
+    """
     if plan.shape != problem.C.shape:
         raise ValueError(f"plan must have the cost's shape {tuple(problem.C.shape)}, got {tuple(plan.shape)}.")
     return float((plan.sum(1) - problem.a).abs().sum()), float((plan.sum(0) - problem.b).abs().sum())
@@ -115,7 +119,8 @@ def marginal_errors(problem: OTProblem, plan: Tensor) -> tuple[float, float]:
 
 def marginal_rounding(problem: OTProblem) -> float:
     """(n + m)·ε·mass: the rounding of the n + m row and column sums, the most by which a recomputed marginal error
-    may exceed the one the solver certified."""
+    may exceed the one the solver certified.
+    """
     n, m = problem.C.shape
     return (n + m) * torch.finfo(problem.C.dtype).eps * float(problem.a.sum())
 
@@ -133,7 +138,8 @@ class RegSweep:
 def iterations_vs_reg(problem: OTProblem, regs, tol: float = 1e-9, max_iter: int = 100_000,
                       done: tuple[Race, ...] = ()) -> RegSweep:
     """The iteration counts of both solvers as reg shrinks (Sinkhorn's grow like 1/reg; SNS's barely move).
-    ``done``: races on this problem already run at some of the regs, reused instead of run again."""
+    ``done``: races on this problem already run at some of the regs, reused instead of run again.
+    """
     known = {r.reg: r for r in done if r.tol == tol}
     races = [known[reg] if reg in known else race(problem, reg, tol, max_iter=max_iter) for reg in regs]
     return RegSweep(tuple(regs), tuple(r.sinkhorn.iterations for r in races),
@@ -143,7 +149,8 @@ def iterations_vs_reg(problem: OTProblem, regs, tol: float = 1e-9, max_iter: int
 @dataclass(frozen=True)
 class Sparsity:
     """For each threshold ρ of SNS's Sparsify step: the fraction of the n·m entries of the plan kept in the Hessian,
-    and the fraction of the plan's mass carried by the entries it drops."""
+    and the fraction of the plan's mass carried by the entries it drops.
+    """
 
     thresholds: tuple[float, ...]
     density: tuple[float, ...]
@@ -152,7 +159,8 @@ class Sparsity:
 
 def hessian_sparsity(plan: Tensor, thresholds) -> Sparsity:
     """How sparse the sparsified Hessian is, and how much of the plan it drops, for each threshold. The dropped
-    mass is the sum of the dropped entries themselves (1 − kept/total would lose it to rounding)."""
+    mass is the sum of the dropped entries themselves (1 − kept/total would lose it to rounding).
+    """
     density, dropped = [], []
     for threshold in thresholds:
         S = sparsify(plan, threshold)
@@ -164,7 +172,8 @@ def hessian_sparsity(plan: Tensor, thresholds) -> Sparsity:
 def mass_curve(plan: Tensor, points: int = 400) -> tuple[Tensor, Tensor]:
     """Keep the k largest entries of the plan: the fraction of entries k/(n·m) against the fraction of the mass
     dropped with the others, at ``points`` values of k < n·m spaced logarithmically (CPU tensors). The dropped mass
-    is summed from the smallest entries up, so that tiny fractions are not lost to rounding."""
+    is summed from the smallest entries up, so that tiny fractions are not lost to rounding.
+    """
     ascending = plan.reshape(-1).sort().values
     dropped = ascending.cumsum(0) / ascending.sum()  # dropped[j]: the mass of the j + 1 smallest entries
     total = ascending.numel()
@@ -174,7 +183,8 @@ def mass_curve(plan: Tensor, points: int = 400) -> tuple[Tensor, Tensor]:
 
 def banded_order(problem: OTProblem, plan: Tensor, cells: int = 16) -> tuple[Tensor, Tensor]:
     """Orders of the sources and targets in which the plan reads as a band: sources along a serpentine path
-    through a ``cells`` × ``cells`` grid of [0, 1]², each target after the source that sends it the most mass."""
+    through a ``cells`` × ``cells`` grid of [0, 1]², each target after the source that sends it the most mass.
+    """
     cell = (problem.source * cells).long().clamp(0, cells - 1)
     column = torch.where(cell[:, 0] % 2 == 0, cell[:, 1], cells - 1 - cell[:, 1])  # serpentine: no long jumps
     source_order = torch.argsort(cell[:, 0] * cells + column, stable=True)
@@ -186,7 +196,8 @@ def banded_order(problem: OTProblem, plan: Tensor, cells: int = 16) -> tuple[Ten
 
 def hessian_pattern(plan: Tensor, threshold: float, source_order: Tensor, target_order: Tensor) -> Tensor:
     """The non-zero pattern (n + m, n + m) of the sparsified Hessian [[diag(P1), S], [Sᵀ, diag(Pᵀ1)]] in the given
-    orders (a boolean CPU tensor, for a spy plot)."""
+    orders (a boolean CPU tensor, for a spy plot).
+    """
     S = sparsify(plan, threshold)
     kept = S.to_dense()[source_order][:, target_order] > 0
     n, m = kept.shape

@@ -111,7 +111,8 @@ class _Oracle:
 
     def value_and_gradient(self, x: Tensor, where: str = "this point") -> tuple[float, Tensor]:
         """(f(x), ∇f(x)); a non-finite value is returned as it is (with a NaN gradient) for the caller to judge; a
-        finite value with a non-finite gradient raises ValueError (f is not differentiable at x)."""
+        finite value with a non-finite gradient raises ValueError (f is not differentiable at x).
+        """
         self.gradients += 1
         point = x.detach().requires_grad_(True)
         with torch.enable_grad():

@@ -49,7 +49,8 @@ def cubic_step(eigenvalues: Tensor, eigenvectors: Tensor, gradient: Tensor, M: f
 
 def _cubic_shift(lam: np.ndarray, b2: np.ndarray, M: float, low: float) -> tuple[float, float, np.ndarray | None]:
     """μ = Mr/2 for the root r of ‖h(r)‖ = r; in the hard case also the completion length along λ_min's
-    eigenvector and the mask of the eigenvalues at which Λ + μ is singular (else 0 and None)."""
+    eigenvector and the mask of the eigenvalues at which Λ + μ is singular (else 0 and None).
+    """
     norm_g = math.sqrt(b2.sum())
     if norm_g == 0.0 and low == 0.0:
         return 0.0, 0.0, None
@@ -171,7 +172,8 @@ def lazy_newton(
 
 def _lazy_step(eigenvalues, eigenvectors, g, M, regularization) -> tuple[Tensor | None, float]:
     """One lazy step h and the decrease its model guarantees ((M/12)r³ or ½λr²); h is None when the quadratic
-    model has no minimiser (∇²f(z) + λI not positive definite)."""
+    model has no minimiser (∇²f(z) + λI not positive definite).
+    """
     if regularization == "cubic":
         h = cubic_step(eigenvalues, eigenvectors, g, M)
         return h, M / 12 * h.norm().item() ** 3

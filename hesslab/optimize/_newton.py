@@ -29,7 +29,8 @@ def _shifted_cholesky(H: Tensor, damping: float, oracle: _Oracle) -> tuple[Tenso
     """Cholesky factor of H + τI with τ = damping, raised (τ ← max(2τ, 10⁻³·scale), scale = mean|H_ii|, or max|H_ij|
     when the diagonal is zero) until it is positive definite (Nocedal & Wright 2006, Algorithm 3.3). Every attempt is
     one factorisation; after MAX_SHIFTS raises (τ > ‖H‖ makes H + τI positive definite, so this happens only for a
-    badly scaled or non-finite H) a ValueError says so."""
+    badly scaled or non-finite H) a ValueError says so.
+    """
     scale = H.diagonal().abs().mean().item() or H.abs().max().item() or 1.0
     shift = damping
     eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)

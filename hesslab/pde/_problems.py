@@ -65,7 +65,8 @@ def grid_points(n: int, dim: int, dtype: torch.dtype = torch.float64, device=Non
 
 def laplacian_matrix(n: int, dim: int) -> sparse.csr_matrix:
     """A = −Δ_h with zero Dirichlet values, (n^d, n^d) sparse: T = tridiag(−1, 2, −1)/h² in 1-D; in 2-D the 5-point
-    stencil T ⊗ I + I ⊗ T (first factor: the x-index, which is the slow one in the row-major order)."""
+    stencil T ⊗ I + I ⊗ T (first factor: the x-index, which is the slow one in the row-major order).
+    """
     h = 1.0 / (n + 1)
     ones = np.ones(n)
     T = sparse.diags([-ones[1:], 2 * ones, -ones[1:]], [-1, 0, 1]) / h**2
@@ -77,7 +78,8 @@ def laplacian_matrix(n: int, dim: int) -> sparse.csr_matrix:
 
 def laplacian_eigenvalues(n: int, dim: int) -> Tensor:
     """The eigenvalues of A = −Δ_h in closed form, ascending: μ_k = (4/h²) sin²(kπh/2), k = 1..n, in 1-D and
-    μ_j + μ_k in 2-D (the eigenvectors are the sine modes sin(kπx_i)). λ_1 ≈ dπ², λ_N ≈ 4d/h²."""
+    μ_j + μ_k in 2-D (the eigenvectors are the sine modes sin(kπx_i)). λ_1 ≈ dπ², λ_N ≈ 4d/h².
+    """
     h = 1.0 / (n + 1)
     mu = 4 / h**2 * torch.sin(torch.arange(1, n + 1, dtype=torch.float64) * math.pi * h / 2) ** 2
     values = mu if dim == 1 else (mu[:, None] + mu[None, :]).reshape(-1)
@@ -87,7 +89,8 @@ def laplacian_eigenvalues(n: int, dim: int) -> Tensor:
 @dataclass(frozen=True)
 class EllipticProblem:
     """−Δu + F'(u) = f on [0, 1]^d, u = 0 on the boundary, on an n (or n × n) grid. Build it with
-    ``elliptic_problem``. Grid functions are flat (N,) float64 tensors, N = n^d, in the order of ``points``."""
+    ``elliptic_problem``. Grid functions are flat (N,) float64 tensors, N = n^d, in the order of ``points``.
+    """
 
     n: int
     dim: int
@@ -108,7 +111,8 @@ class EllipticProblem:
 
     def energy(self, u: Tensor) -> Tensor:
         """E_h(u) (see the module docstring), a 0-d tensor: a scalar function of one flat vector, for every hesslab
-        tool. Computed from squared differences along each axis (zero padding = the boundary); cost O(N)."""
+        tool. Computed from squared differences along each axis (zero padding = the boundary); cost O(N).
+        """
         U = u.reshape((self.n,) * self.dim)
         gradient_part = 0.0
         for axis in range(self.dim):
@@ -135,7 +139,8 @@ class EllipticProblem:
 
     def hessian(self, u: Tensor) -> sparse.csr_matrix:
         """The exact Hessian ∇²E_h(u) = h^d (A + diag F''(u)), (N, N) ``scipy.sparse`` CSR with at most 2d + 1
-        entries a row, assembled from the stencil. Cost O(N)."""
+        entries a row, assembled from the stencil. Cost O(N).
+        """
         curvature = self.nonlinearity.d2F(u.detach().double().cpu()).numpy()
         return sparse.csr_matrix(self.h**self.dim * (self.laplacian + sparse.diags(curvature)))
 

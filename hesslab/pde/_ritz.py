@@ -47,7 +47,8 @@ from ._problems import EllipticProblem
 class RitzEnergy:
     """The Deep Ritz energy E(θ) of a width-m two-layer network for ``problem``'s F and f (see the module docstring).
     Build it with ``ritz_energy``. points (Q, d), weights (Q,), f (Q,), exact (Q,) or None: the quadrature rule, the
-    source and the manufactured solution at its nodes."""
+    source and the manufactured solution at its nodes.
+    """
 
     problem: EllipticProblem
     width: int
@@ -110,7 +111,8 @@ class RitzEnergy:
 
     def initial_parameters(self, generator: torch.Generator | None = None) -> Tensor:
         """θ_0: directions w_j ~ N(0, 3² I), biases placing each unit's centre uniformly in Ω (b_j = −w_j·ξ_j,
-        ξ_j ~ U(Ω)), outer weights a_j ~ N(0, 1/m), c = 0 — Barron-type random features spread over the domain."""
+        ξ_j ~ U(Ω)), outer weights a_j ~ N(0, 1/m), c = 0 — Barron-type random features spread over the domain.
+        """
         check_generator("generator", generator)
         m, d = self.width, self.dim
         draw_on = generator.device if generator is not None else torch.device("cpu")
@@ -126,7 +128,8 @@ class RitzEnergy:
 def gauss_legendre(points_per_axis: int, dim: int, dtype: torch.dtype = torch.float64,
                    device=None) -> tuple[Tensor, Tensor]:
     """The tensor Gauss-Legendre rule on [0, 1]^d: nodes (p^d, d) and weights (p^d,) summing to 1; exact for
-    polynomials of degree <= 2p − 1 in each variable."""
+    polynomials of degree <= 2p − 1 in each variable.
+    """
     nodes, weights = np.polynomial.legendre.leggauss(points_per_axis)
     nodes = torch.as_tensor((nodes + 1) / 2, dtype=dtype, device=device)
     weights = torch.as_tensor(weights / 2, dtype=dtype, device=device)
@@ -139,7 +142,8 @@ def ritz_energy(problem: EllipticProblem, width: int, points_per_axis: int = 64,
                 device: torch.device | str | None = None) -> RitzEnergy:
     """The Deep Ritz energy of a width-``width`` two-layer network for the PDE of ``problem`` (its F, f and, when it
     has one, its manufactured solution; the finite-difference grid is not used), with ``points_per_axis``^d
-    Gauss-Legendre nodes, on ``device`` (default CPU), in float64."""
+    Gauss-Legendre nodes, on ``device`` (default CPU), in float64.
+    """
     check_instance("problem", problem, EllipticProblem, hint="Make one with hl.pde.elliptic_problem(...).")
     check_count("width", width, 1)
     check_count("points_per_axis", points_per_axis, 2)
@@ -203,7 +207,8 @@ def _record(ritz: RitzEnergy, u: Tensor, energy: float, history: dict, start: fl
 
 def _result(method: str, theta: Tensor, history: dict, reason: str = "", why: str = "") -> RitzTrainingResult:
     """The result; a divergence (``reason`` non-empty) is flagged in it and warned about (RuntimeWarning); ``why``
-    says why a run that did not diverge stopped."""
+    says why a run that did not diverge stopped.
+    """
     if reason:
         warnings.warn(f"{method} diverged: {reason}; training stopped at the parameters before that step. Lower the "
                       "learning rate (or raise the damping).", RuntimeWarning, stacklevel=3)
@@ -232,7 +237,8 @@ def train_ritz_adam(ritz: RitzEnergy, theta0: Tensor, steps: int = 2000, lr: flo
     geometrically from ``lr`` to ``final_lr`` over ``steps``. Cost: one gradient per step.
 
     Divergence — a non-finite energy, or one more than ``DIVERGENCE`` times its scale above the start — stops the
-    run at the last parameters with a finite energy, sets ``diverged`` and ``reason``, and warns."""
+    run at the last parameters with a finite energy, sets ``diverged`` and ``reason``, and warns.
+    """
     theta = _check_training_input(ritz, theta0).clone().requires_grad_(True)
     check_count("steps", steps, 1)
     lr = check_real_number("lr", lr, 0.0, open="low")

@@ -63,7 +63,8 @@ class _GridFunctions:
 
     def evaluate(self, u: np.ndarray) -> tuple[float, float, np.ndarray]:
         """E_h(u)/h^d = ½ uᵀAu + Σ F(u_i) − fᵀu; the rounding error of that sum (pairwise summation: about ε log₂N
-        times the sum of the magnitudes), below which two energies cannot be told apart; and R(u) = Au + F'(u) − f."""
+        times the sum of the magnitudes), below which two energies cannot be told apart; and R(u) = Au + F'(u) − f.
+        """
         Au = self.A @ u
         quadratic, potential, linear = 0.5 * float(u @ Au), self.F(u), float(self.f @ u)
         value = quadratic + float(potential.sum()) - linear
@@ -77,7 +78,8 @@ class _GridFunctions:
 def _on_numpy(g: Callable[[Tensor], Tensor]) -> Callable[[np.ndarray], np.ndarray]:
     """``g`` on numpy arrays. A polynomial written with arithmetic operators (quartic, double_well) runs on numpy
     directly — ~10x less overhead per call than a torch round trip on the small vectors of the inner loops; any other
-    function goes through torch."""
+    function goes through torch.
+    """
     probe = np.linspace(-2.0, 2.0, 7)
     via_torch = lambda u: g(torch.from_numpy(u)).numpy()  # noqa: E731
     try:
@@ -108,7 +110,8 @@ def negative_curvature(problem: EllipticProblem, u: Tensor | np.ndarray) -> tupl
     Weyl's inequality λ_min >= λ_1 + min F''(u) settles most cases for free; otherwise the signs of the pivots of a
     symmetric factorisation decide (Sylvester's law of inertia), and only for an indefinite Hessian is the eigenpair
     computed, by shift-invert Lanczos about σ = λ_1 + min F'' − 1 < λ_min (``scipy.sparse.linalg.eigsh``, a fixed
-    start vector: deterministic). Cost: none, or one sparse factorisation, or a few more solves with one."""
+    start vector: deterministic). Cost: none, or one sparse factorisation, or a few more solves with one.
+    """
     u = u.detach().double().cpu().numpy() if isinstance(u, Tensor) else np.asarray(u, dtype=np.float64)
     grid = _GridFunctions(problem)
     c = grid.d2F(u)
@@ -161,7 +164,8 @@ def _descent(problem: EllipticProblem, u0, direction, tol: float, max_iter: int,
 
     A point with ‖R‖_h <= tol counts as solved only where ∇²E_h is positive definite: at a saddle or a maximum
     (``negative_curvature``) the run steps along a direction of negative curvature, which lowers the energy, and
-    goes on (each such step counts as an iteration); if no such step lowers the energy, it stops unconverged."""
+    goes on (each such step counts as an iteration); if no such step lowers the energy, it stops unconverged.
+    """
     grid = _GridFunctions(problem)
     u = u0
     energy, rounding, r = grid.evaluate(u)
@@ -324,6 +328,7 @@ def newton(problem: EllipticProblem, u0: Tensor | None = None, tol: float = 1e-1
 def _factorise(M: sparse.spmatrix):
     """SuperLU factors of the sparse symmetric M (``.solve(b)``): a minimum-degree ordering of Mᵀ + M applied
     symmetrically and diagonal pivots (no row exchanges), so that P M Pᵀ = L U with U = D Lᵀ and the signs of
-    diag(U) are the signs of M's eigenvalues (Sylvester's law of inertia)."""
+    diag(U) are the signs of M's eigenvalues (Sylvester's law of inertia).
+    """
     return sparse_linalg.splu(sparse.csc_matrix(M), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                               options=dict(SymmetricMode=True))

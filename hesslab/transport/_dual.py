@@ -50,7 +50,8 @@ def sparsify(plan: Tensor, threshold: float) -> Tensor:
 
 def _kept(plan: Tensor, row_sums: Tensor, col_sums: Tensor, threshold: float) -> Tensor:
     """The boolean mask of ``sparsify``'s rule, P_ij >= threshold · min((P1)_i, (Pᵀ1)_j), given P1 and Pᵀ1
-    (as two comparisons, which need no n × m floating-point temporary)."""
+    (as two comparisons, which need no n × m floating-point temporary).
+    """
     return (plan >= threshold * row_sums[:, None]) | (plan >= threshold * col_sums[None, :])
 
 
@@ -66,7 +67,8 @@ def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape) -> Tensor:
 def _sparse_products(S: Tensor) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
     """x ↦ S x and y ↦ Sᵀ y for a CSR tensor S. On the CPU by scipy, single-threaded (torch's multithreaded CSR
     product was measured to stall for tens of milliseconds per call when other processes share the cores); on a GPU
-    by torch, with Sᵀ put in CSR form once by sorting the entries by column."""
+    by torch, with Sᵀ put in CSR form once by sorting the entries by column.
+    """
     if S.device.type == "cpu":
         matrix = scipy.sparse.csr_matrix((S.values().numpy(), S.col_indices().numpy(), S.crow_indices().numpy()),
                                          shape=S.shape)
@@ -80,7 +82,8 @@ def _sparse_products(S: Tensor) -> tuple[Callable[[Tensor], Tensor], Callable[[T
 
 def _margins(plan: Tensor) -> tuple[Tensor, Tensor]:
     """P1 and Pᵀ1, as matrix-vector products: a BLAS call that, unlike torch's multithreaded reductions, does not
-    stall when other processes share the cores."""
+    stall when other processes share the cores.
+    """
     return plan @ plan.new_ones(plan.shape[1]), plan.T @ plan.new_ones(plan.shape[0])
 
 

@@ -1,5 +1,6 @@
 """The entropic OT problem: validation, the problem on the support of the marginals, and the bookkeeping and
-result shared by both solvers."""
+result shared by both solvers.
+"""
 
 from __future__ import annotations
 
@@ -142,7 +143,8 @@ def _prepare(a, b, C, reg, tol, max_iter) -> _Problem:
 # ----------------------------------------------------------------------------------------------------------------------
 class _Log:
     """The marginal errors (``history``) and seconds since the start (``times``) so far, and an optional progress
-    bar; ``_finish`` turns them into the result's ``history``."""
+    bar; ``_finish`` turns them into the result's ``history``.
+    """
 
     def __init__(self, max_iter: int, progress: bool, desc: str):
         self.start = time.perf_counter()
@@ -167,7 +169,8 @@ class _Log:
 def _finish(problem: _Problem, alpha: Tensor, beta: Tensor, plan: Tensor, log: _Log, tol: float,
             name: str, note: str = "") -> SinkhornResult:
     """Embed the support's solution (the potentials and the plan at them) into full-size outputs of the input's
-    kind; warn when not converged."""
+    kind; warn when not converged.
+    """
     log.bar.close()
     converged = log.history[-1] <= tol
     reason = (f"marginal error {log.history[-1]:.2e} <= tol = {tol:g}" if converged else

@@ -96,6 +96,7 @@ def sinkhorn(a, b, C, reg: float, tol: float = 1e-9, max_iter: int = 10_000,
         max_iter: iterations at most; if ``tol`` is not reached the result says ``converged=False`` and a
             RuntimeWarning is issued.
         progress: show a tqdm progress bar.
+
     Returns:
         ``SinkhornResult(plan, f, g, cost, converged, reason, iterations, history)``.
     Cost: two matrix-vector products with the n × m kernel per iteration, and an exp pass over it at each absorption

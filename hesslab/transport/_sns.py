@@ -80,7 +80,8 @@ def _newton_direction(S_times: Callable[[Tensor], Tensor], St_times: Callable[[T
 
 def _phi(z: Tensor) -> Tensor:
     """φ(z) = e^z − 1 − z >= 0, to a few ulps for every z: by its Taylor series z²/2! + z³/3! + ... + z¹⁴/14! where
-    |z| < 1/2 (there expm1(z) − z would lose the digits of z²/2 to the rounding of z), by expm1(z) − z elsewhere."""
+    |z| < 1/2 (there expm1(z) − z would lose the digits of z²/2 to the rounding of z), by expm1(z) − z elsewhere.
+    """
     small = z.abs() < 0.5
     t = torch.where(small, z, torch.zeros_like(z))
     series = torch.full_like(z, 1 / math.factorial(14))
@@ -93,7 +94,8 @@ def _phi(z: Tensor) -> Tensor:
 class _Trial:
     """A trial step z + (x, y) of the line search: the decrease of ℓ's linear model, penalty = s⟨∇ℓ, Δ⟩ − (ℓ(z + sΔ)
     − ℓ(z)) = Σ_ij P_ij φ(x_i + y_j) >= 0, the marginal error at the trial point, and bounds on the rounding errors
-    of both, so that a step is accepted only when the increase and the error bound are true, not artefacts."""
+    of both, so that a step is accepted only when the increase and the error bound are true, not artefacts.
+    """
 
     penalty: float
     penalty_rounding: float
@@ -111,7 +113,8 @@ def _factored_trial(plan: Tensor, row_sums: Tensor, col_sums: Tensor, a: Tensor,
     Rounding: γ = (n + m + 16)·ε times the same sums with |u|, |v| (one more product, P|v|). Tight near the
     optimum, where the step is small — there it keeps every digit of the increase that a difference of two values of
     L would lose. Along a near-null direction with large |x| ≈ |y| (x_i ≈ −y_j where P has its mass) uᵀPv cancels
-    φ(x) + φ(y), each ~e^{|x|} while the penalty is ~0: the bound then says so, and ``_direct_trial`` decides."""
+    φ(x) + φ(y), each ~e^{|x|} while the penalty is ~0: the bound then says so, and ``_direct_trial`` decides.
+    """
     u, v = torch.expm1(x), torch.expm1(y)
     Pv, P_abs_v, Ptu = plan @ v, plan @ v.abs(), plan.T @ u
     phi_x, phi_y = row_sums @ _phi(x), col_sums @ _phi(y)
@@ -134,7 +137,8 @@ def _direct_trial(plan: Tensor, a: Tensor, b: Tensor, row_sums: Tensor, col_sums
     γ (ΣQ + ΣP + ⟨P1, |x|⟩ + ⟨Pᵀ1, |y|⟩) — relative to the size of the new plan, so no e^{|x|} appears where
     x_i + y_j ≈ 0. Cost: three passes over P (add, exp, multiply) and two matrix-vector products, in blocks of about
     2¹⁶ entries (little extra memory); used only where the factored form cannot decide (large steps far from the
-    optimum), where the increase is far above this rounding."""
+    optimum), where the increase is far above this rounding.
+    """
     n, m = plan.shape
     block = max(1, (1 << 16) // m)
     rows, cols = torch.empty_like(a), torch.zeros_like(b)
@@ -267,6 +271,7 @@ def sinkhorn_newton_sparse(a, b, C, reg: float, tol: float = 1e-9, max_iter: int
             points in the unit square at reg = 1e-3 (a sparse Newton step); at reg = 1e-2 it would keep ~40%, and the
             step is then exact Newton.
         cg_max_iter: conjugate gradient iterations per Newton step at most (default m, the Schur system's size).
+
     Returns:
         ``SinkhornResult``; its ``history`` holds the warm-start iterations first, then the Newton iterations.
     Reference: X. Tang, M. Shavlovsky, H. Rahmanian, E. Tardini, K. K. Thekumparampil, T. Xiao, L. Ying,

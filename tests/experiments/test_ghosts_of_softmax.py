@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 import hesslab as hl
-
 from hesslab import landscape
 from hesslab.experiments.ghosts_of_softmax import gradient_direction, spike_run, taylor_along_step, trained_binary_net
 

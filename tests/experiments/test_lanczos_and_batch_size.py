@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from helpers import random_symmetric
 from torch import nn
 
 import hesslab as hl
-from helpers import random_symmetric
 from hesslab.data import pixel_digits
 from hesslab.experiments import lanczos_and_batch_size as bs
 from hesslab.sampling import rademacher

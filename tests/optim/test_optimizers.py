@@ -10,13 +10,13 @@ import math
 
 import pytest
 import torch
+from helpers import classification_data, small_mlp
 from torch import nn
 from torch.nn.functional import cross_entropy
 
 import hesslab as hl
-from hesslab.sampling import rademacher
 from hesslab.optim import adahessian, estimators, sophia
-from helpers import classification_data, small_mlp
+from hesslab.sampling import rademacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

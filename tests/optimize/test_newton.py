@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import scipy.optimize
 import torch
+from helpers import random_symmetric
 
 import hesslab as hl
-from helpers import random_symmetric
 from hesslab.experiments.lazy_newton import logistic_problem, starting_point
 
 EPS = torch.finfo(torch.float64).eps
 from hesslab.optimize import _cost, _lazy, _newton  # noqa: E402  the private modules, for counting and patching
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: see conftest.one_thread
 

@@ -22,7 +22,6 @@ import torch
 import hesslab as hl
 from hesslab.transport import _sinkhorn, _sns, dual_hessian, lyapunov, sparsify  # private modules: patched below
 
-
 SOLVERS = [hl.transport.sinkhorn, hl.transport.sinkhorn_newton_sparse]
 EPS = torch.finfo(torch.float64).eps
 
