@@ -22,7 +22,7 @@ PLAYWRIGHT_SPEC ?= playwright==1.65.2
 GALLERY_NB := build/gallery
 SITE       := site
 
-.PHONY: lab test test-unit test-notebooks test-browser browser-deps notebooks gallery thumbnails bench bench-sinkhorn bench-pde bench-operators bench-optim clean
+.PHONY: lab test lint test-unit test-doctests test-notebooks test-browser browser-deps notebooks gallery thumbnails bench bench-sinkhorn bench-pde bench-operators bench-optim clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,9 +38,14 @@ $(LAB_SETTINGS): binder/overrides.json $(STAMP)
 	mkdir -p $(dir $@)
 	cp binder/overrides.json $@
 
-## make test: the whole suite: unit tests, then every notebook run top to bottom by nbval
+## make test: the whole suite: the docstrings' examples, the unit tests, then every notebook run top to bottom by nbval
 test: $(STAMP) notebooks
+	$(PY) -m pytest --doctest-modules hesslab -q
 	$(PY) -m pytest tests $(BUILT_NB) --nbval-lax --nbval-current-env
+
+## make lint: ruff (pyflakes, pycodestyle, import order, pydocstyle's Google convention; pyproject.toml)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 ## make notebooks: notebooks/NN_topic.py (jupytext percent format) -> build/notebooks/NN_topic.ipynb
 notebooks: $(STAMP)
@@ -72,6 +77,9 @@ thumbnails: gallery
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests
+
+test-doctests: $(STAMP)
+	$(PY) -m pytest --doctest-modules hesslab
 
 test-notebooks: notebooks
 	$(PY) -m pytest $(BUILT_NB) --nbval-lax --nbval-current-env --durations=0
