@@ -284,7 +284,7 @@ def step_cost(name: str, refreshed: bool) -> float:
 
 @lru_cache(maxsize=4)
 def digits_data(device: str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-    """scikit-learn's digits as (inputs (1797, 64), labels (1797,)) on ``device`` in ``dtype``, loaded once."""
+    """``hl.data.digits``: standardised inputs (1797, 64) and labels (1797,) on ``device`` in ``dtype``, cached."""
     return data.digits(dtype=dtype, device=device)
 
 
