@@ -1,5 +1,6 @@
-"""AdaHessian (Yao et al., AAAI 2021) and Sophia (Liu et al., ICLR 2024): diagonal second-order optimizers, on the
-2-D toy of Sophia's Figure 2 and on a small real task.
+"""AdaHessian (Yao et al., AAAI 2021) and Sophia (Liu et al., ICLR 2024) on Sophia's 2-D toy and a real task.
+
+Both are diagonal second-order optimizers; they run on the 2-D toy of Sophia's Figure 2 and on a small real task.
 
 The toy (as recalled in issue 15 and checked numerically here: the stationary points and curvatures below follow
 from the formula; the paper's caption itself could not be consulted offline):
@@ -49,11 +50,13 @@ TOY_ESTIMATORS = ("exact", "hutchinson", "noisy")
 
 @dataclass(frozen=True)
 class Run:
-    """One optimisation run (DESIGN.md, "Results"): ``converged`` (the target was reached), ``reason``,
-    ``iterations`` (recorded iterates after the start: steps on the toy, evaluations every ``eval_every`` steps in
-    ``train``) and ``history``: float arrays (``iterations`` + 1,), the start first — ``error`` the loss L(θ) (the
-    toy's minimum is 0; ``train``: the full training loss), ``loss`` (the same), ``step`` (optimizer steps so far),
-    ``seconds`` since the start, and ``theta1``, ``theta2`` (toy) or ``cost``, ``clipped`` (``train``).
+    """One optimisation run (DESIGN.md, "Results").
+
+    ``converged`` (the target was reached), ``reason``, ``iterations`` (recorded iterates after the start: steps on
+    the toy, evaluations every ``eval_every`` steps in ``train``) and ``history``: float arrays (``iterations`` + 1,),
+    the start first — ``error`` the loss L(θ) (the toy's minimum is 0; ``train``: the full training loss), ``loss``
+    (the same), ``step`` (optimizer steps so far), ``seconds`` since the start, and ``theta1``, ``theta2`` (toy) or
+    ``cost``, ``clipped`` (``train``).
     """
 
     label: str
@@ -104,7 +107,7 @@ def _toy_run(label: str, optimizer_step, theta: torch.nn.Parameter, max_steps: i
             reason = f"L < {TOY_TARGET:g}"
             break
         if stop is not None and stop():
-            reason = stop.__doc__
+            reason = stop.__doc__.rstrip(".")
             break
     path = torch.stack(points).numpy()
     history = make_history({"error": losses, "loss": losses, "step": np.arange(len(losses)), "seconds": seconds,
@@ -128,7 +131,7 @@ def toy_newton(max_steps: int = 30) -> Run:
             theta.sub_(torch.linalg.solve(hessian(toy_loss, x), gradient))
 
     def stationary():
-        """a stationary point: ‖∇L‖ <= 1e-12"""
+        """a stationary point: ‖∇L‖ <= 1e-12."""
         point = theta.detach().clone().requires_grad_(True)
         return torch.autograd.grad(toy_loss(point), point)[0].norm().item() <= 1e-12
 
@@ -159,10 +162,11 @@ def toy_adam(lr: float, max_steps: int = 3000) -> Run:
 
 def toy_sophia(lr: float = 1.0, rho: float = 1.0, estimator: str = "exact", betas: tuple[float, float] = (0.0, 0.0),
                max_steps: int = 200, seed: int = 0) -> Run:
-    """``hl.optim.Sophia`` on the toy with k = 1, no weight decay, ε = 1e-12 and the diagonal estimate
+    """``hl.optim.Sophia`` on the toy with k = 1, no weight decay, ε = 1e-12 and the diagonal estimate ``estimator``.
 
-    ``"exact"`` (diag ∇²L), ``"hutchinson"`` (SophiaH, z ⊙ Hz — exact here too, because H is diagonal), or
-    ``"noisy"`` (the exact diagonal times (1 + ½ξ), ξ ~ N(0, 1) per coordinate: a stand-in for a noisy estimate).
+    ``estimator``: ``"exact"`` (diag ∇²L), ``"hutchinson"`` (SophiaH, z ⊙ Hz — exact here too, because H is
+    diagonal), or ``"noisy"`` (the exact diagonal times (1 + ½ξ), ξ ~ N(0, 1) per coordinate: a stand-in for a noisy
+    estimate).
     """
     check_choice("estimator", estimator, TOY_ESTIMATORS)
     generator = torch.Generator().manual_seed(seed)
@@ -184,8 +188,10 @@ def toy_sophia(lr: float = 1.0, rho: float = 1.0, estimator: str = "exact", beta
 
 @dataclass(frozen=True)
 class GridSearch:
-    """Steps to L < 1e-8 for each learning rate (inf: not within ``max_steps``), which runs diverged, and the best
-    run with its trajectory.
+    """A learning-rate grid search on the toy.
+
+    Steps to L < 1e-8 for each learning rate (inf: not within ``max_steps``), which runs diverged, and the best run
+    with its trajectory.
     """
 
     lrs: np.ndarray
@@ -197,8 +203,10 @@ class GridSearch:
 
 @lru_cache(maxsize=8)
 def toy_grid(method: str, lrs: tuple[float, ...], max_steps: int = 1000) -> GridSearch:
-    """Gradient descent (``method="gd"``) or Adam (``"adam"``) at every lr of the grid, until L < 1e-8 (its step
-    count is recorded), divergence (|θ| > 1e6) or ``max_steps``; the best run is re-run alone for its trajectory.
+    """Gradient descent (``method="gd"``) or Adam (``"adam"``) at every lr of the grid ``lrs``.
+
+    Each runs until L < 1e-8 (its step count is recorded), divergence (|θ| > 1e6) or ``max_steps``; the best run is
+    re-run alone for its trajectory.
 
     GD: all runs as one (len(lrs), 2) parameter of ``torch.optim.SGD(lr=1)`` on Σ_i lr_i L(θ_i), whose step is
     θ_i ← θ_i − lr_i ∇L(θ_i) for every row at once. Adam: one param group per lr (Adam is invariant to scaling the
@@ -258,8 +266,10 @@ TASK_TARGET = 0.01  # full-batch training loss
 
 
 def step_cost(name: str, refreshed: bool) -> float:
-    """Gradient-equivalents of one step: 1 gradient, plus one HVP (AdaHessian; SophiaH when it refreshes) or one
-    more backward (SophiaG when it refreshes).
+    """Gradient-equivalents of one step of optimizer ``name`` (``refreshed``: the curvature estimate is refreshed).
+
+    1 gradient, plus one HVP (AdaHessian; SophiaH when it refreshes) or one more backward (SophiaG when it
+    refreshes).
     """
     check_choice("optimizer", name, OPTIMIZERS)
     if name in ("SGD", "Adam"):
@@ -274,11 +284,14 @@ def step_cost(name: str, refreshed: bool) -> float:
 
 @lru_cache(maxsize=4)
 def digits_data(device: str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """``hl.data.digits``: standardised inputs (1797, 64) and labels (1797,) on ``device`` in ``dtype``, cached."""
     return data.digits(dtype=dtype, device=device)
 
 
 def make_optimizer(name: str, params, lr: float, generator: torch.Generator, rho: float = 0.04):
-    """SGD, Adam (torch's), AdaHessian (paper defaults but lr), SophiaG / SophiaH (k = 10, ρ = ``rho``, no weight
+    """The optimizer ``name`` over ``params`` with learning rate ``lr`` and randomness from ``generator``.
+
+    SGD, Adam (torch's), AdaHessian (paper defaults but lr), SophiaG / SophiaH (k = 10, ρ = ``rho``, no weight
     decay: the task is about optimisation, not regularisation).
     """
     check_choice("optimizer", name, OPTIMIZERS)
@@ -355,8 +368,9 @@ def lr_sweep(name: str, seed: int = 0, **kwargs) -> dict[float, Run]:
 
 
 def tune(name: str, seed: int = 0, **kwargs) -> float:
-    """The lr of ``LR_GRIDS[name]`` that reaches ``TASK_TARGET`` in the fewest steps among those that end at or
-    below it (a run that gets there and climbs back out is not a good choice); the smallest lr if none does.
+    """The lr of ``LR_GRIDS[name]`` that reaches ``TASK_TARGET`` in the fewest steps among those that end at or below.
+
+    A run that gets there and climbs back out is not a good choice; the smallest lr if none does.
     """
     sweep = lr_sweep(name, seed, **kwargs)
     stable = {lr: run.first("loss", TASK_TARGET) for lr, run in sweep.items()
@@ -369,8 +383,10 @@ def tune(name: str, seed: int = 0, **kwargs) -> float:
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EstimatorErrors:
-    """‖mean of m estimates − exact‖ / ‖exact‖ for each m in ``probes``: Hutchinson against diag(H), GNB against
-    diag(GGN); ``*_predicted``: the root-mean-square error the variances predict, sqrt(Σ_i Var_i / m) / ‖exact‖.
+    """‖mean of m estimates − exact‖ / ‖exact‖ for each m in ``probes``.
+
+    Hutchinson against diag(H), GNB against diag(GGN); ``*_predicted``: the root-mean-square error the variances
+    predict, sqrt(Σ_i Var_i / m) / ‖exact‖.
     """
 
     probes: np.ndarray
@@ -389,8 +405,10 @@ class EstimatorErrors:
 @lru_cache(maxsize=8)
 def estimator_errors(probes: tuple[int, ...] = (1, 4, 16, 64, 256), seed: int = 0, width: int = 16,
                      samples: int = 256) -> EstimatorErrors:
-    """A digits MLP 64-``width``-10 (float64) at its initialisation on ``samples`` images: exact diag(H) and
-    diag(GGN) (``hl.hessian``, ``hl.ggn``), and the running means of max(probes) Hutchinson and GNB estimates.
+    """Errors of the Hutchinson and GNB diagonal estimates on a digits MLP 64-``width``-10 (float64).
+
+    At its initialisation (``seed``) on ``samples`` images: exact diag(H) and diag(GGN) (``hl.hessian``, ``hl.ggn``),
+    and the running means of max(probes) Hutchinson and GNB estimates.
     """
     inputs, targets = data.digits()
     inputs, targets = inputs[:samples], targets[:samples]

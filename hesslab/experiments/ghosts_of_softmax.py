@@ -1,5 +1,7 @@
-"""Notebook 14: along a step, softmax cross-entropy is analytic only inside ρ_a = π / Δ_a; a step longer than that
-leaves every Taylor model (the Hessian's quadratic included), and capping the step at ρ_a survives learning-rate spikes.
+"""Notebook 14: along a step, softmax cross-entropy is analytic only inside ρ_a = π / Δ_a.
+
+A step longer than that leaves every Taylor model (the Hessian's quadratic included), and capping the step at ρ_a
+survives learning-rate spikes.
 
 Sao (2026), *Ghosts of Softmax: Complex Singularities That Limit Safe Step Sizes in Cross-Entropy*. The formulas are
 in ``hesslab.landscape``; here: the Taylor polynomials of a trained net's loss along a direction, the binary case's
@@ -35,9 +37,11 @@ METHODS = ("plain", "clipped", "rho-capped")
 
 @dataclass(frozen=True)
 class SpikeRun:
-    """One SGD run: full-data ``losses`` (every ``eval_every`` steps, at ``steps``), per-step ``step_norms`` ‖Δθ‖ and
-    ``radii`` ρ_a of the step taken (nan for methods that do not measure it), and the final loss and accuracy
-    (nan when the run diverged), and the trained ``model``.
+    """One SGD run through a learning-rate spike.
+
+    Full-data ``losses`` (every ``eval_every`` steps, at ``steps``), per-step ``step_norms`` ‖Δθ‖ and ``radii`` ρ_a
+    of the step taken (nan for methods that do not measure it), and the final loss and accuracy (nan when the run
+    diverged), and the trained ``model``.
     """
 
     method: str
@@ -52,6 +56,7 @@ class SpikeRun:
 
     @property
     def diverged(self) -> bool:
+        """Whether the run diverged (its final loss is not finite)."""
         return not math.isfinite(self.final_loss)
 
 
@@ -67,7 +72,7 @@ def _evaluate(model: nn.Module, inputs: Tensor, targets: Tensor) -> tuple[float,
 def spike_run(method: str, spike: float = 1000.0, num_steps: int = 600, spike_at: int = 150, spike_steps: int = 5,
               lr: float = 0.05, batch_size: int = 64, clip: float = 1.0, width: int = 128, eval_every: int = 10,
               seed: int = 0) -> SpikeRun:
-    """SGD on the digits (MLP 64-width-width-10, ReLU, float64), the learning rate × ``spike`` for ``spike_steps`` steps.
+    """SGD on the digits (MLP 64-width-width-10, ReLU, float64), the lr × ``spike`` for ``spike_steps`` steps.
 
     ``method``: ``"plain"`` θ ← θ − lr g; ``"clipped"`` with g rescaled to norm <= ``clip`` first;
     ``"rho-capped"`` with the step Δθ = −lr g shortened to ‖Δθ‖ <= ρ_a, ρ_a = π / Δ_a along v = Δθ / ‖Δθ‖ on the
@@ -128,9 +133,10 @@ def _load(model: nn.Module, named, theta: Tensor) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TaylorAlongStep:
-    """The linearised loss ℓ(t) and the true loss L(θ + t v) on a grid of real t; ℓ's Taylor polynomials of several
-    ``degrees`` at t = 0; the bound ρ_a and, for two classes, the exact radius R* = min_i √(δ_i² + π²)/Δ_a,i (nan
-    otherwise).
+    """The linearised loss ℓ(t) and the true loss L(θ + t v) on a grid of real t, with ℓ's Taylor polynomials.
+
+    ℓ's Taylor polynomials of several ``degrees`` at t = 0; the bound ρ_a and, for two classes, the exact radius
+    R* = min_i √(δ_i² + π²)/Δ_a,i (nan otherwise).
     """
 
     t: np.ndarray
@@ -144,7 +150,8 @@ class TaylorAlongStep:
 
 
 def taylor_along_step(model: nn.Module, inputs: Tensor, targets: Tensor, direction: Tensor,
-                      degrees=(2, 4, 8, 16, 32), span: float = 2.5, num_t: int = 301, order: int = 64) -> TaylorAlongStep:
+                      degrees=(2, 4, 8, 16, 32), span: float = 2.5, num_t: int = 301,
+                      order: int = 64) -> TaylorAlongStep:
     """Along θ + t·direction: the linearised cross-entropy, the true loss, and Taylor polynomials on |t| <= span·ρ_a.
 
     The coefficients come from Cauchy's formula on |t| = 0.9 R* (two classes) or 0.9 ρ_a (more classes, where

@@ -69,10 +69,12 @@ class TrainedNet:
 
     @property
     def calibration(self) -> tuple[Tensor, Tensor]:
+        """The calibration set: the first ``calibration_size`` (inputs, targets)."""
         return self.inputs[: self.calibration_size], self.targets[: self.calibration_size]
 
     @property
     def weights(self) -> tuple[Tensor, ...]:
+        """The quantised weight matrices (those named in ``weight_names``), detached."""
         named = dict(self.model.named_parameters())
         return tuple(named[name].detach() for name in self.weight_names)
 
@@ -89,10 +91,18 @@ def train_digits_mlp(sizes: Sequence[int] = (64, 64, 32, 10), steps: int = 300, 
 
     Args:
         sizes: layer widths, from 64 inputs to 10 classes, e.g. (64, 64, 32, 10).
-        steps, lr: gradient-descent steps and step size (300 steps at lr 1 reach a training loss of about 0.007).
+        steps: gradient-descent steps (300 steps at lr 1 reach a training loss of about 0.007).
+        lr: the gradient-descent step size.
         calibration_size: how many of the training points (the first ones) the Hessian is computed on.
         generator: draws the initial weights.
-    Returns: a ``TrainedNet``. Cost: ``steps`` forward and backward passes over the 1797 points.
+        device: where the data and the model go (default: the CPU).
+        progress: show a tqdm bar of the training.
+
+    Returns:
+        A ``TrainedNet``. Cost: ``steps`` forward and backward passes over the 1797 points.
+
+    Raises:
+        ValueError: if ``sizes`` does not run from 64 to 10, or ``calibration_size`` is not in [1, 1797].
     """
     sizes = tuple(sizes)
     if len(sizes) < 2 or sizes[0] != 64 or sizes[-1] != 10:
@@ -112,15 +122,23 @@ def train_digits_mlp(sizes: Sequence[int] = (64, 64, 32, 10), steps: int = 300, 
 # quantisation
 # ----------------------------------------------------------------------------------------------------------------------
 def quantize(weight: Tensor, bits: int) -> Tensor:
-    """Symmetric uniform quantisation to ``bits`` bits, one scale per tensor:
+    """Symmetric uniform quantisation to ``bits`` bits, one scale per tensor.
 
         Q_b(W) = s · clamp(round(W / s), −q, q),     q = 2^{b−1} − 1,     s = max|W| / q.
 
     The 2q + 1 = 2^b − 1 levels are symmetric about 0 (one code of the 2^b is left unused, so that 0 is a level and
     Q(−W) = −Q(W)); since |W| <= q s nothing is clipped and every entry moves by at most s/2. b = 2 is ternary.
 
-    Args: weight: any floating tensor; bits: an int in [2, 32].
-    Returns: Q_b(W), same shape, dtype and device. Cost: O(numel).
+    Args:
+        weight: any floating tensor.
+        bits: an int in [2, 32].
+
+    Returns:
+        Q_b(W), same shape, dtype and device. Cost: O(numel).
+
+    Raises:
+        TypeError: if ``weight`` is not a floating-point tensor.
+        ValueError: if ``bits`` is not in [2, 32] or ``weight`` is not finite.
     """
     if not isinstance(weight, Tensor) or not weight.is_floating_point():
         raise TypeError(f"weight must be a floating-point torch.Tensor, got "
@@ -148,10 +166,12 @@ class LayerTraces:
 
     @property
     def values(self) -> np.ndarray:
+        """(L,) the trace estimates Tr(H_i)."""
         return np.array([e.value for e in self.estimates])
 
     @property
     def stderrs(self) -> np.ndarray:
+        """(L,) the estimates' standard errors."""
         return np.array([e.stderr for e in self.estimates])
 
     @property
@@ -266,8 +286,10 @@ def probe_variance(A: Tensor, num_probes: Sequence[int], repeats: int,
 
 def quadratic_forms(A: Tensor, count: int, generator: torch.Generator | None = None,
                     max_block: int = 2**25) -> Tensor:
-    """``count`` values zᵀAz for independent Rademacher z, as a float64 CPU tensor; the probes are drawn and
-    multiplied in blocks of at most ``max_block`` entries (256 MiB in float64), so memory stays bounded.
+    """``count`` values zᵀAz for independent Rademacher z (from ``generator``), as a float64 CPU tensor.
+
+    The probes are drawn and multiplied in blocks of at most ``max_block`` entries (256 MiB in float64), so memory
+    stays bounded.
     """
     n = A.shape[0]
     columns = max(1, max_block // n)
@@ -448,8 +470,9 @@ class UniformComparison:
 
 
 def compare_with_uniform(search: BitSearch) -> tuple[UniformComparison, ...]:
-    """For every uniform configuration (b, …, b): the frontier's pick and the truly best configuration among those of
-    equal or smaller size, with their measured loss increases.
+    """For every uniform configuration (b, …, b) of ``search``: the frontier's pick and the truly best configuration.
+
+    Both among those of equal or smaller size, with their measured loss increases.
     """
     rows = []
     for b in search.bit_choices:
@@ -467,7 +490,7 @@ def compare_with_uniform(search: BitSearch) -> tuple[UniformComparison, ...]:
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class QuadraticLayers:
-    """A loss exactly quadratic in each layer's weights, with its minimum at W*:
+    """A loss exactly quadratic in each layer's weights, with its minimum at W*.
 
         L(W) = ½ Σ_i (W_i − W_i*)ᵀ H_i (W_i − W_i*),
 
@@ -481,11 +504,12 @@ class QuadraticLayers:
 
     @property
     def layer_sizes(self) -> np.ndarray:
+        """n_i, the number of entries of each layer's weights."""
         return np.array([w.numel() for w in self.weights])
 
 
 def spiked_and_flat_layers(generator: torch.Generator | None = None) -> QuadraticLayers:
-    """Three layers whose Hessian blocks rank them three different ways (float64, CPU, milliseconds):
+    """Three layers whose Hessian blocks rank them three different ways (float64, CPU, milliseconds).
 
         "spiked": n = 64,  4 eigenvalues 2 and 60 eigenvalues 0.02:  λ_max 2,   Tr 9.2,  Tr/n 0.14
         "flat":   n = 64,  every eigenvalue 1:                        λ_max 1,   Tr 64,   Tr/n 1
@@ -513,8 +537,9 @@ def spiked_and_flat_layers(generator: torch.Generator | None = None) -> Quadrati
 
 @dataclass(frozen=True)
 class LayerRanking:
-    """Per layer of a ``QuadraticLayers`` quantised alone to ``bits``: the curvature statistics, the three scores and
-    the exact loss increase.
+    """How three scores rank the layers of a ``QuadraticLayers``, each quantised alone to ``bits``.
+
+    Per layer: the curvature statistics, the three scores and the exact loss increase.
     """
 
     names: tuple[str, ...]
@@ -536,8 +561,10 @@ class LayerRanking:
 
 def rank_layers(model: QuadraticLayers, bits: int = 4, num_probes: int = 200,
                 generator: torch.Generator | None = None) -> LayerRanking:
-    """Score each layer of ``model`` quantised alone to ``bits`` bits by HAWQ-V2 (traces from ``num_probes``
-    Hutchinson products, Ω from ``sensitivities``), by HAWQ-V1 and without the 1/n_i, and measure ½ ΔᵀHΔ.
+    """Score each layer of ``model`` quantised alone to ``bits`` bits three ways, and measure ½ ΔᵀHΔ.
+
+    The scores: HAWQ-V2 (traces from ``num_probes`` Hutchinson products drawn from ``generator``, Ω from
+    ``sensitivities``), HAWQ-V1, and HAWQ-V2 without the 1/n_i.
 
     Cost: L · num_probes dense products, L eigenvalue decompositions (n_i³).
     """
@@ -572,9 +599,11 @@ class EstimatorVariance:
 
 def estimator_variance(A: Tensor, num_probes: int, repeats: int,
                        generator: torch.Generator | None = None) -> EstimatorVariance:
-    """Var of ``hl.hutchinson_trace(A, m)`` over ``repeats`` independent calls, against 2 Σ_{i≠j} A_ij² / m (Rademacher
-    probes: the diagonal costs nothing) and 2 ‖A‖_F² / m (Gaussian probes: it does). On a matrix with a large
-    diagonal the two differ by a large factor, so this tells the probes apart from the library's output alone.
+    """Var of ``hl.hutchinson_trace(A, m)`` over ``repeats`` calls, against what Rademacher and Gaussian probes predict.
+
+    m = ``num_probes``. Rademacher probes predict 2 Σ_{i≠j} A_ij² / m (the diagonal costs nothing), Gaussian probes
+    2 ‖A‖_F² / m (it does). On a matrix with a large diagonal the two differ by a large factor, so this tells the
+    probes apart from the library's output alone.
 
     The standard deviation of the sample variance is v · sqrt(2/(R − 1) + κ/R), κ the excess kurtosis of one
     estimate, measured from the R estimates (and taken as 0 when negative).

@@ -42,8 +42,11 @@ class Softmax:
 
 def train_softmax(inputs: Tensor, targets: Tensor, lr: float = 0.5, num_steps: int = 400,
                   generator: torch.Generator | None = None, progress: bool = False) -> Softmax:
-    """Initialise Linear(d, C) as PyTorch does (from ``generator``) and run ``num_steps`` of full-batch gradient
-    descent with step ``lr`` on the mean cross-entropy. Cost: ``num_steps`` gradients of the full data.
+    """A linear softmax classifier Linear(d, C) trained by full-batch gradient descent on (``inputs``, ``targets``).
+
+    Initialise Linear(d, C) as PyTorch does (from ``generator``) and run ``num_steps`` of full-batch gradient descent
+    with step ``lr`` on the mean cross-entropy (``progress``: a tqdm bar). Cost: ``num_steps`` gradients of the full
+    data.
     """
     num_classes = int(targets.max()) + 1
     model = mlp([inputs.shape[1], num_classes], generator=generator, dtype=inputs.dtype, device=inputs.device)
@@ -69,6 +72,7 @@ class SoftmaxCurvature:
 
     @property
     def num_params(self) -> int:
+        """n = C (d + 1), the number of parameters."""
         return self.roots.shape[1] * self.features.shape[1]
 
 
@@ -94,7 +98,8 @@ def softmax_curvature(model: nn.Module, inputs: Tensor) -> SoftmaxCurvature:
 
 
 def batch_hessian(curvature: SoftmaxCurvature, index: Tensor | None = None) -> Tensor:
-    """The dense Hessian H_S = (1/|S|) Σ_{i∈S} (R_i R_iᵀ) ⊗ x̃_i x̃_iᵀ of the batch ``index`` (all samples if None),
+    """The dense Hessian H_S = (1/|S|) Σ_{i∈S} (R_i R_iᵀ) ⊗ x̃_i x̃_iᵀ of the batch ``index`` (all samples if None).
+
     (n, n) in θ's order — equal to ``hl.hessian`` of the batch's mean cross-entropy. Cost: O(|S| n²).
     """
     roots, features = curvature.roots, curvature.features
@@ -158,8 +163,9 @@ def partition(permutation: Tensor, batch_size: int) -> list[Tensor]:
 
 
 def fluctuation(curvature: SoftmaxCurvature, u: Tensor, batch_sizes: list[int] | tuple[int, ...]) -> Tensor:
-    """s_B² = E‖(H_B − H) u‖² for a batch of B samples drawn without replacement, for each B: the size of the
-    mini-batch fluctuation ε_B = H_B − H along the unit vector ``u`` (n,) (θ's order).
+    """s_B² = E‖(H_B − H) u‖² for a batch of B samples drawn without replacement, for each B in ``batch_sizes``.
+
+    The size of the mini-batch fluctuation ε_B = H_B − H along the unit vector ``u`` (n,) (θ's order).
 
     With σ² = (1/N) Σ_i ‖(h_i − H) u‖² (the per-sample spread), sampling without replacement gives
     s_B² = σ² (N − B) / (B (N − 1)): 1/B for small batches, and 0 for the full batch. Here h_i u = (A_i U x̃_i) ⊗ x̃_i
@@ -198,8 +204,9 @@ def spiked_wigner(top: float, noise: Tensor) -> Tensor:
 
 
 def median_batch(curvature: SoftmaxCurvature, permutation: Tensor, batch_size: int) -> Tensor:
-    """The batch of size B, among the full batches of ``partition(permutation, B)``, whose λ_max is the median:
-    a typical batch, to draw one batch Hessian's spectrum without picking an unusually sharp or flat one.
+    """The batch of size B, among the full batches of ``partition(permutation, B)``, whose λ_max is the median.
+
+    A typical batch, to draw one batch Hessian's spectrum without picking an unusually sharp or flat one.
     Returns its sample indices (B,). Cost: one ``batch_top_eigenvalues`` over the partition.
     """
     check_count("batch_size", batch_size, 1, permutation.numel())
@@ -230,8 +237,10 @@ class BatchSizeSweep:
 def batch_size_sweep(curvature: SoftmaxCurvature, batch_sizes: list[int] | tuple[int, ...],
                      num_partitions: int = 1, generator: torch.Generator | None = None,
                      progress: bool = False) -> BatchSizeSweep:
-    """For each B: partition the data at random into batches of B (and one remainder) and take λ_max of every batch
-    Hessian exactly (``batch_top_eigenvalues``).
+    """For each B of ``batch_sizes``: λ_max of every batch Hessian of random partitions into batches of B.
+
+    ``num_partitions`` times, partition the data at random (from ``generator``) into batches of B (and one
+    remainder) and take λ_max of every batch Hessian exactly (``batch_top_eigenvalues``); ``progress``: a tqdm bar.
 
     One random permutation serves every B of a partition (``partition``), so for B dividing 2B the partitions are
     nested. Convexity of λ_max then makes two statements theorems, not tendencies: λ_max(H) = λ_max(Σ_S (|S|/N) H_S)
@@ -291,9 +300,16 @@ def compare_density(operator, exact: Tensor, num_steps: int, num_probes: int, ma
     Args:
         operator: the Hessian as an ``hl.HessianOperator`` (or any operator hesslab accepts).
         exact: the same Hessian as a dense (n, n) tensor, for the exact eigenvalues and moments.
-        num_steps, num_probes: m Lanczos steps on each of p probes. max_power: K, moments k = 0..K.
+        num_steps: m, the Lanczos steps on each probe.
+        num_probes: p, the number of probes.
+        max_power: K, moments k = 0..K.
         generator: for the probes.
-    Cost: m p products (batched over probes), one dense n × n eigendecomposition.
+
+    Returns:
+        A ``DensityComparison``. Cost: m p products (batched over probes), one dense n × n eigendecomposition.
+
+    Raises:
+        ValueError: if ``exact`` is not a square matrix of the operator's size, or ``max_power`` is negative.
     """
     check_count("max_power", max_power, 0)
     operator = as_operator(operator)
@@ -340,11 +356,12 @@ class RitzConvergence:
 
 
 def kaniel_paige_bound(eigenvalues: Tensor, cos_angle: float, steps: Tensor) -> Tensor:
-    """Saad's (1980) form of the Kaniel-Paige bound after j Lanczos steps from a start vector at angle φ to u₁:
+    """Saad's (1980) form of the Kaniel-Paige bound after j Lanczos steps from a start vector at angle φ to u₁.
 
         0 <= λ₁ − θ₁⁽ʲ⁾ <= (λ₁ − λ_n) (tan φ / T_{j−1}(1 + 2γ))²,    γ = (λ₁ − λ₂) / (λ₂ − λ_n),
 
-    T the Chebyshev polynomial (T_k(x) = cosh(k arccosh x) for x >= 1). ``eigenvalues`` descending (n,).
+    T the Chebyshev polynomial (T_k(x) = cosh(k arccosh x) for x >= 1). ``eigenvalues`` descending (n,);
+    ``cos_angle`` = cos φ; ``steps`` the j's, one bound each.
     """
     top, second, bottom = eigenvalues[0].item(), eigenvalues[1].item(), eigenvalues[-1].item()
     gamma = (top - second) / max(second - bottom, torch.finfo(torch.float64).tiny)
@@ -355,8 +372,10 @@ def kaniel_paige_bound(eigenvalues: Tensor, cos_angle: float, steps: Tensor) -> 
 
 def ritz_convergence(exact: Tensor, num_steps: int, k: int = 3,
                      generator: torch.Generator | None = None) -> RitzConvergence:
-    """Run ``num_steps`` Lanczos steps on the symmetric matrix ``exact`` (n, n) from a random unit start and record,
-    after every step j >= k, the k largest Ritz values (eigenvalues of the leading j × j block of T).
+    """Run ``num_steps`` Lanczos steps on the symmetric matrix ``exact`` (n, n) and record the k largest Ritz values.
+
+    From a random unit start (from ``generator``), after every step j >= k: the k largest Ritz values (eigenvalues of
+    the leading j × j block of T).
 
     Cost: m products, m small tridiagonal eigenproblems, one dense eigendecomposition for the reference.
     """

@@ -1,5 +1,6 @@
-"""Doikov, Chayti & Jaggi (ICML 2023), *Second-order optimization with lazy Hessians*: reusing one Hessian for m steps
-lowers the total arithmetic cost of Newton's method, with the sweet spot near m = d.
+"""Doikov, Chayti & Jaggi (ICML 2023), *Second-order optimization with lazy Hessians*.
+
+Reusing one Hessian for m steps lowers the total arithmetic cost of Newton's method, with the sweet spot near m = d.
 
 The problem is the paper's: L2-regularised logistic regression on a real data set — scikit-learn's breast-cancer
 (30 features) or digits 0-vs-rest (64 pixels), each with an intercept (d = 31, 65); ``"digits-features"`` (256
@@ -8,9 +9,9 @@ random Fourier features of the digits, d = 257) for the full scale — and a non
 
     f(x) = (1/N) Σ_n log(1 + exp(−s_n ⟨a_n, x⟩)) + (μ/2)‖x‖²,     s_n = ±1.
 
-Cost is counted by ``hl.optimize.CostModel`` with F = 4Nd operations per gradient (X x and Xᵀr): a Hessian costs d gradients,
-an eigendecomposition d³/(4Nd), a lazy step one gradient and d²/(4Nd). Runs are cached (``functools.lru_cache``), so
-a notebook's sweeps and widgets share them.
+Cost is counted by ``hl.optimize.CostModel`` with F = 4Nd operations per gradient (X x and Xᵀr): a Hessian costs d
+gradients, an eigendecomposition d³/(4Nd), a lazy step one gradient and d²/(4Nd). Runs are cached
+(``functools.lru_cache``), so a notebook's sweeps and widgets share them.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ STARTS = ("zero", "ones", "random", "far", "far-random")
 
 @dataclass(frozen=True)
 class LogisticProblem:
-    """f(x) on the data set ``name``: rows ``inputs`` (N, d) (intercept column included), ``labels`` (N,) in {0, 1},
-    regulariser strength ``mu``.
+    """The logistic regression f(x) on the data set ``name``.
+
+    Rows ``inputs`` (N, d) (intercept column included), ``labels`` (N,) in {0, 1}, regulariser strength ``mu``,
+    ``nonconvex`` (the bounded regulariser instead of (μ/2)‖x‖²) and ``f`` itself.
     """
 
     name: str
@@ -50,6 +53,7 @@ class LogisticProblem:
 
     @property
     def d(self) -> int:
+        """The number of parameters (features and intercept)."""
         return self.inputs.shape[1]
 
     @property
@@ -96,7 +100,9 @@ def logistic_problem(dataset: str = "breast_cancer", mu: float = 1e-3, nonconvex
 
 
 def starting_point(problem: LogisticProblem, start: str = "ones", seed: int = 0) -> Tensor:
-    """x0: ``"zero"``; ``"ones"``; ``"random"`` (N(0, I) from ``seed``); ``"far"`` (3·ones: pure Newton diverges);
+    """The starting point x0 of ``problem`` named ``start``.
+
+    ``"zero"``; ``"ones"``; ``"random"`` (N(0, I) from ``seed``); ``"far"`` (3·ones: pure Newton diverges);
     ``"far-random"`` (3·ones + N(0, I) from ``seed``: the far start on other seeds).
     """
     check_choice("start", start, STARTS)
@@ -113,8 +119,10 @@ def starting_point(problem: LogisticProblem, start: str = "ones", seed: int = 0)
 
 @lru_cache(maxsize=None)
 def optimal_value(dataset: str, mu: float = 1e-3, device: torch.device | str | None = None) -> float:
-    """f* of the convex problem to rounding: Newton with Armijo backtracking from 0 to ‖∇f‖ <= 1e-12 (one
-    minimiser: f is μ-strongly convex, so f − f* <= ‖∇f‖²/(2μ) <= 5e-22 there).
+    """f* of the convex problem on ``dataset`` to rounding.
+
+    Newton with Armijo backtracking from 0 to ‖∇f‖ <= 1e-12 (one minimiser: f is μ-strongly convex, so
+    f − f* <= ‖∇f‖²/(2μ) <= 5e-22 there).
     """
     problem = logistic_problem(dataset, mu, device=device)
     return newton(problem.f, starting_point(problem, "zero"), tol=1e-12, max_iter=200).f
@@ -125,9 +133,11 @@ def optimal_value(dataset: str, mu: float = 1e-3, device: torch.device | str | N
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Trace:
-    """One labelled run: whether it ``converged`` and why it stopped (``reason``), and its ``history`` — the
-    ``NewtonResult.history`` (``error`` = ‖∇f‖, ``cost`` in gradient-equivalents, ``hessians``, ``seconds``, ...)
-    with the column ``gap`` f − f* (NaN on the non-convex problem), one entry per accepted iterate.
+    """One labelled run with its update period ``m``.
+
+    Whether it ``converged`` and why it stopped (``reason``), and its ``history`` — the ``NewtonResult.history``
+    (``error`` = ‖∇f‖, ``cost`` in gradient-equivalents, ``hessians``, ``seconds``, ...) with the column ``gap``
+    f − f* (NaN on the non-convex problem), one entry per accepted iterate.
     """
 
     label: str
@@ -185,8 +195,10 @@ def update_periods(d: int, multiples: tuple[float, ...] = (1 / 4, 1 / 2, 1, 2, 4
 
 @dataclass(frozen=True)
 class LazySweep:
-    """Runs for several m on one problem: ``traces`` in the order of ``periods``, ``f_star``, the ``target``
-    accuracy f − f* and the ``costs`` to reach it (one per m).
+    """Runs for several m on one problem.
+
+    ``traces`` in the order of ``periods``, ``f_star``, the ``target`` accuracy f − f* and the ``costs`` to reach it
+    (one per m).
     """
 
     name: str
@@ -203,14 +215,16 @@ class LazySweep:
         return self.periods[int(np.argmin(self.costs))]
 
     def cost_for(self, m: int) -> float:
+        """The cost to reach ``target`` with update period ``m`` (one of ``periods``)."""
         return float(self.costs[self.periods.index(m)])
 
 
 def lazy_sweep(dataset: str = "breast_cancer", multiples: tuple[float, ...] = (1 / 4, 1 / 2, 1, 2, 4),
                regularization: str = "cubic", start: str = "ones", mu: float = 1e-3, target: float = 1e-10,
                device: torch.device | str | None = None, seed: int = 0) -> LazySweep:
-    """Lazy Newton for m = 1 and m = round(c·d), c in ``multiples``, on the convex problem; for each m the
-    arithmetic cost to reach f − f* <= ``target``.
+    """Lazy Newton for m = 1 and m = round(c·d), c in ``multiples``, on the convex problem on ``dataset``.
+
+    For each m the arithmetic cost to reach f − f* <= ``target``.
     """
     d = logistic_problem(dataset, mu, device=device).d
     periods = update_periods(d, tuple(multiples))
@@ -242,8 +256,9 @@ def smallest_hessian_eigenvalue(dataset: str, start: str = "ones", mu: float = 1
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FarStart:
-    """Pure Newton (full steps) and damped Newton (AICN, backtracked L) from the same far point; ``stepsizes`` of
-    damped Newton per iteration.
+    """Pure Newton (full steps) and damped Newton (AICN, backtracked L) from the same far point.
+
+    ``x0_norm`` = ‖x0‖, ``f_star``, the two traces, and the ``stepsizes`` of damped Newton per iteration.
     """
 
     x0_norm: float

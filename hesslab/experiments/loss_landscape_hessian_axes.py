@@ -1,5 +1,6 @@
-"""Notebook 13: loss slices along the Hessian's own axes and along filter-normalised random directions, and the LLA
-spectral criteria of two nets that generalise differently.
+"""Notebook 13: loss slices along the Hessian's own axes and along random directions, and the LLA spectral criteria.
+
+The random directions are filter-normalised; the criteria are those of two nets that generalise differently.
 
 Gabdullin (2024), *Investigating generalization capabilities of neural networks by means of loss landscapes and
 Hessian analysis* (the LLA library), after Li, Xu, Taylor, Studer & Goldstein (2018), *Visualizing the Loss Landscape
@@ -34,8 +35,9 @@ from ..spectrum import spectral_density
 
 
 def digits_net(width: int = 32, batch_norm: bool = False, generator: torch.Generator | None = None) -> nn.Sequential:
-    """An MLP 64-width-10 with tanh (smooth: second differences are exact to O(h²)), optionally batch norm after the
-    hidden linear layer (Linear, BatchNorm1d, tanh, Linear).
+    """An MLP 64-width-10 with tanh (smooth: second differences are exact to O(h²)), initialised from ``generator``.
+
+    With ``batch_norm``, batch norm after the hidden linear layer (Linear, BatchNorm1d, tanh, Linear).
     """
     net = mlp([64, width, 10], activation="tanh", generator=generator)
     if batch_norm:
@@ -116,8 +118,10 @@ def slices_1d(batch_norm: bool = False, span: float = 1.0, num: int = 41, seed: 
 
 
 def slice_2d(kind: str, batch_norm: bool = False, span: float = 1.0, num: int = 21, seed: int = 0):
-    """L(θ + α u_1 + β u_2) on a num × num grid; u the top two eigenvectors (``kind="hessian"``) or the first two
-    random directions normalised to unit length (``kind="random"``). Returns a ``LossSlice``.
+    """L(θ + α u_1 + β u_2) on a num × num grid of α, β in [−span, span].
+
+    u the top two eigenvectors (``kind="hessian"``) or the first two random directions normalised to unit length
+    (``kind="random"``), for the net ``trained(batch_norm, seed=seed)``. Returns a ``LossSlice``.
     """
     check_choice("kind", kind, ("hessian", "random"))
     model, inputs, targets = trained(batch_norm, seed=seed)
@@ -149,8 +153,10 @@ class Criteria:
 @lru_cache(maxsize=16)
 def criteria(noise: float, width: int = 64, epochs: int = 60, lr: float = 0.1, batch_size: int = 32,
              num_train: int = 1000, slq_steps: int = 40, slq_probes: int = 4, seed: int = 0) -> Criteria:
-    """Train an MLP 64-width-10 (tanh) on ``num_train`` digits with a fraction ``noise`` of labels shuffled, by SGD;
-    then the SLQ density of its training-loss Hessian and the criteria re and negative/positive mass.
+    """Train an MLP 64-width-10 (tanh) on digits with a fraction ``noise`` of labels shuffled, and read its criteria.
+
+    SGD on ``num_train`` digits; then the SLQ density of its training-loss Hessian and the criteria re and
+    negative/positive mass.
 
     Test accuracy on the remaining digits (true labels). Cost: epochs × num_train / batch_size gradients, then
     slq_steps × slq_probes Hessian-vector products.

@@ -44,8 +44,9 @@ SOLVERS = {"Newton": newton, "preconditioned GD": preconditioned_gradient_descen
 
 
 def make_problem(n: int, dim: int = 1, strength: float = 1.0, nonlinearity: str = "quartic") -> EllipticProblem:
-    """The notebook's problem: F = s u⁴/4 (``"quartic"``) or s (u² − 1)²/4 (``"double well"``), with the manufactured
-    solution u*(x) = Π_k sin(πx_k) exp(x_1).
+    """The notebook's problem on an n^dim grid, with the manufactured solution u*(x) = Π_k sin(πx_k) exp(x_1).
+
+    F = s u⁴/4 (``"quartic"``) or s (u² − 1)²/4 (``"double well"``), s = ``strength``.
     """
     check_choice("nonlinearity", nonlinearity, ("quartic", "double well"))
     F = quartic(strength) if nonlinearity == "quartic" else double_well(strength)
@@ -57,8 +58,10 @@ def make_problem(n: int, dim: int = 1, strength: float = 1.0, nonlinearity: str 
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SolverScaling:
-    """For each grid size n: the iterations of each solver to reach its tolerance, their residual histories, and the
-    condition number κ = λ_max/λ_min of the Hessian h^{-d}∇²E_h at the solution.
+    """How the solvers scale with the grid size n.
+
+    For each n: the iterations of each solver to reach its tolerance, their residual histories, and the condition
+    number κ = λ_max/λ_min of the Hessian h^{-d}∇²E_h at the solution.
     """
 
     grid_sizes: list[int]
@@ -73,8 +76,9 @@ class SolverScaling:
 
 
 def condition_number(problem: EllipticProblem, u: Tensor) -> float:
-    """κ of A + diag F''(u) from its extreme eigenvalues (Lanczos on the sparse matrix; shift-invert for the
-    smallest).
+    """κ of A + diag F''(u) of ``problem`` at ``u``, from its extreme eigenvalues.
+
+    Lanczos on the sparse matrix; shift-invert for the smallest.
     """
     H = sparse.csc_matrix(problem.hessian(u) / problem.h**problem.dim)
     largest = eigsh(H, k=1, which="LA", return_eigenvectors=False)[0]
@@ -85,8 +89,10 @@ def condition_number(problem: EllipticProblem, u: Tensor) -> float:
 def solver_scaling(grid_sizes: list[int], dim: int = 1, strength: float = 1.0, tol: float = 1e-6,
                    newton_tol: float = 1e-10, max_iter: int = 1_000_000, progress: bool = False,
                    seed: int | None = None) -> SolverScaling:
-    """Run Newton (to ``newton_tol``), preconditioned and plain gradient descent (to ``tol``) from u = 0 on each grid
-    of the quartic problem, and record iterations, residual histories, run times and the Hessian's κ.
+    """Run the three solvers on each grid of the quartic problem and record how they scale.
+
+    Newton (to ``newton_tol``), preconditioned and plain gradient descent (to ``tol``, at most ``max_iter``
+    iterations) from u = 0; recorded: iterations, residual histories, run times and the Hessian's κ.
 
     ``seed``: start instead from u0 ~ N(0, I) (the grid values), drawn from ``torch.Generator().manual_seed(seed)``
     afresh for each grid and shared by the three solvers.
@@ -121,8 +127,10 @@ def solver_scaling(grid_sizes: list[int], dim: int = 1, strength: float = 1.0, t
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class HessianSpectra:
-    """Eigenvalues (ascending) at the solution of each grid, of H = A + diag F''(u) (the Hessian divided by h^d) and
-    of the preconditioned P⁻¹H, P = A + I; and the closed-form bounds of P⁻¹H's spectrum
+    """Eigenvalues of the Hessian and of the preconditioned Hessian at the solution of each grid.
+
+    Eigenvalues (ascending) of H = A + diag F''(u) (the Hessian divided by h^d) and of the preconditioned P⁻¹H,
+    P = A + I; and the closed-form bounds of P⁻¹H's spectrum
     [min(1, (λ_1 + min c)/(λ_1 + 1)), max(1, (λ_1 + max c)/(λ_1 + 1))], c = F''(u).
     """
 
@@ -156,8 +164,10 @@ def hessian_spectra(grid_sizes: list[int], dim: int = 1, strength: float = 1.0) 
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DiscretisationError:
-    """max_i |u_h(x_i) − u*(x_i)| of the Newton solution on each grid, and the least-squares slope of log error
-    against log(1/h) = log(n + 1): −2 for the second-order stencil (error ∝ h²).
+    """max_i |u_h(x_i) − u*(x_i)| of the Newton solution on each grid, and the slope of its log.
+
+    The least-squares slope of log error against log(1/h) = log(n + 1): −2 for the second-order stencil
+    (error ∝ h²).
     """
 
     grid_sizes: list[int]
@@ -168,9 +178,11 @@ class DiscretisationError:
 
 
 def discretisation_error(grid_sizes: list[int], dim: int = 1, strength: float = 1.0) -> DiscretisationError:
-    """Solve the manufactured problem by Newton on each grid, to ‖R‖_h <= 10⁻⁸: since ‖(A + diag F'')⁻¹‖ <= 1/λ_1
-    (F'' >= 0), the solve's own error is <= 10⁻⁸/π², far below the discretisation errors (> 10⁻⁷ for n < 2000); a
-    tighter tolerance would meet the rounding floor ε λ_max(A) max|u| ≈ 10⁻¹⁰ on grids finer than ~1000 nodes.
+    """Solve the manufactured problem by Newton on each grid, to ‖R‖_h <= 10⁻⁸, and measure the error against u*.
+
+    Since ‖(A + diag F'')⁻¹‖ <= 1/λ_1 (F'' >= 0), the solve's own error is <= 10⁻⁸/π², far below the
+    discretisation errors (> 10⁻⁷ for n < 2000); a tighter tolerance would meet the rounding floor
+    ε λ_max(A) max|u| ≈ 10⁻¹⁰ on grids finer than ~1000 nodes.
     """
     h, errors = [], []
     for n in grid_sizes:
@@ -211,8 +223,10 @@ def large_newton_solve(n: int = 256, dim: int = 2, strength: float = 1.0, linear
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NeuralSweep:
-    """For each width m of the two-layer Deep Ritz network: the final L² error of Adam and of Gauss-Newton-CG from the
-    same start, the runs themselves, and the number of parameters.
+    """Adam against Gauss-Newton-CG for each width m of the two-layer Deep Ritz network.
+
+    For each m: the final L² error of Adam and of Gauss-Newton-CG from the same start, the runs themselves, and the
+    number of parameters.
     """
 
     widths: list[int]
@@ -229,8 +243,10 @@ class NeuralSweep:
 def neural_width_sweep(widths: list[int], dim: int = 1, strength: float = 1.0, points_per_axis: int = 48,
                        adam_steps: int = 1500, gauss_newton_steps: int = 40, generator: torch.Generator | None = None,
                        device=None, progress: bool = False) -> NeuralSweep:
-    """Train the Deep Ritz network of each width with Adam (lr 10⁻² decaying to 10⁻⁴) and with Gauss-Newton-CG (CG
-    capped at the number of parameters), from one random start per width drawn from ``generator``.
+    """Train the Deep Ritz network of each width with Adam and with Gauss-Newton-CG from the same start.
+
+    Adam (lr 10⁻² decaying to 10⁻⁴, ``adam_steps``) and Gauss-Newton-CG (``gauss_newton_steps``, CG capped at the
+    number of parameters), from one random start per width drawn from ``generator``.
     """
     problem = make_problem(7, dim, strength)  # the grid is unused: only F, f and u* matter to the network
     adam_runs, gn_runs, sizes = [], [], []
@@ -249,8 +265,10 @@ def neural_width_sweep(widths: list[int], dim: int = 1, strength: float = 1.0, p
 
 @dataclass(frozen=True)
 class LossSpectrum:
-    """The Hessian of the Deep Ritz loss E(θ) at a trained θ: its exact eigenvalues (ascending, dense, small nets)
-    and the stochastic-Lanczos-quadrature density from ``hl.spectral_density`` (matrix-free).
+    """The spectrum of the Hessian of the Deep Ritz loss E(θ) at a θ trained by ``method``.
+
+    Its exact eigenvalues (ascending, dense, small nets) and the stochastic-Lanczos-quadrature density from
+    ``hl.spectral_density`` (matrix-free).
     """
 
     method: str
@@ -260,9 +278,11 @@ class LossSpectrum:
 
 def loss_spectrum(sweep: NeuralSweep, index: int = -1, num_steps: int | None = None, num_probes: int = 8,
                   generator: torch.Generator | None = None) -> list[LossSpectrum]:
-    """The loss Hessian at the end of the Adam run and of the Gauss-Newton run of ``sweep.widths[index]``: dense
-    eigenvalues by ``hl.hessian`` and the SLQ density by ``hl.spectral_density(hl.HessianOperator(E, θ), ...)`` with
-    ``num_steps`` Lanczos steps (default: half the parameters) and ``num_probes`` probes.
+    """The loss Hessian's spectrum at the end of the Adam run and of the Gauss-Newton run of ``sweep.widths[index]``.
+
+    Dense eigenvalues by ``hl.hessian`` and the SLQ density by ``hl.spectral_density(hl.HessianOperator(E, θ), ...)``
+    with ``num_steps`` Lanczos steps (default: half the parameters) and ``num_probes`` probes drawn from
+    ``generator``.
     """
     ritz = ritz_energy(make_problem(7, sweep.dim, sweep.strength), sweep.widths[index], sweep.points_per_axis)
     steps = num_steps or max(2, ritz.num_parameters // 2)
@@ -289,9 +309,10 @@ class SingleSolve:
 
 def single_solve(n: int, dim: int, strength: float, solver: str, nonlinearity: str = "quartic",
                  max_iter: int = 20_000) -> SingleSolve:
-    """Solve one problem with one solver (``"Newton"``, ``"preconditioned GD"``, ``"gradient descent"``), gradient
-    methods to 10⁻⁶ and at most ``max_iter`` iterations; a run that stops first says so in ``result.converged``
-    (its warning is recorded there, not printed).
+    """Solve one problem with one solver (``"Newton"``, ``"preconditioned GD"``, ``"gradient descent"``).
+
+    Gradient methods to 10⁻⁶ and at most ``max_iter`` iterations; a run that stops first says so in
+    ``result.converged`` (its warning is recorded there, not printed).
     """
     check_choice("solver", solver, SOLVERS)
     problem = make_problem(n, dim, strength, nonlinearity)

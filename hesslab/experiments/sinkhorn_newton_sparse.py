@@ -1,5 +1,6 @@
-"""Notebook 05: Sinkhorn against Sinkhorn-Newton-Sparse (Tang et al., "Accelerating Sinkhorn algorithm with sparse
-Newton iterations", ICLR 2024).
+"""Notebook 05: Sinkhorn against Sinkhorn-Newton-Sparse.
+
+Tang et al., "Accelerating Sinkhorn algorithm with sparse Newton iterations", ICLR 2024.
 
 The paper's claim: at small reg, Sinkhorn needs thousands of iterations while SNS — a few Sinkhorn steps, then Newton
 steps with a sparsified Hessian of the dual — needs tens, at a comparable cost per iteration, because near the
@@ -21,8 +22,10 @@ from ..transport import SinkhornResult, sinkhorn, sinkhorn_newton_sparse, sparsi
 
 @dataclass(frozen=True)
 class OTProblem:
-    """Marginals a (n,), b (m,), cost C (n, m) (squared distances divided by their maximum) and the points behind
-    them, ``source`` (n, 2) and ``target`` (m, 2).
+    """An optimal-transport problem ``name`` between two point sets in the plane.
+
+    Marginals a (n,), b (m,), cost C (n, m) (squared distances divided by their maximum) and the points behind them,
+    ``source`` (n, 2) and ``target`` (m, 2).
     """
 
     name: str
@@ -57,8 +60,10 @@ def _gaussian_mixture(points: Tensor, centers, widths, weights) -> Tensor:
 
 
 def gaussian_mixture_densities(k: int, device: torch.device | str = "cpu") -> OTProblem:
-    """Two mixtures of two Gaussians discretised on the k × k cell centres of [0, 1]² (n = m = k²), with the squared
-    Euclidean cost: the entropic W2 problem between two 2-D densities, as in the paper's second experiment.
+    """Two mixtures of two Gaussians discretised on the k × k cell centres of [0, 1]² (n = m = k²), on ``device``.
+
+    With the squared Euclidean cost: the entropic W2 problem between two 2-D densities, as in the paper's second
+    experiment.
     """
     t = (torch.arange(k, dtype=torch.float64, device=device) + 0.5) / k
     grid = torch.stack(torch.meshgrid(t, t, indexing="ij"), dim=-1).reshape(-1, 2)
@@ -97,9 +102,10 @@ def race(problem: OTProblem, reg: float, tol: float = 1e-9, warm_start: int = 20
 
 
 def pot_plan(problem: OTProblem, reg: float, tol: float = 1e-9) -> Tensor:
-    """POT's plan (``ot.sinkhorn``, the classical scaling form, on the CPU), stopped once its criterion — the
-    2-norm of the column residual, checked every 10 iterations — is below tol/√m, which implies an ℓ1 residual
-    below ``tol``. Needs POT (the ``test`` extra).
+    """POT's plan (``ot.sinkhorn``, the classical scaling form, on the CPU) for ``problem`` at ``reg``.
+
+    Stopped once its criterion — the 2-norm of the column residual, checked every 10 iterations — is below tol/√m,
+    which implies an ℓ1 residual below ``tol``. Needs POT (the ``test`` extra).
     """
     import ot  # noqa: PLC0415 — a test dependency, only needed here
 
@@ -109,8 +115,10 @@ def pot_plan(problem: OTProblem, reg: float, tol: float = 1e-9) -> Tensor:
 
 
 def marginal_errors(problem: OTProblem, plan: Tensor) -> tuple[float, float]:
-    """(‖P1 − a‖₁, ‖Pᵀ1 − b‖₁) recomputed from ``plan`` (n, m), independently of what a solver logged: a solver that
-    matched its columns to the wrong marginal reports a small error but fails the second number. Cost: O(nm).
+    """(‖P1 − a‖₁, ‖Pᵀ1 − b‖₁) recomputed from ``plan`` (n, m), independently of what a solver logged.
+
+    A solver that matched its columns to the wrong marginal reports a small error but fails the second number.
+    Cost: O(nm).
     """
     if plan.shape != problem.C.shape:
         raise ValueError(f"plan must have the cost's shape {tuple(problem.C.shape)}, got {tuple(plan.shape)}.")
@@ -118,8 +126,9 @@ def marginal_errors(problem: OTProblem, plan: Tensor) -> tuple[float, float]:
 
 
 def marginal_rounding(problem: OTProblem) -> float:
-    """(n + m)·ε·mass: the rounding of the n + m row and column sums, the most by which a recomputed marginal error
-    may exceed the one the solver certified.
+    """(n + m)·ε·mass: the rounding of the n + m row and column sums of a plan of ``problem``.
+
+    The most by which a recomputed marginal error may exceed the one the solver certified.
     """
     n, m = problem.C.shape
     return (n + m) * torch.finfo(problem.C.dtype).eps * float(problem.a.sum())
@@ -138,7 +147,9 @@ class RegSweep:
 def iterations_vs_reg(problem: OTProblem, regs, tol: float = 1e-9, max_iter: int = 100_000,
                       done: tuple[Race, ...] = ()) -> RegSweep:
     """The iteration counts of both solvers as reg shrinks (Sinkhorn's grow like 1/reg; SNS's barely move).
-    ``done``: races on this problem already run at some of the regs, reused instead of run again.
+
+    One race per reg of ``regs``, to ``tol`` and at most ``max_iter`` iterations. ``done``: races on this problem
+    already run at some of the regs, reused instead of run again.
     """
     known = {r.reg: r for r in done if r.tol == tol}
     races = [known[reg] if reg in known else race(problem, reg, tol, max_iter=max_iter) for reg in regs]
@@ -148,8 +159,10 @@ def iterations_vs_reg(problem: OTProblem, regs, tol: float = 1e-9, max_iter: int
 
 @dataclass(frozen=True)
 class Sparsity:
-    """For each threshold ρ of SNS's Sparsify step: the fraction of the n·m entries of the plan kept in the Hessian,
-    and the fraction of the plan's mass carried by the entries it drops.
+    """How sparse SNS's Sparsify step makes the Hessian, for each threshold ρ.
+
+    For each ρ: the fraction of the n·m entries of the plan kept in the Hessian, and the fraction of the plan's mass
+    carried by the entries it drops.
     """
 
     thresholds: tuple[float, ...]
@@ -158,8 +171,9 @@ class Sparsity:
 
 
 def hessian_sparsity(plan: Tensor, thresholds) -> Sparsity:
-    """How sparse the sparsified Hessian is, and how much of the plan it drops, for each threshold. The dropped
-    mass is the sum of the dropped entries themselves (1 − kept/total would lose it to rounding).
+    """How sparse the sparsified Hessian of ``plan`` is, and how much of the plan it drops, for each threshold.
+
+    The dropped mass is the sum of the dropped entries themselves (1 − kept/total would lose it to rounding).
     """
     density, dropped = [], []
     for threshold in thresholds:
@@ -170,9 +184,10 @@ def hessian_sparsity(plan: Tensor, thresholds) -> Sparsity:
 
 
 def mass_curve(plan: Tensor, points: int = 400) -> tuple[Tensor, Tensor]:
-    """Keep the k largest entries of the plan: the fraction of entries k/(n·m) against the fraction of the mass
-    dropped with the others, at ``points`` values of k < n·m spaced logarithmically (CPU tensors). The dropped mass
-    is summed from the smallest entries up, so that tiny fractions are not lost to rounding.
+    """Keep the k largest entries of the plan: the fraction of entries k/(n·m) against the fraction of mass dropped.
+
+    At ``points`` values of k < n·m spaced logarithmically (CPU tensors). The dropped mass is summed from the
+    smallest entries up, so that tiny fractions are not lost to rounding.
     """
     ascending = plan.reshape(-1).sort().values
     dropped = ascending.cumsum(0) / ascending.sum()  # dropped[j]: the mass of the j + 1 smallest entries
@@ -182,8 +197,10 @@ def mass_curve(plan: Tensor, points: int = 400) -> tuple[Tensor, Tensor]:
 
 
 def banded_order(problem: OTProblem, plan: Tensor, cells: int = 16) -> tuple[Tensor, Tensor]:
-    """Orders of the sources and targets in which the plan reads as a band: sources along a serpentine path
-    through a ``cells`` × ``cells`` grid of [0, 1]², each target after the source that sends it the most mass.
+    """Orders of the sources and targets of ``problem`` in which the ``plan`` reads as a band.
+
+    Sources along a serpentine path through a ``cells`` × ``cells`` grid of [0, 1]², each target after the source
+    that sends it the most mass.
     """
     cell = (problem.source * cells).long().clamp(0, cells - 1)
     column = torch.where(cell[:, 0] % 2 == 0, cell[:, 1], cells - 1 - cell[:, 1])  # serpentine: no long jumps
@@ -195,8 +212,10 @@ def banded_order(problem: OTProblem, plan: Tensor, cells: int = 16) -> tuple[Ten
 
 
 def hessian_pattern(plan: Tensor, threshold: float, source_order: Tensor, target_order: Tensor) -> Tensor:
-    """The non-zero pattern (n + m, n + m) of the sparsified Hessian [[diag(P1), S], [Sᵀ, diag(Pᵀ1)]] in the given
-    orders (a boolean CPU tensor, for a spy plot).
+    """The non-zero pattern (n + m, n + m) of the sparsified Hessian [[diag(P1), S], [Sᵀ, diag(Pᵀ1)]].
+
+    S is ``plan`` sparsified at ``threshold``, the sources in ``source_order`` and the targets in ``target_order``
+    (a boolean CPU tensor, for a spy plot).
     """
     S = sparsify(plan, threshold)
     kept = S.to_dense()[source_order][:, target_order] > 0

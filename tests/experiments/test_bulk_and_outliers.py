@@ -48,7 +48,8 @@ def test_bulk_at_zero_grows_with_width(quick):
 
 
 def test_width_trend_is_the_least_squares_slope_per_doubling():
-    values = [torch.tensor([1.0, 0.5, 0.0, 0.0]), torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.tensor([1.0, 0.0, 0.0, 0.0])]
+    values = [torch.tensor([1.0, 0.5, 0.0, 0.0]), torch.tensor([1.0, 0.0, 0.0, 0.0]),
+              torch.tensor([1.0, 0.0, 0.0, 0.0])]
     spectra = [Spectrum("hessian", 2, w, n, 10, 0.0, 0, v.double()) for w, n, v in zip((1, 2, 4), (4, 8, 16), values)]
     # fractions 0.5, 0.75, 0.75 at log2 n = 2, 3, 4: slope (0.75 - 0.5) / 2
     assert abs(width_trend(spectra) - 0.125) < 1e-12
@@ -61,9 +62,10 @@ def test_notebook_claims_hold_on_further_seeds(seed):
     """Notebook 01's asserts, at its quick scale (k = 10, widths 32/64/128), on seeds it was not tuned on.
 
     Measured over seeds 0-5: outliers 10 (H and G) at width 128 on every seed; max |eig(H - G)| / λ_max(H) 0.26-0.42;
-    trend 0.07-0.14 per doubling. Mutations these asserts are meant to catch (by reasoning; issue 21's mutation test applies them): the Hessian replaced by the GGN (H - G = 0 is not
-    indefinite); the width ignored by the model (trend 0); pairwise monotonicity instead of the trend would fail
-    seed 3 of the correct code (0.356 > 0.321), which is why the claim is a trend.
+    trend 0.07-0.14 per doubling. Mutations these asserts are meant to catch (by reasoning; issue 21's mutation test
+    applies them): the Hessian replaced by the GGN (H - G = 0 is not indefinite); the width ignored by the model
+    (trend 0); pairwise monotonicity instead of the trend would fail seed 3 of the correct code (0.356 > 0.321), which
+    is why the claim is a trend.
     """
     H, G, D = (spectrum(10, 128, matrix, seed=seed) for matrix in ("hessian", "ggn", "difference"))
     assert abs(H.outliers - 10) <= 1 and abs(G.outliers - 10) <= 1, (H.outliers, G.outliers)

@@ -249,8 +249,9 @@ def test_notebook_claims_hold_on_further_seeds(seed):
 
     Measured over seeds 0-3: trace errors within 2.6 standard errors (at most 5.0%, layer 2 of seed 1, which is why the
     notebook states the error in standard errors); Spearman 0.96-0.97 and 0.94; the wide net's 4-bit-size pick 2.4-6x
-    below uniform. Mutations these asserts are meant to catch (by reasoning; issue 21's mutation test applies them): probes without the 1/m mean (traces m times too large); the score
-    without the weights' perturbation ‖ΔW‖² (the frontier then picks by trace alone and loses the 4-bit-size win).
+    below uniform. Mutations these asserts are meant to catch (by reasoning; issue 21's mutation test applies them):
+    probes without the 1/m mean (traces m times too large); the score without the weights' perturbation ‖ΔW‖² (the
+    frontier then picks by trace alone and loses the 4-bit-size win).
     """
     narrow = hawq.train_digits_mlp(MODEL, STEPS, LR, CALIBRATION, generator=hl.seed(seed))
     blocks = hawq.hessian_blocks(narrow)

@@ -86,9 +86,9 @@ def test_notebook_claims_hold_from_random_starts(seed):
     3·1 + N(0, I) for the far start (the notebook uses 1 and 3·1).
 
     Measured over seeds 1-4: best m = 2d or d on both data sets, cost(m = d) / cost(m = 1) 0.21-0.41, pure Newton
-    worse than its start and damped Newton at f - f* < 1e-16 on every seed. Mutations these asserts are meant to catch (by reasoning; issue 21's mutation test applies them): a Hessian
-    refreshed every step whatever m (cost(m = d) = cost(1)); damped Newton without its step size (diverges like pure
-    Newton from the far start).
+    worse than its start and damped Newton at f - f* < 1e-16 on every seed. Mutations these asserts are meant to
+    catch (by reasoning; issue 21's mutation test applies them): a Hessian refreshed every step whatever m
+    (cost(m = d) = cost(1)); damped Newton without its step size (diverges like pure Newton from the far start).
     """
     for name in ("breast_cancer", "digits"):
         sweep = lazy.lazy_sweep(name, (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8), start="random", seed=seed)
