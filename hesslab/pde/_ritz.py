@@ -52,7 +52,7 @@ class RitzEnergy:
     source and the manufactured solution at its nodes.
 
     Example:
-        θ = (w (m·d), b (m), a (m), c); the network vanishes on the boundary for every θ, and so does E at θ = 0:
+        θ = (w (m·d), b (m), a (m), c); θ = 0 is the network u = 0, of energy 0, and u vanishes on the boundary:
 
         >>> import torch, hesslab as hl
         >>> ritz = hl.pde.ritz_energy(hl.pde.elliptic_problem(7), width=4, points_per_axis=8)
