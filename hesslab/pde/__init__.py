@@ -1,5 +1,7 @@
-"""Nonlinear elliptic variational PDEs on the unit cube by finite differences: the energy as a scalar function of the
-grid values, its sparse exact Hessian, and three solvers that show why curvature decides.
+"""Nonlinear elliptic variational PDEs on the unit cube by finite differences, and a Deep Ritz network for them.
+
+The finite-difference part: the energy as a scalar function of the grid values, its sparse exact Hessian, and three
+solvers that show why curvature decides.
 
     E(u) = ∫_Ω ½|∇u|² + F(u) − f u dx,     Ω = [0, 1]^d (d = 1 or 2),     u = 0 on ∂Ω,
 
@@ -51,4 +53,5 @@ from ._solvers import (
 __all__ = ["EllipticProblem", "Nonlinearity", "quartic", "double_well", "elliptic_problem", "grid_points",
            "laplacian_matrix", "laplacian_eigenvalues", "sine_solution", "manufactured_source",
            "PDESolveResult", "gradient_descent", "preconditioned_gradient_descent", "newton", "negative_curvature",
-           "RitzEnergy", "RitzTrainingResult", "gauss_legendre", "ritz_energy", "train_ritz_adam", "train_ritz_gauss_newton"]
+           "RitzEnergy", "RitzTrainingResult", "gauss_legendre", "ritz_energy", "train_ritz_adam",
+           "train_ritz_gauss_newton"]

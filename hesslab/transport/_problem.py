@@ -1,5 +1,6 @@
-"""The entropic OT problem: validation, the problem on the support of the marginals, and the bookkeeping and
-result shared by both solvers.
+"""The entropic OT problem: validation, the problem on the support of the marginals, and what both solvers share.
+
+What they share is the bookkeeping of a run (``_Log``, ``_finish``) and its result (``SinkhornResult``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,19 @@ class SinkhornResult:
         history: float arrays (``iterations`` + 1,), entry k after k iterations (DESIGN.md, "Results"): ``error``
             the marginal error ‖P1 − a‖₁ + ‖Pᵀ1 − b‖₁, and ``seconds`` since the start — the cost of each iteration,
             to compare methods whose iterations cost differently.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> a = torch.tensor([0.2, 0.8], dtype=torch.float64)
+        >>> b = torch.tensor([0.5, 0.5], dtype=torch.float64)
+        >>> C = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+        >>> result = hl.transport.sinkhorn(a, b, C, reg=0.5)
+        >>> result.converged, result.reason
+        (True, 'marginal error 3.19e-10 <= tol = 1e-09')
+        >>> result.iterations, len(result.history["error"]), sorted(result.history)  # entries 0, 1, ..., iterations
+        (15, 16, ['error', 'seconds'])
+        >>> [round(x, 6) for x in result.plan.sum(1).tolist()], [round(x, 6) for x in result.plan.sum(0).tolist()]
+        ([0.2, 0.8], [0.5, 0.5])
     """
 
     plan: Tensor | np.ndarray
@@ -142,8 +156,9 @@ def _prepare(a, b, C, reg, tol, max_iter) -> _Problem:
 # Bookkeeping shared by both solvers
 # ----------------------------------------------------------------------------------------------------------------------
 class _Log:
-    """The marginal errors (``history``) and seconds since the start (``times``) so far, and an optional progress
-    bar; ``_finish`` turns them into the result's ``history``.
+    """The marginal errors (``history``) and seconds since the start (``times``) so far, and a progress bar.
+
+    The bar is shown only when asked for; ``_finish`` turns the lists into the result's ``history``.
     """
 
     def __init__(self, max_iter: int, progress: bool, desc: str):
@@ -168,8 +183,9 @@ class _Log:
 
 def _finish(problem: _Problem, alpha: Tensor, beta: Tensor, plan: Tensor, log: _Log, tol: float,
             name: str, note: str = "") -> SinkhornResult:
-    """Embed the support's solution (the potentials and the plan at them) into full-size outputs of the input's
-    kind; warn when not converged.
+    """Embed the support's solution (the potentials and the plan at them) into full-size outputs of the input's kind.
+
+    Warns (RuntimeWarning) when the run did not converge, saying why and what to change.
     """
     log.bar.close()
     converged = log.history[-1] <= tol

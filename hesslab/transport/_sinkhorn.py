@@ -21,9 +21,11 @@ def _representable(sums: Tensor) -> bool:
 
 def _sinkhorn_iterations(problem: _Problem, alpha: Tensor, beta: Tensor, plan: Tensor, log: _Log, tol: float,
                          max_iter: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Sinkhorn iterations from the potentials (α, β), with ``plan`` the plan there (overwritten), until the marginal
-    error is at most ``tol`` or ``max_iter`` iterations are logged; returns the new potentials and the plan there,
-    diag(u) K diag(v) (no further pass of exp). An empty log first gets the error of the starting point.
+    """Sinkhorn iterations from the potentials (α, β), with ``plan`` the plan there (overwritten).
+
+    They run until the marginal error is at most ``tol`` or ``max_iter`` iterations are logged; returns the new
+    potentials and the plan there, diag(u) K diag(v) (no further pass of exp). An empty log first gets the error of
+    the starting point.
 
     In the log domain an iteration is α ← log a − log Σ_j exp(β_j − C_ij/reg), then β likewise. It runs here in the
     stabilised scaling form (Schmitzer 2019, "Stabilized sparse scaling algorithms for entropy regularized transport
@@ -64,10 +66,11 @@ def _sinkhorn_iterations(problem: _Problem, alpha: Tensor, beta: Tensor, plan: T
 
 
 def _start(problem: _Problem) -> tuple[Tensor, Tensor, Tensor]:
-    """Iteration 0: α = 0 and β = log b − log Σ_i exp(−C_ij/reg), so that the columns match b; returns α, β and the
-    plan there. Each column's largest exponent m_j = max_i(−C_ij/reg) is factored out, so nothing underflows:
-    K_ij = exp(−C_ij/reg − m_j) has a 1 in every column, β = log b − m − log(Kᵀ1), and the plan is K diag(b / Kᵀ1).
-    Cost: one pass of exp over the n × m matrix.
+    """Iteration 0: α = 0 and β = log b − log Σ_i exp(−C_ij/reg), so that the columns match b.
+
+    Returns α, β and the plan there. Each column's largest exponent m_j = max_i(−C_ij/reg) is factored out, so nothing
+    underflows: K_ij = exp(−C_ij/reg − m_j) has a 1 in every column, β = log b − m − log(Kᵀ1), and the plan is
+    K diag(b / Kᵀ1). Cost: one pass of exp over the n × m matrix.
     """
     a, b, neg_k = problem.a, problem.b, problem.neg_k
     shift = neg_k.amax(dim=0)
@@ -88,7 +91,8 @@ def sinkhorn(a, b, C, reg: float, tol: float = 1e-9, max_iter: int = 10_000,
     over- or underflows at any reg, and an exact logsumexp half-step is taken where a sum would.
 
     Args:
-        a: source marginal (n,), non-negative; b: target marginal (m,), non-negative, with the same total mass.
+        a: source marginal (n,), non-negative.
+        b: target marginal (m,), non-negative, with the same total mass as ``a``.
         C: cost matrix (n, m), finite. Torch tensors or numpy arrays; results come back as C's kind, on C's device.
             float32 C is computed in float32, anything else in float64.
         reg: the entropic regularisation, > 0. Iterations grow roughly like 1/reg.
@@ -103,6 +107,17 @@ def sinkhorn(a, b, C, reg: float, tol: float = 1e-9, max_iter: int = 10_000,
     (rare near convergence); O(nm) memory.
     Reference: Cuturi, "Sinkhorn distances", NeurIPS 2013; the log-domain form as in Peyré & Cuturi, "Computational
     Optimal Transport" (2019), §4.4; the stabilisation from B. Schmitzer, SIAM J. Sci. Comput. 41(3), 2019.
+
+    Example:
+        Two points on each side, cost 1 to cross: by symmetry P = [[p, ½ − p], [½ − p, p]], and P_ij ∝ exp(−C_ij/reg)
+        makes (½ − p)/p = e^(−1/reg) = 1/3 at reg = 1/log 3, so p = 3/8 and the cost is 2 · 1/8:
+
+        >>> import math, torch, hesslab as hl
+        >>> a = b = torch.tensor([0.5, 0.5], dtype=torch.float64)
+        >>> C = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+        >>> result = hl.transport.sinkhorn(a, b, C, reg=1 / math.log(3))
+        >>> [[round(x, 9) for x in row] for row in result.plan.tolist()], round(result.cost, 9), result.converged
+        ([[0.375, 0.125], [0.125, 0.375]], 0.25, True)
     """
     problem = _prepare(a, b, C, reg, tol, max_iter)
     tol = problem.tol
