@@ -15,7 +15,28 @@ from torch import Tensor
 
 
 def check_flat_vector(name: str, x, *, floating: bool = True) -> Tensor:
-    """``x`` must be a finite 1-D floating-point tensor."""
+    """``x`` must be a finite 1-D floating-point tensor.
+
+    Args:
+        name: the argument's name, for the message.
+        x: the value given.
+        floating: require a floating-point dtype (False: any dtype).
+
+    Returns:
+        ``x``, unchanged.
+
+    Raises:
+        TypeError: when ``x`` is not a tensor, or not floating-point when ``floating``.
+        ValueError: when ``x`` is not 1-D, is empty or has a NaN or inf.
+
+    Example:
+        >>> check_flat_vector("x0", torch.ones(2, dtype=torch.float64)).tolist()
+        [1.0, 1.0]
+        >>> check_flat_vector("x0", torch.ones(2, 2))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: x0 must be a flat 1-D vector, got shape (2, 2); flatten it with x0.reshape(-1) ...
+    """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; wrap it with torch.as_tensor(...).")
     if x.ndim != 1:
@@ -55,7 +76,30 @@ def check_finite(name: str, t: Tensor) -> None:
 
 
 def check_like(name: str, v: Tensor, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``v`` must be (n,) or (n, k) with the operator's dtype and device, and finite."""
+    """``v`` must be (n,) or (n, k) with the operator's dtype and device, and finite.
+
+    Args:
+        name: the argument's name, for the message.
+        v: the vector or block of vectors given.
+        n: the operator's size.
+        dtype: the operator's dtype.
+        device: the operator's device.
+
+    Returns:
+        ``v``, unchanged.
+
+    Raises:
+        TypeError: when ``v`` is not a tensor or has another dtype.
+        ValueError: when its shape or device differs, or it has a NaN or inf.
+
+    Example:
+        >>> check_like("v", torch.ones(3, 2), 3, torch.float32, torch.device("cpu")).shape
+        torch.Size([3, 2])
+        >>> check_like("v", torch.ones(4), 3, torch.float32, torch.device("cpu"))
+        Traceback (most recent call last):
+            ...
+        ValueError: v must have shape (3,) or (3, k), got (4,).
+    """
     if not isinstance(v, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}.")
     if v.ndim not in (1, 2) or v.shape[0] != n:
@@ -337,7 +381,27 @@ def check_finite_product(product: Tensor, matrix: str, cause: str) -> Tensor:
 
     Called on every product (one reduction, as in ``check_finite``): the inputs were finite, so a non-finite
     product says the matrix is undefined or overflowed there, e.g. ``f = ‖x‖`` at 0 (its gradient is a finite
-    subgradient, its Hessian 0/0). Returns ``product`` unchanged.
+    subgradient, its Hessian 0/0).
+
+    Args:
+        product: the product A V, any shape.
+        matrix: the matrix's name, for the message (e.g. "∇²f").
+        cause: what makes it non-finite, for the message.
+
+    Returns:
+        ``product``, unchanged.
+
+    Raises:
+        ValueError: when ``product`` has a NaN or inf.
+
+    Example:
+        >>> check_finite_product(torch.ones(2), "∇²f", "f is not twice differentiable").tolist()
+        [1.0, 1.0]
+        >>> check_finite_product(torch.tensor([1.0, float("nan")]), "∇²f", "f is not twice differentiable")
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: ∇²f is not finite at this point (f is not twice differentiable): 1 of 2 entries of the product ...
     """
     if bool(torch.isfinite(product.sum())):
         return product

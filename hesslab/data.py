@@ -96,7 +96,20 @@ def pixel_digits(dtype: torch.dtype = torch.float64,
     (notebook 03), the Hessian has C − 1 = 9 outliers well above its bulk — the spiked regime of Granziol, Zohren &
     Roberts' (2022) random-matrix model — with λ_max 0.554 for the full batch.
     With standardised pixels the top eigenvalues do not stand out from the rest, and the mean λ_max of a batch
-    approaches the full-batch one much more slowly. Returns ``inputs`` (1797, 64) and ``targets`` (1797,) in 0..9.
+    approaches the full-batch one much more slowly.
+
+    Args:
+        dtype: the inputs' dtype.
+        device: where the tensors go (default: the CPU).
+
+    Returns:
+        ``inputs`` (1797, 64) in [0, 1] and ``targets`` (1797,) in 0..9.
+
+    Example:
+        >>> from hesslab.data import pixel_digits
+        >>> X, y = pixel_digits()
+        >>> X.shape, y.shape, float(X.min()), float(X.max()), int(y.max())
+        (torch.Size([1797, 64]), torch.Size([1797]), 0.0, 1.0, 9)
     """
     from sklearn.datasets import load_digits
 

@@ -33,6 +33,14 @@ class CGResult:
     negative_curvature: a direction p with pᵀAp <= 0 was met (A is not positive definite).
     history: read-only numpy arrays of length iterations + 1 (DESIGN.md, "Results"): ``error`` the relative residual
     ‖r_k‖/‖b‖ and ``seconds`` since the start, k = 0..iterations.
+
+    Example:
+        >>> A = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
+        >>> result = conjugate_gradient(lambda v: A @ v, torch.ones(3, dtype=torch.float64), max_iter=3)
+        >>> result.reason, result.iterations, result.negative_curvature  # 3 distinct eigenvalues: 3 steps
+        ('converged', 3, False)
+        >>> result.history["error"][0], len(result.history["error"])  # ‖r_0‖/‖b‖ = 1 at x = 0
+        (np.float64(1.0), 4)
     """
 
     x: Any
@@ -185,6 +193,10 @@ class Trial:
     an optional side condition that an accepted step must meet, constraint <= 0 (e.g. SNS's cap on the marginal
     error), and a bound on its rounding. payload: anything the caller wants back with the accepted step (the new
     value, gradient, state).
+
+    Example:
+        >>> Trial(change=-1.0, rounding=1e-16).finite(), Trial(change=float("nan")).finite()
+        (True, False)
     """
 
     change: float
@@ -206,6 +218,12 @@ class LineSearchResult:
     step: the accepted s, or None. trials: evaluations made. payload: the accepted trial's (None when none).
     reason: "sufficient decrease", "not a descent direction" or "max_trials". decrease_met: some trial met the
     sufficient decrease but not the side condition (so the side condition is what refused the step).
+
+    Example:
+        >>> # φ(s) = −s + s² with the side condition s <= 0.3: s = 1 fails the decrease, s = 0.5 the side condition
+        >>> result = backtracking(lambda s: Trial(change=-s + s**2, constraint=s - 0.3), slope=-1.0)
+        >>> result.step, result.trials, result.reason, result.decrease_met
+        (0.25, 3, 'sufficient decrease', True)
     """
 
     step: float | None

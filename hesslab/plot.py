@@ -15,11 +15,33 @@ from .spectrum import SpectralDensity
 def plot_spectral_density(density: SpectralDensity, eigenvalues: Tensor | None = None, ax=None,
                           sigma: float | None = None, num_points: int = 2000, log: bool = True,
                           label: str = "SLQ density"):
-    """Draw ``density.density(grid, sigma)`` over the quadrature nodes' range, and, when given, a histogram of the
-    exact ``eigenvalues`` normalised the same way (area 1), so the two can be compared by eye.
+    """Draw ``density.density(grid, sigma)`` over the quadrature nodes' range, with the exact eigenvalues if given.
 
-    ``sigma`` defaults to 1% of the spectrum's width; ``log=True`` uses a log y-axis, where the bulk and the
-    outliers of a Hessian spectrum are both visible. Returns the matplotlib axes.
+    The exact ``eigenvalues``, when given, are drawn as a histogram normalised the same way (area 1), so the two can
+    be compared by eye. ``sigma`` defaults to 1% of the spectrum's width; ``log=True`` uses a log y-axis, where the
+    bulk and the outliers of a Hessian spectrum are both visible.
+
+    Args:
+        density: a ``SpectralDensity`` (``hl.spectral_density``).
+        eigenvalues: exact eigenvalues (n,) to draw as a histogram; None: none.
+        ax: the matplotlib axes to draw on; None: the current axes.
+        sigma: the width of the Gaussian kernel; None: 1% of the spectrum's width.
+        num_points: points of the grid the density is drawn on.
+        log: a log y-axis.
+        label: the legend label of the density curve.
+
+    Returns:
+        The matplotlib axes.
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt, torch, hesslab as hl
+        >>> A = torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64))
+        >>> density = hl.spectral_density(A, num_steps=5, generator=torch.Generator().manual_seed(0))
+        >>> ax = plot_spectral_density(density, torch.linalg.eigvalsh(A), ax=plt.figure().gca())
+        >>> len(ax.lines), len(ax.patches)  # the density curve and the histogram's 100 bars
+        (1, 100)
+        >>> plt.close("all")
     """
     ax = ax if ax is not None else plt.gca()
     nodes = density.nodes.double().reshape(-1).cpu()
@@ -57,9 +79,24 @@ def plot_convergence(results: Mapping[str, object], x: str = "iterations", y: st
         ax: matplotlib axes to draw on; ``None`` draws on the current axes.
         log: a log y-axis (zero or negative values are not drawn on it).
         **style: passed to every ``ax.plot`` (e.g. ``marker="o"``).
-    Returns: the axes.
-    Raises: TypeError when ``results`` is not a mapping or a value has no history; ValueError when a history lacks
-        the column ``x`` or ``y`` (the message lists the columns it has).
+
+    Returns:
+        The axes.
+
+    Raises:
+        TypeError: when ``results`` is not a mapping or a value has no history.
+        ValueError: when a history lacks the column ``x`` or ``y`` (the message lists the columns it has).
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt, torch, hesslab as hl
+        >>> f = lambda x: 0.5 * (x**2).sum() + 0.25 * (x**4).sum()
+        >>> x0 = torch.ones(2, dtype=torch.float64)
+        >>> results = {"newton": hl.optimize.newton(f, x0), "damped": hl.optimize.damped_newton(f, x0)}
+        >>> ax = plot_convergence(results, x="cost", ax=plt.figure().gca())
+        >>> len(ax.lines), [line.get_label() for line in ax.lines]
+        (2, ['newton', 'damped'])
+        >>> plt.close("all")
     """
     if not isinstance(results, Mapping):
         raise TypeError(f"results must be a mapping {{label: result}}, got {type(results).__name__}; wrap one "

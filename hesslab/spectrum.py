@@ -49,6 +49,16 @@ class LanczosResult(NamedTuple):
     A zero beta marks a breakdown (an invariant subspace was found) followed by a restart from a fresh Gaussian
     direction orthogonal to the basis. m is smaller than the steps asked for only when the Krylov space is
     exhausted (no direction orthogonal to the basis is left). Half-precision operators give float32 results.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> A = torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
+        >>> result = hl.lanczos(A, 4, generator=torch.Generator().manual_seed(0))
+        >>> tuple(result.alphas.shape), tuple(result.betas.shape), tuple(result.basis.shape)
+        ((4,), (3,), (4, 4))
+        >>> T = torch.diag(result.alphas) + torch.diag(result.betas, 1) + torch.diag(result.betas, -1)
+        >>> torch.linalg.eigvalsh(T).round(decimals=8).tolist()  # m = n steps: T_m has A's eigenvalues
+        [1.0, 2.0, 3.0, 4.0]
     """
 
     alphas: Tensor
@@ -256,9 +266,11 @@ def lanczos(A, num_steps: int, v0: Tensor | None = None, generator: torch.Genera
 
 @dataclass(frozen=True)
 class EigenResult:
-    """Eigenpairs from ``top_eigen``: ``values`` (k,), unit ``vectors`` (n, k), true ``residuals`` (k,)
-    ‖A v_i − λ_i v_i‖, ``converged``, ``reason`` (why it stopped), ``restarts`` (deflated Lanczos runs after the
-    first) and ``num_matvecs`` (products with A, the k of the residual check included).
+    """Eigenpairs from ``top_eigen``, with their true residuals and the history of the Lanczos runs.
+
+    ``values`` (k,), unit ``vectors`` (n, k), true ``residuals`` (k,) ‖A v_i − λ_i v_i‖, ``converged``, ``reason``
+    (why it stopped), ``restarts`` (deflated Lanczos runs after the first) and ``num_matvecs`` (products with A, the
+    k of the residual check included).
 
     ``iterations`` counts the Lanczos steps of all runs (one product each: ``num_matvecs − k``), and ``history``
     (DESIGN.md, "Results") holds float arrays (``iterations`` + 1,), entry j after j steps: ``error`` the largest
@@ -266,6 +278,17 @@ class EigenResult:
     run has fewer Ritz values than it needs), ``matvecs`` the products so far and ``seconds`` since the start.
 
     Unpacks as before: ``values, vectors = hl.top_eigen(A, k)``, and ``result[0]`` is ``values``.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> result = hl.top_eigen(torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)), k=2)
+        >>> result.values.round(decimals=8).tolist(), result.converged
+        ([4.0, 3.0], True)
+        >>> result.num_matvecs == result.iterations + 2, len(result.history["error"]) == result.iterations + 1
+        (True, True)
+        >>> values, vectors = result
+        >>> tuple(vectors.shape)
+        (4, 2)
     """
 
     values: Tensor
@@ -381,8 +404,9 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
             return torch.argsort(key, descending=True)[:count]
 
         def residuals_small(alphas: Tensor, betas: Tensor, beta: Tensor) -> bool:
-            """Whether the wanted Ritz pairs after these steps are converged; logs the step in ``steps_log`` and
-            the verdict in ``judged``.
+            """Whether the wanted Ritz pairs after these steps are converged.
+
+            Logs the step in ``steps_log`` and the verdict in ``judged``.
             """
             steps_log["matvecs"].append(num_matvecs + alphas.shape[0])
             steps_log["seconds"].append(time.perf_counter() - start_time)

@@ -78,7 +78,8 @@ print(f"device {DEVICE}, scale {hl.scale()}, data sets {DATASETS}")
 # $$f(x) = \frac1N\sum_{n} \log\big(1 + e^{-s_n\langle a_n, x\rangle}\big) + \frac{\mu}{2}\|x\|^2 .$$
 #
 # $f^*$ comes from Newton's method run to $\|\nabla f\| \le 10^{-12}$. Every lazy run adapts $M$ by the paper's
-# doubling/halving search and stops at $\|\nabla f\| \le 10^{-9}$, i.e. $f - f^* \le \|\nabla f\|^2/(2\mu) \le 10^{-15}$.
+# doubling/halving search and stops at $\|\nabla f\| \le 10^{-9}$, i.e.
+# $f - f^* \le \|\nabla f\|^2/(2\mu) \le 10^{-15}$.
 
 # %%
 sweeps = {name: lazy.lazy_sweep(name, SWEEP, device=DEVICE) for name in DATASETS}
@@ -195,7 +196,8 @@ fig.tight_layout()
 
 # %%
 nonconvex = lazy.nonconvex_runs("breast_cancer", device=DEVICE)
-print(f"breast_cancer, non-convex: λ_min(∇²f(x0)) = {lazy.smallest_hessian_eigenvalue('breast_cancer', device=DEVICE):.2e}")
+smallest = lazy.smallest_hessian_eigenvalue("breast_cancer", device=DEVICE)
+print(f"breast_cancer, non-convex: λ_min(∇²f(x0)) = {smallest:.2e}")
 fig, ax = plt.subplots(figsize=(7, 4))
 for trace, color in zip(nonconvex, plt.cm.viridis(np.linspace(0, 0.9, len(nonconvex)))):
     plot_convergence({f"m = {trace.m}": trace}, x="cost", ax=ax, color=color)

@@ -210,7 +210,8 @@ axes[0].set_title(f"sparsified Hessian, {2 * N}×{2 * N}: {int(pattern.sum())} n
 axes[0].set_xlabel("index: f (first n), then g")
 axes[0].set_ylabel("index")
 for reg, color in [(1e-1, "C2"), (1e-2, "C1"), (1e-3, "C3")]:
-    result = cloud_race.newton if reg == REG else hl.transport.sinkhorn_newton_sparse(clouds.a, clouds.b, clouds.C, reg, tol=TOL)
+    result = (cloud_race.newton if reg == REG
+              else hl.transport.sinkhorn_newton_sparse(clouds.a, clouds.b, clouds.C, reg, tol=TOL))
     fraction, dropped = ex.mass_curve(result.plan)
     axes[1].loglog(fraction.numpy(), dropped.numpy(), color=color, label=f"reg = {reg:g}")
     marker = ex.hessian_sparsity(result.plan, (THRESHOLD,))

@@ -144,12 +144,12 @@ for c in (clean, noisy):
 
 # %% [markdown]
 # What separates the two nets here is the top of the spectrum: memorising shuffled labels leaves a net ten to twenty
-# times sharper (seeds 0, 1, 2: 12×, 22×, 15×), and since its most negative eigenvalue grows far less, its re is *smaller* — the net that
-# generalises worse has the relatively more convex spectrum. The negative-to-positive mass ratio does not separate
-# them at all at this size: it is carried by the SLQ nodes of the bulk at zero, whose signs are a matter of
-# rounding-level curvature, and changes by a factor of ten from seed to seed. (Stopped early, after 60 epochs, the
-# shuffled-label net has not yet fitted its labels and its re is the *larger* one in two seeds of three: the sign of
-# the re criterion depends on where training stopped, not only on how well the net generalises.)
+# times sharper (seeds 0, 1, 2: 12×, 22×, 15×), and since its most negative eigenvalue grows far less, its re is
+# *smaller* — the net that generalises worse has the relatively more convex spectrum. The negative-to-positive mass
+# ratio does not separate them at all at this size: it is carried by the SLQ nodes of the bulk at zero, whose signs
+# are a matter of rounding-level curvature, and changes by a factor of ten from seed to seed. (Stopped early, after
+# 60 epochs, the shuffled-label net has not yet fitted its labels and its re is the *larger* one in two seeds of
+# three: the sign of the re criterion depends on where training stopped, not only on how well the net generalises.)
 #
 # ## The phenomenon, as numbers
 #

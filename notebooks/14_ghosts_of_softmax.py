@@ -229,7 +229,8 @@ assert abs(2 * taylor.coefficients[2] / gauss_newton - 1) < 1e-8
 # %%
 capped, plain, clipped = runs["rho-capped"], runs["plain"], runs["clipped"]
 print(f"baseline {baseline.final_loss:.4f}; ρ-capped {capped.final_loss:.4f} "
-      f"({capped.final_loss / baseline.final_loss:.2f}×); plain {plain.final_loss:.4g}; clipped {clipped.final_loss:.4f}")
+      f"({capped.final_loss / baseline.final_loss:.2f}×); plain {plain.final_loss:.4g}; "
+      f"clipped {clipped.final_loss:.4f}")
 assert capped.final_loss <= 1.5 * baseline.final_loss
 assert plain.diverged or plain.final_loss > 1
 assert clipped.final_loss > 2 * capped.final_loss

@@ -130,7 +130,8 @@ def test_data_errors():
     (lambda A: hl.top_eigen(A, 2, max_steps=1), ValueError, r"max_steps must be in \[2, 5\]"),
     (lambda A: hl.spectral_density(A, 6), ValueError, r"num_steps must be in \[1, 5\]"),
     (lambda A: hl.spectral_density(A, 2, num_probes=0), ValueError, "num_probes must be >= 1"),
-    (lambda A: hl.spectral_density(A, 2).density(torch.zeros(3), sigma=0), ValueError, r"sigma must be a finite number in \(0, inf\)"),
+    (lambda A: hl.spectral_density(A, 2).density(torch.zeros(3), sigma=0), ValueError,
+     r"sigma must be a finite number in \(0, inf\)"),
 ])
 def test_out_of_range_arguments(call, error, message):
     with pytest.raises(error, match=message):

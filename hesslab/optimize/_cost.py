@@ -38,6 +38,12 @@ class CostModel:
         flops_per_gradient: arithmetic operations F of one gradient; a factorisation of a d × d matrix is charged
             d³ / F and one solve with it d² / F. ``None`` means d² (a gradient as cheap as a d × d matrix-vector
             product). For a linear model on N samples F ≈ 4Nd (two passes over the N × d data).
+
+    Example:
+        >>> import hesslab as hl
+        >>> # d = 10, F = d² = 100: 3 gradients + 1 Hessian (d = 10) + 1 factorisation (d³/F = 10) + 1 solve (d²/F = 1)
+        >>> hl.optimize.CostModel().total(10, gradients=3, hessians=1, factorizations=1, solves=1)
+        24.0
     """
 
     gradient: float = 1.0
@@ -73,6 +79,14 @@ class NewtonResult:
             ``factorizations``, ``solves``, their ``cost`` (``CostModel``) and ``seconds`` since the start, all up to
             and including x_k.
         shifted: iterations at which the Hessian was not positive definite and was shifted (``newton`` only).
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> result = hl.optimize.newton(lambda x: 0.5 * (x**2).sum(), torch.ones(3, dtype=torch.float64))
+        >>> result.iterations, result.f, len(result.history["error"])  # one exact step to x* = 0: K + 1 = 2 entries
+        (1, 0.0, 2)
+        >>> result.cost  # 2 gradients + 1 Hessian (d = 3) + 1 factorisation (d³/F = 3) + 1 solve (d²/F = 1)
+        9.0
     """
 
     x: Tensor
@@ -110,8 +124,10 @@ class _Oracle:
         self.start = time.perf_counter()
 
     def value_and_gradient(self, x: Tensor, where: str = "this point") -> tuple[float, Tensor]:
-        """(f(x), ∇f(x)); a non-finite value is returned as it is (with a NaN gradient) for the caller to judge; a
-        finite value with a non-finite gradient raises ValueError (f is not differentiable at x).
+        """(f(x), ∇f(x)), with one gradient counted.
+
+        A non-finite value is returned as it is (with a NaN gradient) for the caller to judge; a finite value with a
+        non-finite gradient raises ValueError (f is not differentiable at x).
         """
         self.gradients += 1
         point = x.detach().requires_grad_(True)

@@ -33,6 +33,23 @@ def newton_stepsize(L: float, decrement: float, schedule: str = "aicn", degree: 
     of the schedules of Hanzely, Abdukhakimov & Takáč (2024, *Newton Method Revisited: Global Convergence Rates up
     to O(k⁻³)*): q = 3 for a Lipschitz Hessian, q = 4 for a Lipschitz third derivative, the O(k⁻³) case.
     Both tend to 1 as G → 0, so the method becomes pure Newton near the optimum.
+
+    Args:
+        L: the smoothness constant L >= 0.
+        decrement: the Newton decrement G >= 0.
+        schedule: ``"aicn"`` or ``"holder"``.
+        degree: q in (2, 4] of the Hölder schedule (unused by AICN).
+
+    Returns:
+        α in (0, 1].
+
+    Raises:
+        ValueError: for a schedule other than ``"aicn"`` and ``"holder"``.
+
+    Example:
+        >>> from hesslab.optimize import newton_stepsize
+        >>> newton_stepsize(1.0, 4.0), newton_stepsize(1.0, 1.0, "holder")  # (−1 + √9) / 4 and 1 / (1 + √1)
+        (0.5, 0.5)
     """
     t = L * decrement
     if schedule == "aicn":
@@ -66,12 +83,42 @@ def damped_newton(
     Affine-invariant: the iterates do not change under a linear change of variables, and from any start the
     iterates converge for convex f with positive definite Hessians, where pure Newton may diverge.
 
-    Args:
-        f, x0, tol, max_iter: as in ``newton``. smoothness: L, or None for backtracking from ``initial_smoothness``.
-        schedule: ``"aicn"`` or ``"holder"``; degree: q in (2, 4] of the Hölder schedule.
-    Returns: ``NewtonResult``; ``history['regularization']`` is the L used, ``history['stepsize']`` the α.
     Cost per iteration: one Hessian, one Cholesky factorisation, one solve, one gradient per trial of L.
     A Hessian that is not positive definite stops the run (f is not convex there).
+
+    Args:
+        f: scalar function of a 1-D tensor, f(x) -> scalar tensor (convex).
+        x0: (d,) floating-point starting point (f and ∇f must be finite there).
+        smoothness: L > 0, used as it is; None: found by backtracking from ``initial_smoothness``.
+        schedule: ``"aicn"`` or ``"holder"`` (``newton_stepsize``).
+        degree: q in (2, 4] of the Hölder schedule.
+        initial_smoothness: L > 0 that the backtracking starts from (when ``smoothness`` is None).
+        tol: stop when ‖∇f(x)‖ <= tol.
+        max_iter: Newton steps at most.
+        max_backtracks: trials of L per iteration at most, >= 1.
+        cost_model: the ``CostModel`` that prices ``history['cost']``; None: ``CostModel()``.
+        progress: show a tqdm progress bar over the iterations.
+
+    Returns:
+        ``NewtonResult``; ``history['regularization']`` is the L used, ``history['stepsize']`` the α. A run that
+        stops without reaching tol warns (RuntimeWarning) and says why in ``reason``.
+
+    Raises:
+        ValueError: for an invalid argument, when f or ∇f is not finite at x0, when ∇f is not finite where f is, or
+            when ∇²f is not finite at an iterate.
+        TypeError: when f is not callable, x0 is not a floating-point tensor or cost_model is not a ``CostModel``.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+        >>> b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+        >>> result = hl.optimize.damped_newton(lambda x: 0.5 * x @ A @ x - b @ x, torch.zeros(2, dtype=torch.float64))
+        >>> result.converged, result.iterations, [round(v, 8) for v in result.x.tolist()]  # x* = A⁻¹b
+        (True, 4, [0.2, 0.6])
+        >>> result.history["regularization"].tolist()  # a quadratic's L is 0: the first trial L/2 always passes
+        [1.0, 0.5, 0.25, 0.125, 0.0625]
+        >>> result.history["stepsize"].round(3).tolist()  # α → 1 as G → 0
+        [1.0, 0.807, 0.973, 1.0, 1.0]
     """
     x, fx, g, oracle, tol = _start(f, x0, tol, max_iter, cost_model)
     check_choice("schedule", schedule, ("aicn", "holder"))

@@ -30,8 +30,25 @@ def cubic_step(eigenvalues: Tensor, eigenvectors: Tensor, gradient: Tensor, M: f
     ‖(Λ + (Mr/2) I)⁻¹ Uᵀg‖ = r on r > max(0, −2λ_min/M) (root found by safeguarded Newton on 1/‖h(r)‖ − 1/r, which
     is concave and increasing there). In the "hard case" (Uᵀg has no weight on λ_min's eigenvectors and the root
     would lie below −2λ_min/M) the step is completed along λ_min's eigenvector to length r = −2λ_min/M.
-    Args: eigenvalues (d,), eigenvectors (d, d) of the symmetric H; gradient (d,); M > 0.
-    Returns: h (d,). Cost: two d × d matrix-vector products (O(d²)) and O(d) per root-finding iteration.
+    Cost: two d × d matrix-vector products (O(d²)) and O(d) per root-finding iteration.
+
+    Args:
+        eigenvalues: Λ (d,), the eigenvalues of the symmetric H.
+        eigenvectors: U (d, d), its orthonormal eigenvectors (columns).
+        gradient: g (d,).
+        M: the cubic regularisation constant, > 0.
+
+    Returns:
+        h (d,).
+
+    Example:
+        >>> import math, torch
+        >>> from hesslab.optimize import cubic_step
+        >>> eigenvalues, eigenvectors = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+        >>> h = cubic_step(eigenvalues, eigenvectors, torch.tensor([3.0, 0.0], dtype=torch.float64), M=2.0)
+        >>> # h = −3 / (1 + r) e₁ with r = ‖h‖: r(1 + r) = 3, so r = (√13 − 1) / 2
+        >>> round(-h[0].item(), 12) == round((math.sqrt(13) - 1) / 2, 12), h[1].item()
+        (True, 0.0)
     """
     g_hat = eigenvectors.T @ gradient
     lam = eigenvalues.detach().cpu().numpy().astype(np.float64)
@@ -48,8 +65,10 @@ def cubic_step(eigenvalues: Tensor, eigenvectors: Tensor, gradient: Tensor, M: f
 
 
 def _cubic_shift(lam: np.ndarray, b2: np.ndarray, M: float, low: float) -> tuple[float, float, np.ndarray | None]:
-    """μ = Mr/2 for the root r of ‖h(r)‖ = r; in the hard case also the completion length along λ_min's
-    eigenvector and the mask of the eigenvalues at which Λ + μ is singular (else 0 and None).
+    """μ = Mr/2 for the root r of ‖h(r)‖ = r, with the completion of the hard case.
+
+    In the hard case also the completion length along λ_min's eigenvector and the mask of the eigenvalues at which
+    Λ + μ is singular (else 0 and None).
     """
     norm_g = math.sqrt(b2.sum())
     if norm_g == 0.0 and low == 0.0:
@@ -84,7 +103,24 @@ def _cubic_shift(lam: np.ndarray, b2: np.ndarray, M: float, low: float) -> tuple
 
 
 def regularized_step(eigenvalues: Tensor, eigenvectors: Tensor, gradient: Tensor, lam: float) -> Tensor:
-    """h = −(H + λI)⁻¹ g = −U (Λ + λI)⁻¹ Uᵀ g for H = U diag(Λ) Uᵀ (Levenberg-type step). Cost O(d²)."""
+    """h = −(H + λI)⁻¹ g = −U (Λ + λI)⁻¹ Uᵀ g for H = U diag(Λ) Uᵀ (Levenberg-type step). Cost O(d²).
+
+    Args:
+        eigenvalues: Λ (d,), the eigenvalues of the symmetric H.
+        eigenvectors: U (d, d), its orthonormal eigenvectors (columns).
+        gradient: g (d,).
+        lam: the shift λ, with Λ + λ > 0.
+
+    Returns:
+        h (d,).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.optimize import regularized_step
+        >>> eigenvalues, eigenvectors = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+        >>> regularized_step(eigenvalues, eigenvectors, torch.tensor([3.0, 4.0], dtype=torch.float64), 2.0).tolist()
+        [-1.0, -1.0]
+    """
     return eigenvectors @ (-(eigenvectors.T @ gradient) / (eigenvalues + lam))
 
 
@@ -120,12 +156,40 @@ def lazy_newton(
     the exact Hessian (m = 1) and once M >= (3m − 2)L along a phase (the stale Hessian is off by L‖x − z‖ <=
     L Σ_i r_i), so M stays of the order mL that the analysis asks for.
 
-    Args:
-        f, x0, tol, max_iter: as in ``newton`` (max_iter counts accepted steps).
-        update_every: m >= 1. regularization: ``"cubic"`` (any f) or ``"quadratic"`` (convex f). M: the
-            regularisation constant (initial value when adaptive). max_doublings: failed tests allowed per step.
-    Returns: ``NewtonResult``; ``history['regularization']`` is the M of the step.
     Cost: per snapshot one Hessian and one eigendecomposition; per step (tried) one gradient and one solve.
+
+    Args:
+        f: scalar function of a 1-D tensor, f(x) -> scalar tensor.
+        x0: (d,) floating-point starting point (f and ∇f must be finite there).
+        update_every: m >= 1, the steps per snapshot of the Hessian.
+        regularization: ``"cubic"`` (any f) or ``"quadratic"`` (convex f).
+        M: the regularisation constant, > 0 (the initial value when adaptive).
+        adaptive: find M by doubling and halving (True) or keep it fixed (False).
+        tol: stop when ‖∇f(x)‖ <= tol.
+        max_iter: accepted steps at most.
+        max_doublings: failed tests allowed per step, >= 0.
+        cost_model: the ``CostModel`` that prices ``history['cost']``; None: ``CostModel()``.
+        progress: show a tqdm progress bar over the steps.
+
+    Returns:
+        ``NewtonResult``; ``history['regularization']`` is the M of the step. A run that stops without reaching tol
+        warns (RuntimeWarning) and says why in ``reason``.
+
+    Raises:
+        ValueError: for an invalid argument, when f or ∇f is not finite at x0, when ∇f is not finite where f is, or
+            when ∇²f is not finite at a snapshot.
+        TypeError: when f is not callable, x0 is not a floating-point tensor or cost_model is not a ``CostModel``.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+        >>> b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+        >>> f = lambda x: 0.5 * x @ A @ x - b @ x
+        >>> result = hl.optimize.lazy_newton(f, torch.zeros(2, dtype=torch.float64), update_every=2)
+        >>> result.converged, result.iterations, [round(v, 8) for v in result.x.tolist()]  # x* = A⁻¹b
+        (True, 4, [0.2, 0.6])
+        >>> result.history["hessians"].tolist()  # one Hessian per m = 2 steps
+        [0.0, 1.0, 1.0, 2.0, 2.0]
     """
     x, fx, g, oracle, tol = _start(f, x0, tol, max_iter, cost_model)
     m = check_count("update_every", update_every, 1, hint="m = 1 recomputes the Hessian at every step.")
@@ -171,8 +235,9 @@ def lazy_newton(
 
 
 def _lazy_step(eigenvalues, eigenvectors, g, M, regularization) -> tuple[Tensor | None, float]:
-    """One lazy step h and the decrease its model guarantees ((M/12)r³ or ½λr²); h is None when the quadratic
-    model has no minimiser (∇²f(z) + λI not positive definite).
+    """One lazy step h and the decrease its model guarantees ((M/12)r³ or ½λr²).
+
+    h is None when the quadratic model has no minimiser (∇²f(z) + λI not positive definite).
     """
     if regularization == "cubic":
         h = cubic_step(eigenvalues, eigenvectors, g, M)

@@ -26,10 +26,11 @@ MAX_SHIFTS = 64  # doublings of the shift τ: from 10⁻³·scale they reach 10�
 
 
 def _shifted_cholesky(H: Tensor, damping: float, oracle: _Oracle) -> tuple[Tensor, float]:
-    """Cholesky factor of H + τI with τ = damping, raised (τ ← max(2τ, 10⁻³·scale), scale = mean|H_ii|, or max|H_ij|
-    when the diagonal is zero) until it is positive definite (Nocedal & Wright 2006, Algorithm 3.3). Every attempt is
-    one factorisation; after MAX_SHIFTS raises (τ > ‖H‖ makes H + τI positive definite, so this happens only for a
-    badly scaled or non-finite H) a ValueError says so.
+    """Cholesky factor of H + τI and the shift τ, from τ = damping raised until H + τI is positive definite.
+
+    τ ← max(2τ, 10⁻³·scale), scale = mean|H_ii|, or max|H_ij| when the diagonal is zero (Nocedal & Wright 2006,
+    Algorithm 3.3). Every attempt is one factorisation; after MAX_SHIFTS raises (τ > ‖H‖ makes H + τI positive
+    definite, so this happens only for a badly scaled or non-finite H) a ValueError says so.
     """
     scale = H.diagonal().abs().mean().item() or H.abs().max().item() or 1.0
     shift = damping
@@ -67,13 +68,42 @@ def newton(
     ``backtrack`` until f(x + αp) <= f(x) + ``armijo``·α⟨∇f(x), p⟩ (Armijo 1966; Nocedal & Wright 2006, §3.1);
     ``line_search=False`` takes the full step α = 1 (pure Newton, which may diverge far from the optimum).
 
-    Args:
-        f: scalar function of a 1-D tensor; x0: (d,) starting point (f and ∇f must be finite there).
-        tol: stop when ‖∇f(x)‖ <= tol. max_iter: Newton steps at most.
-    Returns: ``NewtonResult``; a run that stops without reaching tol (iterations exhausted, line search failed, or
-        f not finite after a full step) warns (RuntimeWarning) and says why in ``reason``.
     Cost per iteration: one Hessian (d), one or more factorisations (d³/F), one solve, one gradient per trial step.
     Locally quadratic: ‖x_{k+1} − x*‖ <= C‖x_k − x*‖² near a minimiser with positive definite, Lipschitz Hessian.
+
+    Args:
+        f: scalar function of a 1-D tensor, f(x) -> scalar tensor.
+        x0: (d,) floating-point starting point (f and ∇f must be finite there).
+        tol: stop when ‖∇f(x)‖ <= tol.
+        max_iter: Newton steps at most.
+        line_search: True: Armijo backtracking from α = 1; False: always the full step α = 1.
+        damping: λ >= 0, the Levenberg–Marquardt shift (0: the classical method).
+        armijo: c in (0, 1), the fraction of the predicted decrease a step must achieve (usually 1e-4).
+        backtrack: ρ in (0, 1), the factor that shrinks α at each trial (usually 0.5).
+        max_backtracks: trial steps per line search at most, >= 1.
+        cost_model: the ``CostModel`` that prices ``history['cost']``; None: ``CostModel()``.
+        progress: show a tqdm progress bar over the iterations.
+
+    Returns:
+        ``NewtonResult``; a run that stops without reaching tol (iterations exhausted, line search failed, or f not
+        finite after a full step) warns (RuntimeWarning) and says why in ``reason``.
+
+    Raises:
+        ValueError: for an invalid argument, when f or ∇f is not finite at x0, when ∇f is not finite where f is,
+            when ∇²f is not finite at an iterate, or when no shift makes ∇²f + τI positive definite.
+        TypeError: when f is not callable, x0 is not a floating-point tensor or cost_model is not a ``CostModel``.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+        >>> b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+        >>> result = hl.optimize.newton(lambda x: 0.5 * x @ A @ x - b @ x, torch.zeros(2, dtype=torch.float64))
+        >>> result.converged, result.iterations, [round(v, 12) for v in result.x.tolist()]  # x* = A⁻¹b in one step
+        (True, 1, [0.2, 0.6])
+        >>> print(*sorted(result.history))  # one entry per iterate x_0, x_1 in every column
+        cost error f factorizations gradients hessians regularization seconds solves step stepsize
+        >>> result.history["stepsize"].tolist(), result.history["hessians"].tolist()
+        ([1.0, 1.0], [0.0, 1.0])
     """
     x, fx, g, oracle, tol = _start(f, x0, tol, max_iter, cost_model)
     damping = check_positive("damping", damping, allow_zero=True)

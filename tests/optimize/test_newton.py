@@ -100,7 +100,8 @@ def test_aicn_stepsize_minimises_the_cubic_bound():
         bound = lambda a: -a * G**2 + a**2 * G**2 / 2 + L * a**3 * G**3 / 6  # noqa: E731
         best = scipy.optimize.minimize_scalar(bound, bounds=(0, 1), method="bounded", options={"xatol": 1e-12}).x
         assert abs(hl.optimize.newton_stepsize(L, G, "aicn") - best) < 1e-8
-    assert hl.optimize.newton_stepsize(1.0, 0.0, "aicn") == 1.0 and hl.optimize.newton_stepsize(1.0, 0.0, "holder", 4.0) == 1.0
+    assert hl.optimize.newton_stepsize(1.0, 0.0, "aicn") == 1.0
+    assert hl.optimize.newton_stepsize(1.0, 0.0, "holder", 4.0) == 1.0
     assert 0 < hl.optimize.newton_stepsize(5.0, 2.0, "holder", 3.0) == pytest.approx(1 / (1 + math.sqrt(10.0)))
 
 
@@ -129,7 +130,8 @@ def test_damped_newton_converges_from_far_where_pure_newton_does_not(logistic):
 
 def test_damped_newton_stops_at_an_indefinite_hessian():
     with pytest.warns(RuntimeWarning, match="not positive definite"):
-        result = hl.optimize.damped_newton(lambda x: x[0] ** 4 / 4 - x[0] ** 2 / 2 + x[1] ** 2, torch.tensor([0.1, 1.0]))
+        result = hl.optimize.damped_newton(lambda x: x[0] ** 4 / 4 - x[0] ** 2 / 2 + x[1] ** 2,
+                                           torch.tensor([0.1, 1.0]))
     assert not result.converged and result.iterations == 0
 
 
@@ -347,7 +349,8 @@ def test_quadratic_regularisation_on_a_non_convex_function_is_reported_not_nan()
     """With fixed M, λ = √(M‖g‖) can be too small for ∇²f + λI ≻ 0 on a non-convex f: the run stops and says why."""
     f = lambda x: x[0] ** 4 / 4 - x[0] ** 2 / 2 + x[1] ** 2 / 2  # noqa: E731
     with pytest.warns(RuntimeWarning, match="quadratic regularisation needs a convex f"):
-        result = hl.optimize.lazy_newton(f, torch.tensor([0.1, 1.0]), regularization="quadratic", M=1e-3, adaptive=False)
+        result = hl.optimize.lazy_newton(f, torch.tensor([0.1, 1.0]), regularization="quadratic", M=1e-3,
+                                         adaptive=False)
     assert not result.converged and np.all(np.isfinite(result.history["f"]))
     adaptive = hl.optimize.lazy_newton(f, torch.tensor([0.1, 1.0]), regularization="quadratic", M=1e-3, tol=1e-10)
     assert adaptive.converged  # doubling M makes λ large enough

@@ -13,7 +13,8 @@ import hesslab as hl
 from hesslab.pde import laplacian_matrix, manufactured_source, negative_curvature
 
 EPS = torch.finfo(torch.float64).eps
-PROBLEMS = [(1, 6, hl.pde.quartic(2.0)), (1, 5, hl.pde.double_well(3.0)), (2, 4, hl.pde.quartic(2.0)), (2, 3, hl.pde.double_well(3.0))]
+PROBLEMS = [(1, 6, hl.pde.quartic(2.0)), (1, 5, hl.pde.double_well(3.0)), (2, 4, hl.pde.quartic(2.0)),
+            (2, 3, hl.pde.double_well(3.0))]
 
 
 def random_point(problem, seed=0):
