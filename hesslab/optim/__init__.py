@@ -7,11 +7,11 @@ the loss; the optimizer differentiates it.
 
 from .adahessian import AdaHessian
 from .estimators import (
-                         gauss_newton_bartlett_estimate,
-                         hessian_probe_products,
-                         hutchinson_diagonal_estimate,
-                         rademacher_like,
-                         spatial_average,
+    gauss_newton_bartlett_estimate,
+    hessian_probe_products,
+    hutchinson_diagonal_estimate,
+    rademacher_like,
+    spatial_average,
 )
 from .sophia import Sophia
 

@@ -23,31 +23,31 @@ torch function on any device, for every hesslab tool (``hl.HessianOperator(probl
 """
 
 from ._problems import (
-                        EllipticProblem,
-                        Nonlinearity,
-                        double_well,
-                        elliptic_problem,
-                        grid_points,
-                        laplacian_eigenvalues,
-                        laplacian_matrix,
-                        manufactured_source,
-                        quartic,
-                        sine_solution,
+    EllipticProblem,
+    Nonlinearity,
+    double_well,
+    elliptic_problem,
+    grid_points,
+    laplacian_eigenvalues,
+    laplacian_matrix,
+    manufactured_source,
+    quartic,
+    sine_solution,
 )
 from ._ritz import (
-                        RitzEnergy,
-                        RitzTrainingResult,
-                        gauss_legendre,
-                        ritz_energy,
-                        train_ritz_adam,
-                        train_ritz_gauss_newton,
+    RitzEnergy,
+    RitzTrainingResult,
+    gauss_legendre,
+    ritz_energy,
+    train_ritz_adam,
+    train_ritz_gauss_newton,
 )
 from ._solvers import (
-                        PDESolveResult,
-                        gradient_descent,
-                        negative_curvature,
-                        newton,
-                        preconditioned_gradient_descent,
+    PDESolveResult,
+    gradient_descent,
+    negative_curvature,
+    newton,
+    preconditioned_gradient_descent,
 )
 
 __all__ = ["EllipticProblem", "Nonlinearity", "quartic", "double_well", "elliptic_problem", "grid_points",

@@ -263,7 +263,7 @@ def _descent(problem: EllipticProblem, u0, direction, tol: float, max_iter: int,
 
 
 def gradient_descent(problem: EllipticProblem, u0: Tensor | None = None, tol: float = 1e-6,
-                         max_iter: int = 100_000, progress: bool = False) -> PDESolveResult:
+                     max_iter: int = 100_000, progress: bool = False) -> PDESolveResult:
     """Plain gradient descent on E_h: u ← u − t R(u) (the gradient divided by h^d), with a backtracking search.
 
     The first trial step is t = 1/L_k with the curvature bound L_k = λ_max(A) + max_i F''(u_i)⁺ ≥ ‖A + diag F''(u_k)‖.
@@ -302,7 +302,7 @@ def gradient_descent(problem: EllipticProblem, u0: Tensor | None = None, tol: fl
 
 
 def preconditioned_gradient_descent(problem: EllipticProblem, u0: Tensor | None = None, tol: float = 1e-6,
-                                        max_iter: int = 10_000, progress: bool = False) -> PDESolveResult:
+                                    max_iter: int = 10_000, progress: bool = False) -> PDESolveResult:
     """Gradient descent preconditioned by P = −Δ_h + I (Marwah, Lipton, Lu & Risteski 2022): u ← u − t P⁻¹ R(u).
 
     The preconditioned Hessian P⁻¹(A + diag c), c = F''(u), has the Rayleigh quotients (a + c̄)/(a + 1) with
@@ -341,7 +341,7 @@ def preconditioned_gradient_descent(problem: EllipticProblem, u0: Tensor | None 
 
 
 def newton(problem: EllipticProblem, u0: Tensor | None = None, tol: float = 1e-10, max_iter: int = 50,
-               linear_solver: str = "direct", progress: bool = False) -> PDESolveResult:
+           linear_solver: str = "direct", progress: bool = False) -> PDESolveResult:
     """Newton's method with the exact sparse Hessian: solve (A + diag F''(u)) d = −R(u), then u ← u + t d.
 
     The step size is t = 1 first, then backtracking on the energy (so it also converges from far away; quadratically
