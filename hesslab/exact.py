@@ -187,7 +187,7 @@ def dense_matrix(
     Cost: n products per piece in ⌈n/c⌉ batched calls; memory n² + 3·n·c entries (``dense_bytes``).
 
     Args:
-        pieces: a function returning ``(w_i, product_i)`` pairs, product_i: (n, c) -> (n, c).
+        pieces: a function returning ``(w_i, product_i)`` pairs, product_i: (n,) -> (n,) and (n, c) -> (n, c).
         n: the dimension.
         dtype: the matrix's dtype.
         device: the matrix's device.
@@ -210,19 +210,28 @@ def dense_matrix(
     chunk = default_chunk_size(n, dtype, device) if chunk_size is None else check_count("chunk_size", chunk_size, 1)
     chunk = min(chunk, n)
     check_dense_fits(n, dtype, device, max_memory, what, chunk)
-    matrix = torch.zeros((n, n), dtype=dtype, device=device)
+    matrix = torch.empty((n, n), dtype=dtype, device=device)
+    filled = False  # the first piece writes every row, the others add to them
     show = (n >= 4096) if progress is None else progress
     for weight, product in pieces():
         for start in tqdm(range(0, n, chunk), desc=what, disable=not show, leave=False):
             stop = min(start + chunk, n)
-            basis = torch.zeros((n, stop - start), dtype=dtype, device=device)
-            basis[torch.arange(start, stop, device=device), torch.arange(stop - start, device=device)] = 1
-            block = product(basis).T
-            if weight == 1.0:
-                matrix[start:stop] += block
+            if stop - start == 1:  # one column: the plain (unbatched) product A e_start
+                basis = torch.zeros(n, dtype=dtype, device=device)
+                basis[start] = 1
+                block = product(basis).unsqueeze(0)
             else:
+                basis = torch.zeros((n, stop - start), dtype=dtype, device=device)
+                basis[torch.arange(start, stop, device=device), torch.arange(stop - start, device=device)] = 1
+                block = product(basis).T
+            if filled:
                 matrix[start:stop].add_(block, alpha=weight)
+            else:
+                torch.mul(block, weight, out=matrix[start:stop])
+        filled = True
         del product  # this piece's graph goes before the next one is built
+    if not filled:  # no pieces: the zero matrix
+        matrix.zero_()
     return check_finite_product(matrix, what, "the matrix is not finite at this point, or overflowed")
 
 
