@@ -25,7 +25,7 @@ Example:
 
 from . import landscape, optim, optimize, pde, transport
 from .exact import ggn, hessian
-from .functional import hvp, loss_function, output_function
+from .functional import hvp, loss_function, output_function, per_sample_gradients
 from .hutchinson import Estimate, hutchinson_diagonal, hutchinson_trace, hutchinson_variance
 from .operators import CurvatureOperator, GGNOperator, HessianOperator, as_operator
 from .runtime import device, scale, seed, sized
@@ -42,7 +42,7 @@ __all__ = [
     # where and how big
     "device", "seed", "scale", "sized",
     # f(θ) and its exact derivatives
-    "loss_function", "output_function", "hvp", "hessian", "ggn",
+    "loss_function", "output_function", "per_sample_gradients", "hvp", "hessian", "ggn",
     # matrix-free curvature operators
     "CurvatureOperator", "HessianOperator", "GGNOperator", "as_operator",
     # trace and diagonal estimation

@@ -179,3 +179,96 @@ def test_curvature_in_training_mode_leaves_batch_norm_statistics_unchanged():
         assert torch.equal(buffer, before[name]), name
     torch.testing.assert_close(H, torch.autograd.functional.hessian(f, theta), atol=1e-12, rtol=0)  # batch statistics
     assert model.training
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# per-sample gradients
+# ----------------------------------------------------------------------------------------------------------------------
+def looped_gradients(model, loss_fn, inputs, targets, params=None):
+    """The reference: one autograd.grad per sample, on the batch of that one sample."""
+    named = [(name, p) for name, p in model.named_parameters()
+             if p.requires_grad and (params is None or name in params)]
+    rows = []
+    for i in range(targets.shape[0]):
+        x = inputs[i:i + 1] if isinstance(inputs, torch.Tensor) else {k: t[i:i + 1] for k, t in inputs.items()}
+        grads = torch.autograd.grad(loss_fn(model(x), targets[i:i + 1]), [p for _, p in named], allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for (_, p), g in
+                               zip(named, grads)]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("loss", [F.cross_entropy, lambda z, y: F.cross_entropy(z, y, reduction="sum")])
+def test_per_sample_gradients_equal_one_backward_per_sample(loss):
+    model = small_mlp(nn.Tanh())
+    X, y = classification_data()
+    G, theta = hl.per_sample_gradients(model, loss, X, y)
+    assert G.shape == (30, theta.numel()) and G.dtype == torch.float64
+    torch.testing.assert_close(G, looped_gradients(model, loss, X, y), rtol=1e-12, atol=1e-14)
+
+
+def test_per_sample_gradients_of_a_mean_loss_average_to_the_gradient():
+    model = small_mlp(nn.GELU())
+    X, y = classification_data()
+    f, theta = hl.loss_function(model, F.cross_entropy, X, y)
+    point = theta.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(f(point), point)
+    G, _ = hl.per_sample_gradients(model, F.cross_entropy, X, y, chunk_size=7)
+    torch.testing.assert_close(G.mean(0), gradient, rtol=1e-12, atol=1e-14)
+
+
+def test_per_sample_gradients_of_least_squares_are_residual_times_input():
+    # ℓ_i = (w·x_i + b − y_i)²: g_i = 2 r_i (x_i, 1), exactly
+    model = nn.Linear(3, 1).double()
+    X = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(8, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    G, _ = hl.per_sample_gradients(model, F.mse_loss, X, y)
+    residual = (model(X) - y).detach()
+    torch.testing.assert_close(G, 2 * residual * torch.cat([X, torch.ones(8, 1, dtype=torch.float64)], 1),
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_per_sample_gradients_of_a_block_dict_inputs_and_batch_norm_in_eval():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.norm, self.head = nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 3)
+
+        def forward(self, batch):
+            return self.head(torch.tanh(self.norm(self.body(batch["x"]))))
+
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    model.norm.running_mean.uniform_(-1, 1)
+    X, y = classification_data()
+    params = ["body.weight", "norm.weight", "head.bias"]
+    G, theta = hl.per_sample_gradients(model, F.cross_entropy, {"x": X}, y, params=params)
+    assert theta.numel() == 20 + 5 + 3
+    torch.testing.assert_close(G, looped_gradients(model, F.cross_entropy, {"x": X}, y, params), rtol=1e-12,
+                               atol=1e-14)
+
+
+def test_per_sample_gradients_refuse_bad_batches():
+    model = small_mlp(nn.Tanh())
+    X, y = classification_data()
+    with pytest.raises(ValueError, match="share their first"):
+        hl.per_sample_gradients(model, F.cross_entropy, X, y[:-1])
+    with pytest.raises(ValueError, match="share their first"):
+        hl.per_sample_gradients(model, F.cross_entropy, X, y[0])
+    with pytest.raises(ValueError, match="at least one sample"):
+        hl.per_sample_gradients(model, F.cross_entropy, X[:0], y[:0])
+    with pytest.raises(TypeError, match="targets"):
+        hl.per_sample_gradients(model, F.cross_entropy, X, y.tolist())
+    with pytest.raises(ValueError, match="chunk_size"):
+        hl.per_sample_gradients(model, F.cross_entropy, X, y, chunk_size=0)
+
+
+def test_per_sample_gradients_refuse_a_non_finite_gradient():
+    # ℓ_i = ‖w‖ (the inputs multiplied by zero): at w = 0 its gradient w/‖w‖ is 0/0
+    model = nn.Linear(2, 1, bias=False).double()
+    nn.init.zeros_(model.weight)
+    def norm_loss(outputs, targets):
+        return (outputs - targets).pow(2).sum().sqrt()  # sqrt at 0: an infinite derivative
+
+    X, y = torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="per-sample gradients has"):
+        hl.per_sample_gradients(model, norm_loss, X, y)
