@@ -36,3 +36,15 @@ def random_symmetric(n: int, seed: int = 0, eigenvalues=None) -> torch.Tensor:
 def random_square(n: int, seed: int) -> torch.Tensor:
     """An (n, n) matrix of independent standard normal entries (not symmetric), float64."""
     return torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def known_quadratic(n=12, seed=0):
+    """f(x) = ½ xᵀ A x + bᵀ x with a known symmetric A (eigenvalues 1..n, the top one 3n): exact H = A everywhere."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    eigenvalues = torch.arange(1, n + 1, dtype=torch.float64)
+    eigenvalues[-1] = 3 * n
+    A = Q @ torch.diag(eigenvalues) @ Q.T
+    b = torch.randn(n, generator=g, dtype=torch.float64)
+    return (lambda x: 0.5 * x @ A @ x + b @ x), A, torch.randn(n, generator=g, dtype=torch.float64)
+
