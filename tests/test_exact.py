@@ -172,3 +172,19 @@ def test_hessian_of_any_quadratic_form_is_its_symmetric_part(n, seed):
     x = torch.randn(n, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     H = hl.hessian(lambda x: 0.5 * x @ A @ x + torch.sin(x).sum(), x)
     torch.testing.assert_close(H, (A + A.T) / 2 - torch.diag(torch.sin(x)), atol=1e-12, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bad input and non-finite curvature: a clear error
+# ----------------------------------------------------------------------------------------------------------------------
+def test_ggn_loss_must_be_scalar():
+    with pytest.raises(ValueError, match="must return a scalar"):
+        hl.ggn(lambda x: x * 2, lambda z: z**2, torch.ones(3))
+
+
+def test_non_finite_ggn_is_an_error():
+    x = torch.zeros(3)
+    with pytest.raises(ValueError, match="the GGN Jᵀ H_L J is not finite at this point"):
+        hl.ggn(lambda x: 2 * x, lambda z: z.norm(), x)
+    with pytest.raises(ValueError, match="the GGN Jᵀ H_L J is not finite"):
+        hl.GGNOperator(lambda x: 2 * x, lambda z: z.norm(), x) @ torch.ones(3)

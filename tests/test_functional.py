@@ -2,6 +2,7 @@
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from helpers import classification_data, small_mlp
@@ -272,3 +273,110 @@ def test_per_sample_gradients_refuse_a_non_finite_gradient():
     X, y = torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64)
     with pytest.raises(ValueError, match="per-sample gradients has"):
         hl.per_sample_gradients(model, norm_loss, X, y)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bad input: the point, the vector, the loss, the parameters; non-finite curvature
+# everywhere it is used
+# ----------------------------------------------------------------------------------------------------------------------
+quadratic = lambda x: (x**2).sum()  # noqa: E731
+
+
+@pytest.mark.parametrize("x, error, message", [
+    (torch.ones(2, 3), ValueError, "flat 1-D vector"),
+    (torch.ones(3, dtype=torch.int64), TypeError, "floating dtype"),
+    ([1.0, 2.0], TypeError, "torch.Tensor"),
+    (torch.ones(0), ValueError, "empty"),
+    (torch.tensor([1.0, float("nan")]), ValueError, "non-finite"),
+    (torch.tensor([1.0, float("inf")]), ValueError, "non-finite"),
+])
+def test_bad_point(x, error, message):
+    with pytest.raises(error, match=message):
+        hl.hvp(quadratic, x, torch.ones(2))
+    with pytest.raises(error, match=message):
+        hl.hessian(quadratic, x)
+
+
+@pytest.mark.parametrize("v, error, message", [
+    (torch.ones(4), ValueError, r"shape \(3,\) or \(3, k\)"),
+    (torch.ones(3, 2, 1), ValueError, "shape"),
+    (torch.ones(3, dtype=torch.float32), TypeError, "dtype"),
+    (torch.ones(3, dtype=torch.float64, device="meta"), ValueError, "is on meta"),
+    (torch.tensor([0.0, float("nan"), 1.0], dtype=torch.float64), ValueError, "non-finite"),
+    ("v", TypeError, "torch.Tensor"),
+])
+def test_bad_vector(v, error, message):
+    with pytest.raises(error, match=message):
+        hl.hvp(quadratic, torch.ones(3), v)
+    with pytest.raises(error, match=message):
+        hl.HessianOperator(quadratic, torch.ones(3)) @ v
+
+
+def test_huge_but_finite_vector_is_accepted():
+    """The fast finiteness check sums the entries; an overflowing sum of finite entries must not be an error."""
+    v = torch.full((3,), 3e38, dtype=torch.float32)
+    assert torch.isfinite(hl.hvp(quadratic, torch.ones(3, dtype=torch.float32), v * 0 + 1)).all()
+    hl._checks.check_finite("v", v)  # raises nothing
+
+
+def test_non_scalar_loss():
+    with pytest.raises(ValueError, match="must return a scalar.*reduction='mean'"):
+        hl.hvp(lambda x: x**2, torch.ones(3), torch.ones(3))
+    model = small_mlp()
+    X, y = classification_data()
+    f, theta = hl.loss_function(model, lambda z, t: F.cross_entropy(z, t, reduction="none"), X, y)
+    with pytest.raises(ValueError, match="must return a scalar"):
+        hl.hessian(f, theta)
+
+
+def test_non_finite_loss_at_the_point():
+    with pytest.raises(ValueError, match="not finite"):
+        hl.hvp(lambda x: torch.log(x).sum(), torch.tensor([1.0, 0.0]), torch.ones(2))
+
+
+def test_function_that_ignores_its_argument():
+    with pytest.raises(ValueError, match="does not depend on x"):
+        hl.hvp(lambda x: torch.tensor(1.0), torch.ones(3), torch.ones(3))
+    with pytest.raises(ValueError, match="does not depend on x"):
+        hl.ggn(lambda x: torch.ones(2), lambda z: z.sum(), torch.ones(3))
+
+
+def test_parameter_selection_errors():
+    model = small_mlp()
+    X, y = classification_data()
+    with pytest.raises(ValueError, match=r"not parameters of the model; available: \['0.weight'"):
+        hl.loss_function(model, F.cross_entropy, X, y, params=["fc.weight"])
+    with pytest.raises(ValueError, match="params is empty"):
+        hl.loss_function(model, F.cross_entropy, X, y, params=[])
+    model[0].weight.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"\['0.weight'\] do not require grad.*requires_grad_\(True\)"):
+        hl.loss_function(model, F.cross_entropy, X, y, params=["0.weight"])
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameters that require grad"):
+        hl.output_function(model, X)
+    with pytest.raises(TypeError, match="nn.Module"):
+        hl.loss_function(lambda x: x, F.cross_entropy, X, y)
+
+
+def kinked(x):
+    """((x − 1)²).sum() + 0.1‖x‖: finite value and (sub)gradient at 0, Hessian 0/0 there (all NaN before)."""
+    return ((x - 1) ** 2).sum() + 0.1 * x.norm()
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: hl.hessian(kinked, x),
+    lambda x: hl.hvp(kinked, x, torch.ones(3)),
+    lambda x: hl.hvp(kinked, x, torch.ones(3, 2)),
+    lambda x: hl.HessianOperator(kinked, x) @ torch.ones(3),
+    lambda x: hl.HessianOperator(kinked, x) @ torch.ones(3, 4),
+    lambda x: hl.HessianOperator(kinked, x).to_dense(),
+    lambda x: hl.HessianOperator(kinked, x).to_scipy() @ np.ones(3),
+    lambda x: hl.hutchinson_trace(hl.HessianOperator(kinked, x), 4),
+    lambda x: hl.hutchinson_diagonal(hl.HessianOperator(kinked, x), 4),
+    lambda x: hl.lanczos(hl.HessianOperator(kinked, x), 2),
+    lambda x: hl.top_eigen(hl.HessianOperator(kinked, x), 1),
+], ids=["hessian", "hvp", "hvp V", "op @ v", "op @ V", "to_dense", "to_scipy", "hutchinson_trace",
+        "hutchinson_diagonal", "lanczos", "top_eigen"])
+def test_non_finite_hessian_is_an_error_everywhere(call):
+    with pytest.raises(ValueError, match=r"∇²f is not finite at this point \(f is not twice differentiable there"):
+        call(torch.zeros(3))

@@ -164,3 +164,19 @@ def test_a_dense_matrix_multiplies_a_block_of_probes_in_one_product_per_n_column
     shapes.clear()
     hl.hutchinson_trace(op, 40, generator=hl.seed(0, "cpu"))
     assert shapes == [(16, 16), (16, 16), (16, 8)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bad arguments: a clear error naming the argument
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("call, error, message", [
+    (lambda A: hl.hutchinson_trace(A, 1), ValueError, "num_probes must be >= 2"),
+    (lambda A: hl.hutchinson_trace(A, 3, "hutch++"), ValueError, "num_probes must be >= 4"),
+    (lambda A: hl.hutchinson_trace(A, 10.0), TypeError, "num_probes must be an int"),
+    (lambda A: hl.hutchinson_trace(A, 10, "exact"), ValueError, "'hutchinson' or 'hutch\\+\\+'"),
+    (lambda A: hl.hutchinson_trace(A, 10, generator=0), TypeError, "torch.Generator"),
+    (lambda A: hl.hutchinson_diagonal(A, 0), ValueError, "num_probes must be >= 1"),
+])
+def test_out_of_range_arguments_of_the_estimators(call, error, message):
+    with pytest.raises(error, match=message):
+        call(random_symmetric(5))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import classification_data, random_symmetric, seeds
+from helpers import classification_data, random_symmetric, seeds, small_mlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse.linalg import eigsh
@@ -380,3 +380,44 @@ def test_hessian_vector_products_are_symmetric_and_linear(n, seed):
     assert abs(w @ (op @ v) - v @ (op @ w)) <= 1e-12 * (1 + (op @ v).norm() * w.norm())
     torch.testing.assert_close(op @ (2 * v - 3 * w), 2 * (op @ v) - 3 * (op @ w), atol=1e-12, rtol=0)
     torch.testing.assert_close(op @ torch.stack([v, w], 1), torch.stack([op @ v, op @ w], 1), atol=1e-12, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bad data and non-finite products: a clear error
+# ----------------------------------------------------------------------------------------------------------------------
+def test_data_errors():
+    model = small_mlp()
+    X, y = classification_data()
+    with pytest.raises(ValueError, match="no batches"):
+        hl.HessianOperator.from_model(model, F.cross_entropy, [])
+    with pytest.raises(TypeError, match="one-shot iterator"):
+        hl.HessianOperator.from_model(model, F.cross_entropy, ((X, y) for _ in range(2)))
+    with pytest.raises(TypeError, match=r"\(inputs, targets\) pair"):
+        hl.GGNOperator.from_model(model, F.cross_entropy, [(X, y, y)])
+    with pytest.raises(TypeError, match=r"\(inputs, targets\) pair"):
+        hl.HessianOperator.from_model(model, F.cross_entropy, X)
+    with pytest.raises(ValueError, match="empty batch"):
+        hl.HessianOperator.from_model(model, F.cross_entropy, (X[:0], y[:0]))
+    with pytest.raises(ValueError, match="empty batch"):
+        hl.HessianOperator.from_model(model, F.cross_entropy, [(X, y), (X[:0], y[:0])])
+
+
+def test_non_finite_entries_of_a_model_hessian_are_counted():
+    """Over batches each batch's product is checked; the message counts the bad entries."""
+    model = small_mlp()
+    X, y = classification_data()
+    norm_loss = lambda z, t: F.cross_entropy(z, t) + (z - z.detach()).norm()  # noqa: E731  kink at the point
+    with pytest.raises(ValueError, match=r"∇²f is not finite.*of 51 entries"):
+        hl.HessianOperator.from_model(model, norm_loss, [(X[:10], y[:10]), (X[10:], y[10:])]) @ torch.ones(51)
+
+
+def test_dense_operator_with_nan_or_overflowing_products():
+    A = torch.eye(3)
+    A[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="the dense operator A has 1 non-finite"):
+        hl.as_operator(A)
+    with pytest.raises(ValueError, match="non-finite"):
+        hl.hutchinson_trace(A, 4)
+    huge = torch.full((3, 3), 1e308)
+    with pytest.raises(ValueError, match=r"is not finite at this point \(it is not defined at this point, or overflow"):
+        hl.as_operator(huge) @ torch.ones(3)

@@ -3,6 +3,7 @@
 import random
 
 import numpy as np
+import pytest
 import torch
 
 import hesslab as hl
@@ -27,3 +28,14 @@ def test_scale_follows_the_device_and_the_environment(monkeypatch):
     assert hl.scale() == "full" and hl.sized(quick=10, full=1000) == 1000
     monkeypatch.setenv("HESSLAB_SCALE", "quick")
     assert hl.scale() == "quick" and hl.sized(quick=10, full=1000) == 10
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bad arguments: a clear error naming the argument
+# ----------------------------------------------------------------------------------------------------------------------
+def test_seed_and_scale_errors(monkeypatch):
+    with pytest.raises(TypeError, match="seed value must be an int"):
+        hl.seed(1.5)
+    monkeypatch.setenv("HESSLAB_SCALE", "huge")
+    with pytest.raises(ValueError, match="HESSLAB_SCALE"):
+        hl.scale()

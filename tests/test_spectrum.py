@@ -165,3 +165,36 @@ def test_full_lanczos_spectrum_equals_eigvalsh(n, seed):
     T = torch.diag(result.alphas) + torch.diag(result.betas, 1) + torch.diag(result.betas, -1)
     scale = torch.linalg.matrix_norm(A, ord=2).item()
     torch.testing.assert_close(torch.linalg.eigvalsh(T), torch.linalg.eigvalsh(A), atol=1e-12 * scale * n, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bad arguments: a clear error naming the argument
+# ----------------------------------------------------------------------------------------------------------------------
+def test_operator_like_arguments():
+    with pytest.raises(ValueError, match="square"):
+        hl.hutchinson_trace(torch.ones(3, 4), 4)
+    with pytest.raises(TypeError, match="CurvatureOperator"):
+        hl.top_eigen([[1.0]], 1)
+    with pytest.raises(TypeError, match="floating dtype"):
+        hl.lanczos(torch.eye(3, dtype=torch.int64), 2)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda A: hl.lanczos(A, 0), ValueError, r"num_steps must be in \[1, 5\]"),
+    (lambda A: hl.lanczos(A, 6), ValueError, r"num_steps must be in \[1, 5\].*more steps than the dimension"),
+    (lambda A: hl.lanczos(A, 3, v0=torch.zeros(5)), ValueError, "zero column"),
+    (lambda A: hl.lanczos(A, 3, v0=torch.ones(4)), ValueError, "v0 must have shape"),
+    (lambda A: hl.top_eigen(A, 0), ValueError, r"k must be in \[1, 5\]"),
+    (lambda A: hl.top_eigen(A, 6), ValueError, r"k must be in \[1, 5\]"),
+    (lambda A: hl.top_eigen(A, 1, tol=0), ValueError, r"tol must be a finite number in \(0, inf\)"),
+    (lambda A: hl.top_eigen(A, 1, which="BE"), ValueError, "which must be"),
+    (lambda A: hl.top_eigen(A, 2, max_steps=1), ValueError, r"max_steps must be in \[2, 5\]"),
+    (lambda A: hl.spectral_density(A, 6), ValueError, r"num_steps must be in \[1, 5\]"),
+    (lambda A: hl.spectral_density(A, 2, num_probes=0), ValueError, "num_probes must be >= 1"),
+    (lambda A: hl.spectral_density(A, 2).density(torch.zeros(3), sigma=0), ValueError,
+     r"sigma must be a finite number in \(0, inf\)"),
+
+])
+def test_out_of_range_arguments_of_the_spectrum(call, error, message):
+    with pytest.raises(error, match=message):
+        call(random_symmetric(5))
