@@ -149,20 +149,20 @@ def test_02_gaussian_hutchinson_probes_fail_the_variance_assert(monkeypatch):
 
 def test_03_lanczos_without_reorthogonalisation_fails_the_ritz_assert(monkeypatch, softmax_hessian):
     assert notebook_03_ritz_values_at_rounding(softmax_hessian)
-    original = spectrum._orthogonalise
+    original = spectrum._krylov._orthogonalise
 
     def three_term_only(w, Q, twice=False):  # the recurrence alone: no projection against the older basis vectors
         if twice:  # the start vector's orthogonalisation against locked vectors (restarts) is left alone
             return original(w, Q, twice)
         return w, w.norm(dim=1), torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
 
-    monkeypatch.setattr(spectrum, "_orthogonalise", three_term_only)
+    monkeypatch.setattr(spectrum._krylov, "_orthogonalise", three_term_only)
     assert not notebook_03_ritz_values_at_rounding(softmax_hessian)
 
 
 def test_03_gaussian_slq_probes_fail_the_diagonal_assert(monkeypatch, softmax_hessian):
     assert notebook_03_slq_exact_on_a_diagonal(softmax_hessian)
-    monkeypatch.setattr(spectrum, "rademacher", sampling.gaussian)
+    monkeypatch.setattr(spectrum._density, "rademacher", sampling.gaussian)
     assert not notebook_03_slq_exact_on_a_diagonal(softmax_hessian)
 
 

@@ -1,0 +1,227 @@
+"""Top eigenpairs by Lanczos: Ritz pairs, a residual stopping test, and locking for repeated eigenvalues.
+
+The eigenvalues of T_m (Ritz values) approximate A's extreme eigenvalues first. Starts and restarts are Gaussian: a
+±1 vector can be exactly orthogonal to a structured eigenvector ((1, −1) of [[2, 1], [1, 2]], the 1⊥ eigenspace of
+I + 11ᵀ) and then never sees it. One Krylov space holds one copy of each eigenvalue, so ``top_eigen`` locks
+converged Ritz pairs and restarts orthogonally to them until no missing copy is left (Saad, *Numerical Methods for
+Large Eigenvalue Problems*, 2011, ch. 4 and 6).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._checks import check_choice, check_count, check_positive
+from .._results import history as make_history
+from ..operators import as_operator
+from ._krylov import RESIDUAL_FLOOR, _apply, _check_basis_fits, _lanczos, _random_start, _tridiagonal, _work_dtype
+
+
+@dataclass(frozen=True)
+class EigenResult:
+    """Eigenpairs from ``top_eigen``, with their true residuals and the history of the Lanczos runs.
+
+    ``values`` (k,), unit ``vectors`` (n, k), true ``residuals`` (k,) ‖A v_i − λ_i v_i‖, ``converged``, ``reason``
+    (why it stopped), ``restarts`` (deflated Lanczos runs after the first) and ``num_matvecs`` (products with A, the
+    k of the residual check included).
+
+    ``iterations`` counts the Lanczos steps of all runs (one product each: ``num_matvecs − k``), and ``history``
+    (DESIGN.md, "Results") holds float arrays (``iterations`` + 1,), entry j after j steps: ``error`` the largest
+    relative residual max_i β|s_i|/|θ_i| of the wanted Ritz pairs of the current run (inf at entry 0 and while a
+    run has fewer Ritz values than it needs), ``matvecs`` the products so far and ``seconds`` since the start.
+
+    Unpacks as before: ``values, vectors = hl.top_eigen(A, k)``, and ``result[0]`` is ``values``.
+
+    Example:
+        >>> import torch, hesslab as hl
+        >>> result = hl.top_eigen(torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)), k=2)
+        >>> result.values.round(decimals=8).tolist(), result.converged
+        ([4.0, 3.0], True)
+        >>> result.num_matvecs == result.iterations + 2, len(result.history["error"]) == result.iterations + 1
+        (True, True)
+        >>> values, vectors = result
+        >>> tuple(vectors.shape)
+        (4, 2)
+    """
+
+    values: Tensor
+    vectors: Tensor
+    residuals: Tensor
+    converged: bool
+    reason: str
+    restarts: int
+    num_matvecs: int
+    iterations: int
+    history: dict[str, np.ndarray]
+
+    def __iter__(self):
+        return iter((self.values, self.vectors))
+
+    def __getitem__(self, index):
+        return (self.values, self.vectors)[index]
+
+    def __len__(self) -> int:
+        return 2
+
+
+WHICH = {"LA": "largest algebraic", "SA": "smallest algebraic (most negative: negative curvature)",
+         "LM": "largest magnitude"}
+
+
+def _sort_key(theta: Tensor, which: str) -> Tensor:
+    """Larger key = more wanted: θ for "LA", −θ for "SA", |θ| for "LM"."""
+    return {"LA": theta, "SA": -theta, "LM": theta.abs()}[which]
+
+
+def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, which: str = "LA",
+              generator: torch.Generator | None = None) -> EigenResult:
+    """The k extreme eigenvalues of A and their unit eigenvectors, by Lanczos with locking and restarts.
+
+    A Ritz pair (θ, y = Q s) of T_m is converged when its residual, r = ‖A y − θ y‖ = β_m |s_m|, satisfies
+
+        r <= tol·|θ| + eps·‖T_m‖        (eps of A's dtype: below that a residual is rounding),
+
+    which guarantees an eigenvalue of A within r of θ. One Krylov space holds one copy of each eigenvalue, so a
+    repeated one is found by locking: converged pairs are kept, and Lanczos restarts from a fresh Gaussian vector
+    orthogonal to them (on the deflated operator); a restart whose most wanted converged Ritz value is no better
+    than the k-th kept one proves nothing is missing. At most k restarts (none for k = 1), so every eigenvalue of
+    multiplicity <= k comes back as often as it occurs.
+
+    Cost: one product per step, typically a few tens of steps per run; for k >= 2 one more run (the check that no
+    copy is missing) plus one per missing copy; k products for the residuals. O(max_steps · n) memory.
+
+    Args:
+        A: a ``CurvatureOperator`` or a dense symmetric tensor.
+        k: how many eigenpairs, 1 <= k <= n.
+        tol: relative residual (hence eigenvalue) accuracy.
+        max_steps: Lanczos steps per run (default min(n, max(300, 4k))).
+        which: ``"LA"`` largest algebraic (default), ``"SA"`` smallest algebraic (the most negative: directions of
+            negative curvature) or ``"LM"`` largest in magnitude.
+        generator: for the random starts.
+
+    Returns:
+        ``EigenResult(values (k,), vectors (n, k), residuals (k,), converged, reason, restarts, num_matvecs,
+        iterations, history)``,
+        values ordered most wanted first (descending for "LA", ascending for "SA", by magnitude for "LM"), in A's
+        dtype; ``values, vectors = top_eigen(...)`` still works. A run that does not converge warns and returns its
+        best estimates. Half-precision operators: the recurrence runs in float32, the products in A's dtype.
+
+    Raises:
+        ValueError: if a product is not finite (∇²f is not finite at the point).
+
+    Cost: one product per step, typically a few tens of steps per run; for k >= 2 one more run (the check that no
+    copy is missing) plus one per missing copy; k products for the residuals. O(max_steps · n) memory.
+
+    Example:
+        [[2, 1], [1, 2]] has the eigenvalues 3 (along (1, 1)/√2) and 1 (along (1, −1)/√2):
+
+        >>> import torch, hesslab as hl
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+        >>> values, vectors = hl.top_eigen(A, generator=torch.Generator().manual_seed(0))
+        >>> round(values.item(), 8), [round(abs(entry), 8) for entry in vectors[:, 0].tolist()]
+        (3.0, [0.70710678, 0.70710678])
+        >>> result = hl.top_eigen(A, k=2, which="SA", generator=torch.Generator().manual_seed(0))
+        >>> [round(value, 8) for value in result.values.tolist()], result.converged
+        ([1.0, 3.0], True)
+    """
+    A = as_operator(A)
+    n = A.shape[0]
+    check_count("k", k, 1, n, hint="there are only n eigenvalues.")
+    tol = check_positive("tol", tol)
+    check_choice("which", which, WHICH, hint="LA: largest algebraic, SA: smallest algebraic, LM: largest magnitude.")
+    max_steps = min(n, max(300, 4 * k)) if max_steps is None else check_count("max_steps", max_steps, k, n)
+    work = _work_dtype(A.dtype)
+    _check_basis_fits(n, max_steps, 1, work, A.device, "top_eigen")
+    floor = RESIDUAL_FLOOR * torch.finfo(A.dtype).eps
+
+    locked_values = torch.zeros(0, dtype=torch.float64)
+    locked_vectors = torch.zeros((0, n), dtype=work, device=A.device)
+    num_matvecs, reason, converged = 0, "", False
+    restarts = 0
+    start_time = time.perf_counter()
+    steps_log = {"error": [math.inf], "matvecs": [0], "seconds": [0.0]}  # entry 0: no product yet
+    for restarts in range(k + 1 if k > 1 else 1):
+        threshold = (torch.sort(_sort_key(locked_values, which), descending=True).values[k - 1]
+                     if locked_values.numel() >= k else torch.tensor(-math.inf, dtype=torch.float64))
+        need = max(k - locked_values.numel(), 0)
+        # a value better than the k-th kept by less than its own accuracy is that value again: nothing is missing
+        # (rounding of a Ritz value of a deflated run: ~√n·eps·‖A‖, the bound of a product's rounding; 10x spare)
+        margin = ((tol * threshold.abs() + 10 * math.sqrt(n) * floor * locked_values.abs().max()) if need == 0
+                  else 0.0)
+
+        def wanted(theta: Tensor) -> Tensor:
+            """Most wanted first: at least ``need`` (to fill k), every one better than the k-th kept, and one."""
+            key = _sort_key(theta, which)
+            better = int((key > threshold + margin).sum()) if need == 0 else 0
+            count = min(max(need, better, 1), theta.numel())
+            return torch.argsort(key, descending=True)[:count]
+
+        def residuals_small(alphas: Tensor, betas: Tensor, beta: Tensor) -> bool:
+            """Whether the wanted Ritz pairs after these steps are converged.
+
+            Logs the step in ``steps_log`` and the verdict in ``judged``.
+            """
+            steps_log["matvecs"].append(num_matvecs + alphas.shape[0])
+            steps_log["seconds"].append(time.perf_counter() - start_time)
+            if alphas.shape[0] < need:
+                steps_log["error"].append(math.inf)
+                judged.append((alphas.shape[0], False))
+                return False
+            theta, S = torch.linalg.eigh(_tridiagonal(alphas[:, 0], betas[:, 0]))
+            idx = wanted(theta)
+            residual = beta[0].double().abs() * S[-1, idx].abs()
+            steps_log["error"].append((residual / theta[idx].abs().clamp_min(floor)).max().item())
+            small = bool((residual <= tol * theta[idx].abs() + floor * theta.abs().max()).all())
+            judged.append((alphas.shape[0], small))
+            return small
+
+        judged: list[tuple[int, bool]] = []  # (steps, converged) of each step residuals_small judged in this run
+        room = n - locked_vectors.shape[0]
+        steps = min(max_steps, room)
+        start = _random_start(n, 1, work, A.device, generator)
+        alphas, betas, basis, beta = _lanczos(A, start, steps, generator, stop=residuals_small,
+                                              locked=locked_vectors if locked_vectors.numel() else None)
+        exhausted = alphas.shape[0] == room  # the run saw all of span(locked)⊥: its Ritz values are exact
+        if judged and judged[-1][0] == alphas.shape[0]:  # the run's last step was judged (and logged)
+            run_converged = exhausted or judged[-1][1]
+        else:  # the run ended without asking (max_steps or exhaustion): judge and log its last step now
+            run_converged = residuals_small(alphas, betas, beta) or exhausted
+        num_matvecs += alphas.shape[0]
+        theta, S = torch.linalg.eigh(_tridiagonal(alphas[:, 0], betas[:, 0]))
+        idx = wanted(theta)
+        if restarts > 0 and run_converged and not bool((_sort_key(theta[idx], which) > threshold + margin).any()):
+            converged, reason = True, f"restart {restarts} found nothing beyond the {k} kept eigenvalues"
+            break
+        ritz_vectors = (basis[0].T @ S[:, idx].to(work)).T  # (c, n), orthonormal and orthogonal to locked
+        locked_values = torch.cat([locked_values, theta[idx].cpu()])
+        locked_vectors = torch.cat([locked_vectors, ritz_vectors / ritz_vectors.norm(dim=1, keepdim=True)])
+        if not run_converged:
+            reason = (f"a Lanczos run did not reach tol={tol} within max_steps={max_steps}; the estimates may be "
+                      "inaccurate — raise max_steps or tol.")
+            break
+        if k == 1 or exhausted or locked_vectors.shape[0] == n:
+            converged = True
+            reason = ("the Krylov space was exhausted: the Ritz values are eigenvalues" if exhausted else
+                      f"residuals <= tol·|θ| + {RESIDUAL_FLOOR}·eps·‖T‖")
+            break
+    else:
+        reason = f"still finding missing copies after {k} restarts; the values may miss a repeated eigenvalue."
+    if not converged:
+        warnings.warn(f"top_eigen did not converge: {reason}", RuntimeWarning, stacklevel=2)
+
+    order = torch.argsort(_sort_key(locked_values, which), descending=True)[:k]
+    values = locked_values[order].to(device=A.device)
+    vectors = locked_vectors[order.to(A.device)].T  # (n, k)
+    products = _apply(A, vectors.T).T.double()
+    num_matvecs += k
+    residuals = (products - vectors.double() * values).norm(dim=0)
+    iterations = num_matvecs - k
+    return EigenResult(values.to(A.dtype), vectors.to(A.dtype), residuals.to(A.dtype), converged, reason,
+                       restarts, num_matvecs, iterations, make_history(steps_log, iterations))
