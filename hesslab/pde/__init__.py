@@ -34,14 +34,8 @@ from ._problems import (
     quartic,
     sine_solution,
 )
-from ._ritz import (
-    RitzEnergy,
-    RitzTrainingResult,
-    gauss_legendre,
-    ritz_energy,
-    train_ritz_adam,
-    train_ritz_gauss_newton,
-)
+from ._ritz import RitzEnergy, gauss_legendre, ritz_energy
+from ._ritz_training import RitzTrainingResult, train_ritz_adam, train_ritz_gauss_newton
 from ._solvers import (
     PDESolveResult,
     gradient_descent,

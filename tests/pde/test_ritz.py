@@ -140,7 +140,7 @@ def test_adam_divergence_is_flagged_warned_and_stops_at_the_last_good_parameters
 
 
 def test_divergence_rule():
-    from hesslab.pde._ritz import DIVERGENCE, _divergence
+    from hesslab.pde._ritz_training import DIVERGENCE, _divergence
     assert _divergence([-1.0, -2.0], math.nan) == "the energy became nan"
     assert _divergence([-1.0, -2.0], -1.0 + 0.5 * DIVERGENCE * 2.0) == ""  # within 1e3 × max(|E_0|, |min E|) = 2e3
     assert "rose" in _divergence([-1.0, -2.0], -1.0 + 1.01 * DIVERGENCE * 2.0)
