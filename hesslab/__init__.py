@@ -6,7 +6,8 @@ The top level holds the curvature core, grouped in ``__all__`` by topic: where a
 diagonal estimation (``hutchinson_trace``, ``hutchinson_diagonal``); the spectrum (``lanczos``, ``top_eigen``,
 ``spectral_density``). The domain tools are subpackages: ``hl.optimize`` (the Newton family), ``hl.transport``
 (Sinkhorn, Sinkhorn-Newton-Sparse), ``hl.pde`` (elliptic problems, their solvers, Deep Ritz), ``hl.optim``
-(AdaHessian, Sophia), ``hl.landscape`` (loss landscapes along Hessian directions).
+(AdaHessian, Sophia), ``hl.landscape`` (loss landscapes along Hessian directions); ``hl.distributed`` holds the
+operators over ``torch.distributed`` ranks.
 
 Example:
     Everything is a scalar function of one flat vector; f(x) = ½ xᵀAx has the Hessian A = [[2, 1], [1, 2]]:
@@ -23,7 +24,7 @@ Example:
     4.0
 """
 
-from . import landscape, optim, optimize, pde, transport
+from . import distributed, landscape, optim, optimize, pde, transport
 from .exact import ggn, hessian
 from .functional import hvp, loss_function, output_function, per_sample_gradients
 from .hutchinson import Estimate, hutchinson_diagonal, hutchinson_trace, hutchinson_variance
@@ -49,6 +50,8 @@ __all__ = [
     "Estimate", "hutchinson_trace", "hutchinson_diagonal", "hutchinson_variance",
     # the spectrum
     "LanczosResult", "EigenResult", "SpectralDensity", "lanczos", "top_eigen", "spectral_density",
+    # the same operators over torch.distributed ranks
+    "distributed",
     # domain tools (subpackages)
     "optimize", "transport", "pde", "optim", "landscape",
 ]

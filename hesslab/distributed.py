@@ -1,0 +1,191 @@
+"""Curvature operators over ``torch.distributed``: each rank holds a shard of the data, the products are global.
+
+With R ranks, rank r holding batches of n_{r,b} samples (N = Σ_{r,b} n_{r,b}), the operator is the same
+sample-weighted mean as on one process (``hesslab.batches``)::
+
+    A v = Σ_r Σ_b (n_{r,b} / N) A_{r,b} v          (one all_reduce, a sum over ranks, per product)
+
+Each rank applies its local operator (whose weights n_{r,b} / n_r are rescaled by n_r / N) and one ``all_reduce``
+adds the ranks' parts, so every rank holds the same product, to the last bit. The estimators and solvers
+(``hl.hutchinson_trace``, ``hl.lanczos``, ``hl.top_eigen``, ``hl.spectral_density``) then run unchanged on every
+rank: given the same ``generator`` seed everywhere, every rank draws the same probes, gets the same products and so
+returns the same answer, bit for bit. What must hold, and is checked:
+
+* the parameters are the same on every rank (a checksum of θ, at construction);
+* every product is asked with the same vectors on every rank (a checksum of V, one small all_reduce) — otherwise the
+  ranks would be combining products of different vectors: seed the estimators identically, e.g. ``hl.seed(0)``;
+* a rank whose local product fails (e.g. a non-finite Hessian) ends the product on every rank with an error, instead
+  of leaving the others waiting in the all_reduce: a status flag travels with the product.
+
+A rank with no data (an empty shard) takes part with weight 0. Nothing here starts processes: run the script under
+``torchrun`` and call ``torch.distributed.init_process_group`` first (gloo on CPUs; NCCL with one GPU per rank, the
+data and model on ``cuda:<local rank>``). Set ``timeout=`` there so that a rank that dies ends the others.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ._checks import check_choice, check_count, check_instance
+from .batches import as_batches, num_samples
+from .functional import flatten_parameters, select_parameters
+from .operators import CurvatureOperator, GGNOperator, HessianOperator
+
+KINDS = {"hessian": HessianOperator, "ggn": GGNOperator}
+
+
+def _checksum(t: Tensor) -> Tensor:
+    """Three float64 numbers that differ, with overwhelming probability, when two tensors of one shape differ."""
+    flat = t.detach().reshape(-1).double()
+    if flat.numel() == 0:
+        return torch.zeros(3, dtype=torch.float64, device=t.device)
+    ramp = torch.linspace(1.0, 2.0, flat.numel(), dtype=torch.float64, device=t.device)
+    return torch.stack([flat.sum(), (flat * flat).sum(), (flat * ramp).sum()])
+
+
+def _same_on_every_rank(values: Tensor, group) -> bool:
+    """Whether ``values`` (float64) is equal on every rank of ``group``: one all_reduce of MAX over (v, −v)."""
+    both = torch.cat([values, -values])
+    dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group)
+    k = values.numel()
+    return bool(torch.equal(both[:k], -both[k:]))
+
+
+def _group_checked(process_group):
+    """The process group to use (the default one when None); a clear error when torch.distributed is not running."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("torch.distributed is not initialised: call torch.distributed.init_process_group(...) on "
+                         "every rank first (e.g. under torchrun), or use the one-process operators.")
+    return process_group if process_group is not None else dist.group.WORLD
+
+
+class DistributedOperator(CurvatureOperator):
+    """``A = Σ_r (n_r / N) A_r`` over the ranks of a process group; ``op @ v`` is one all_reduce per product.
+
+    Args:
+        local: this rank's operator A_r (e.g. ``hl.HessianOperator.from_model`` on the local batches), or None for a
+            rank without data (then pass ``n``, ``dtype``, ``device``).
+        num_samples: n_r, the samples (target entries) A_r averages over; 0 for an empty shard.
+        process_group: the ranks that share the operator (default: all of them).
+        n: the dimension, needed only when ``local`` is None.
+        dtype: the dtype, needed only when ``local`` is None.
+        device: the device, needed only when ``local`` is None.
+
+    Raises:
+        ValueError: torch.distributed not initialised; no samples on any rank; the ranks disagree on the dimension.
+
+    Example:
+        On one process (a group of one rank, gloo) the operator is the local one:
+
+        >>> import tempfile, torch, torch.distributed as dist, hesslab as hl
+        >>> from hesslab.distributed import DistributedOperator
+        >>> store = tempfile.NamedTemporaryFile(delete=False).name  # a rendezvous file instead of a port
+        >>> dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+        >>> op = DistributedOperator(hl.as_operator(A), num_samples=5)
+        >>> (op @ torch.ones(2, dtype=torch.float64)).tolist(), op.num_samples_total
+        ([3.0, 3.0], 5)
+        >>> dist.destroy_process_group()
+    """
+
+    def __init__(self, local: CurvatureOperator | None, num_samples: int, process_group=None, *,
+                 n: int | None = None, dtype: torch.dtype | None = None, device=None):
+        group = _group_checked(process_group)
+        num_samples = check_count("num_samples", num_samples, 0)
+        if local is not None:
+            check_instance("local", local, CurvatureOperator, hint="e.g. hl.HessianOperator.from_model(...).")
+            n, dtype, device = local.shape[0], local.dtype, local.device
+        elif n is None or dtype is None or device is None:
+            raise ValueError("a rank without a local operator (local=None) must give n, dtype and device, so that it "
+                             "can take part in the products with zeros.")
+        elif num_samples:
+            raise ValueError(f"local is None but num_samples is {num_samples}; a rank with samples needs its operator.")
+        super().__init__(self._global_product, n, dtype, device)
+        self.local, self.process_group = local, group
+        self.num_samples_local = num_samples
+        totals = torch.tensor([float(num_samples), 1.0], dtype=torch.float64, device=self.device)
+        dist.all_reduce(totals, group=group)
+        self.num_samples_total, self.world_size = int(totals[0]), int(totals[1])
+        if self.num_samples_total == 0:
+            raise ValueError("no rank has any samples (num_samples is 0 on every rank); give at least one rank data.")
+        if not _same_on_every_rank(torch.tensor([float(n)], dtype=torch.float64, device=self.device), group):
+            raise ValueError(f"the ranks disagree on the operator's dimension (here n = {n}); build every rank's "
+                             "operator from the same model and the same params=.")
+        self.weight = num_samples / self.num_samples_total
+
+    def _global_product(self, V: Tensor) -> Tensor:
+        """Σ_r (n_r / N) A_r V: the local part, then one all_reduce carrying it and a status flag."""
+        if not _same_on_every_rank(_checksum(V), self.process_group):
+            raise ValueError("the ranks asked for products with different vectors; an estimator must draw the same "
+                             "probes on every rank: pass the same generator seed on each (e.g. generator=hl.seed(0)).")
+        error = None
+        part = torch.zeros_like(V)
+        if self.local is not None and self.weight > 0:
+            try:
+                part = (self.local @ V) * self.weight
+            except (ValueError, RuntimeError) as raised:  # told to the other ranks, then raised here
+                error = raised
+        buffer = torch.cat([part.reshape(-1), torch.tensor([0.0 if error is None else 1.0], dtype=part.dtype,
+                                                           device=part.device)])
+        dist.all_reduce(buffer, group=self.process_group)
+        if error is not None:
+            raise error
+        if buffer[-1] != 0:
+            raise ValueError(f"{int(buffer[-1].item())} other rank(s) failed to compute their part of the product; "
+                             "their error says why.")
+        return buffer[:-1].reshape(V.shape)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], local_data,
+                   kind: str = "hessian", params: str | Sequence[str] | None = None,
+                   process_group=None) -> "DistributedOperator":
+        """The Hessian (or GGN) of the mean loss over the data of all ranks, each rank passing its own shard.
+
+        Args:
+            model: the model, with the same parameters on every rank (checked); a ``DistributedDataParallel``
+                wrapper is unwrapped.
+            loss_fn: ``(outputs, targets) -> scalar``, a mean over the batch.
+            local_data: this rank's data: one ``(inputs, targets)`` batch, a re-iterable of batches, or None / an
+                empty list for a rank without data.
+            kind: "hessian" or "ggn".
+            params: parameter names for a per-layer block (default: all that require grad).
+            process_group: the ranks that share the operator (default: all of them).
+
+        Returns:
+            The ``DistributedOperator``; every rank must call this, and then every product, together.
+
+        Raises:
+            ValueError: the parameters differ between ranks (with the fix), or torch.distributed is not running.
+
+        Example:
+            >>> import tempfile, torch, torch.distributed as dist, hesslab as hl
+            >>> from hesslab.distributed import DistributedOperator
+            >>> store = tempfile.NamedTemporaryFile(delete=False).name
+            >>> dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+            >>> model = torch.nn.Linear(2, 1, bias=False).double()
+            >>> X, y = torch.eye(2, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64)
+            >>> op = DistributedOperator.from_model(model, torch.nn.functional.mse_loss, (X, y))
+            >>> op.to_dense().tolist()  # 2 XᵀX / N with X = I, N = 2
+            [[1.0, 0.0], [0.0, 1.0]]
+            >>> dist.destroy_process_group()
+        """
+        group = _group_checked(process_group)
+        check_choice("kind", kind, tuple(KINDS))
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        check_instance("model", model, nn.Module)
+        theta = flatten_parameters(select_parameters(model, params))
+        if not _same_on_every_rank(_checksum(theta), group):
+            raise ValueError("the model's parameters differ between ranks; a distributed operator needs the same θ on "
+                             "every rank: load the same state_dict (or broadcast rank 0's parameters) first.")
+        empty = local_data is None or (isinstance(local_data, (list, tuple)) and len(local_data) == 0)
+        if empty:
+            return cls(None, 0, group, n=theta.numel(), dtype=theta.dtype, device=theta.device)
+        single, batches = as_batches(local_data)
+        count = num_samples(single) if single is not None else batches.total
+        local = KINDS[kind].from_model(model, loss_fn, local_data, params=params)
+        return cls(local, count, group)
