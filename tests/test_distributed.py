@@ -52,9 +52,10 @@ def measures(op, V):
     """Everything compared: a product, Hutchinson, the top eigenvalues, SLQ moments (all seeded identically)."""
     eigen = hl.top_eigen(op, 3, tol=1e-12, generator=torch.Generator().manual_seed(1))
     density = hl.spectral_density(op, 12, 3, generator=torch.Generator().manual_seed(2))
-    return {"AV": op @ V, "trace": torch.tensor(hl.hutchinson_trace(op, 30, generator=torch.Generator().manual_seed(3))
-                                                .value, dtype=torch.float64),
-            "eigenvalues": eigen.values, "moments": torch.tensor([density.moment(p) for p in (1, 2, 3)], dtype=torch.float64)}
+    trace = hl.hutchinson_trace(op, 30, generator=torch.Generator().manual_seed(3)).value
+    moments = [density.moment(p) for p in (1, 2, 3)]
+    return {"AV": op @ V, "trace": torch.tensor(trace, dtype=torch.float64), "eigenvalues": eigen.values,
+            "moments": torch.tensor(moments, dtype=torch.float64)}
 
 
 def shards(X, y, rank):
