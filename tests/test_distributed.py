@@ -212,3 +212,22 @@ def test_without_an_initialised_process_group_the_error_says_what_to_do():
         DistributedOperator.from_model(model, F.cross_entropy, (X, y))
     with pytest.raises(ValueError, match="init_process_group"):
         DistributedOperator(hl.as_operator(torch.eye(2)), 1)
+
+
+def test_the_example_runs_under_torchrun_and_matches_one_process():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                             str(root / "examples" / "distributed_spectrum.py")], capture_output=True, text=True,
+                            timeout=TIMEOUT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("rank ")]
+    printed = {line.split("samples;", 1)[1] for line in lines if "samples;" in line}  # all but the shard sizes
+    assert len(lines) == 3 and len(printed) == 1, f"the ranks printed different numbers: {lines}"
+    (difference,) = re.findall(r"from one process: ([0-9.e+-]+)", result.stdout)
+    assert float(difference) <= 1e-10
