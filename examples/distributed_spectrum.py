@@ -30,6 +30,7 @@ from hesslab.models import mlp, train_full_batch
 
 
 def main() -> None:
+    """Initialise the process group, shard the data, print the spectrum's summary on every rank."""
     cuda = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
