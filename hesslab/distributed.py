@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_count, check_instance
-from .batches import as_batches, num_samples
+from .batches import as_batches, is_batch, num_samples
 from .functional import flatten_parameters, select_parameters
 from .operators import CurvatureOperator, GGNOperator, HessianOperator
 
@@ -61,6 +61,37 @@ def _group_checked(process_group):
         raise ValueError("torch.distributed is not initialised: call torch.distributed.init_process_group(...) on "
                          "every rank first (e.g. under torchrun), or use the one-process operators.")
     return process_group if process_group is not None else dist.group.WORLD
+
+
+def _collective_device(group) -> torch.device:
+    """Where a small control tensor of ``group`` must live: this rank's GPU for NCCL, the CPU otherwise."""
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _fail_together(error: Exception | None, group) -> None:
+    """Raise on every rank of ``group`` when any rank failed a step: its own ``error`` there, a ValueError elsewhere.
+
+    One all_reduce of the count of failed ranks. It follows a step that may fail on some ranks only (building the
+    local operator from the local data), so that no rank is left waiting in a collective the failed one never reaches.
+    """
+    failed = torch.tensor([0.0 if error is None else 1.0], dtype=torch.float64, device=_collective_device(group))
+    dist.all_reduce(failed, group=group)
+    if error is not None:
+        raise error
+    if failed.item() != 0:
+        raise ValueError(f"{int(failed.item())} other rank(s) failed to build their part of the operator; their "
+                         "error says why.")
+
+
+def _is_empty_shard(local_data) -> bool:
+    """Whether a rank's data holds no samples: None, an empty list or tuple, or one batch of 0 samples."""
+    if local_data is None:
+        return True
+    if is_batch(local_data):
+        return num_samples(local_data) == 0  # e.g. the empty slice X[k:k] of a rank past the end of the data
+    return isinstance(local_data, (list, tuple)) and len(local_data) == 0
 
 
 class DistributedOperator(CurvatureOperator):
@@ -149,8 +180,8 @@ class DistributedOperator(CurvatureOperator):
             model: the model, with the same parameters on every rank (checked); a ``DistributedDataParallel``
                 wrapper is unwrapped.
             loss_fn: ``(outputs, targets) -> scalar``, a mean over the batch.
-            local_data: this rank's data: one ``(inputs, targets)`` batch, a re-iterable of batches, or None / an
-                empty list for a rank without data.
+            local_data: this rank's data: one ``(inputs, targets)`` batch, a re-iterable of batches, or None, an
+                empty list or a batch of 0 samples (an empty slice) for a rank without data.
             kind: "hessian" or "ggn".
             params: parameter names for a per-layer block (default: all that require grad).
             process_group: the ranks that share the operator (default: all of them).
@@ -159,7 +190,8 @@ class DistributedOperator(CurvatureOperator):
             The ``DistributedOperator``; every rank must call this, and then every product, together.
 
         Raises:
-            ValueError: the parameters differ between ranks (with the fix), or torch.distributed is not running.
+            ValueError: the parameters differ between ranks (with the fix), or torch.distributed is not running;
+                on every rank when one rank's data or arguments are refused (that rank raises its own error).
 
         Example:
             >>> import tempfile, torch, torch.distributed as dist, hesslab as hl
@@ -174,18 +206,23 @@ class DistributedOperator(CurvatureOperator):
             >>> dist.destroy_process_group()
         """
         group = _group_checked(process_group)
-        check_choice("kind", kind, tuple(KINDS))
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        check_instance("model", model, nn.Module)
-        theta = flatten_parameters(select_parameters(model, params))
+        error, theta, local, count = None, None, None, 0
+        try:  # what can fail on one rank only (its data, its arguments): told to every rank by _fail_together
+            check_choice("kind", kind, tuple(KINDS))
+            if isinstance(model, nn.parallel.DistributedDataParallel):
+                model = model.module
+            check_instance("model", model, nn.Module)
+            theta = flatten_parameters(select_parameters(model, params))
+            if not _is_empty_shard(local_data):
+                single, batches = as_batches(local_data)
+                count = num_samples(single) if single is not None else batches.total
+                local = KINDS[kind].from_model(model, loss_fn, local_data, params=params)
+        except (ValueError, TypeError, RuntimeError) as raised:
+            error = raised
+        _fail_together(error, group)
         if not _same_on_every_rank(_checksum(theta), group):
             raise ValueError("the model's parameters differ between ranks; a distributed operator needs the same θ on "
                              "every rank: load the same state_dict (or broadcast rank 0's parameters) first.")
-        empty = local_data is None or (isinstance(local_data, (list, tuple)) and len(local_data) == 0)
-        if empty:
+        if local is None:
             return cls(None, 0, group, n=theta.numel(), dtype=theta.dtype, device=theta.device)
-        single, batches = as_batches(local_data)
-        count = num_samples(single) if single is not None else batches.total
-        local = KINDS[kind].from_model(model, loss_fn, local_data, params=params)
         return cls(local, count, group)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import tempfile
+import time
 import traceback
 
 import pytest
@@ -59,10 +60,12 @@ def measures(op, V):
 
 
 def shards(X, y, rank):
-    """Case "even": 20 + 20; "uneven": 7 on rank 0, 33 in two batches on rank 1; "empty": everything on rank 0."""
+    """Case "even": 20 + 20; "uneven": 7 on rank 0, 33 in two batches on rank 1; "empty": everything on rank 0;
+    "empty slice": the same, rank 1 holding the 0-sample slice X[N:] (a rank past the end of the data)."""
     return {"even": (X[:20], y[:20]) if rank == 0 else (X[20:], y[20:]),
             "uneven": (X[:7], y[:7]) if rank == 0 else [(X[7:20], y[7:20]), (X[20:], y[20:])],
-            "empty": (X, y) if rank == 0 else None}
+            "empty": (X, y) if rank == 0 else None,
+            "empty slice": (X, y) if rank == 0 else (X[N:], y[N:])}
 
 
 def case_agreement(rank):
@@ -94,6 +97,12 @@ def case_errors(rank):
         with torch.no_grad():
             other[0].bias.add_(1e-9)
     caught("parameters", lambda: DistributedOperator.from_model(other, F.cross_entropy, data))
+    # rank 1's data is refused while its operator is built (a loss summed over the batch, over two batches): rank 0,
+    # already in the constructor's collectives, must get an error at once, not wait for COLLECTIVE_TIMEOUT
+    summed = (lambda z, t: F.cross_entropy(z, t, reduction="sum")) if rank == 1 else F.cross_entropy  # noqa: E731
+    start = time.perf_counter()
+    caught("failing build", lambda: DistributedOperator.from_model(model, summed, [data, data]))
+    errors["failing build seconds"] = time.perf_counter() - start
     op = DistributedOperator.from_model(model, F.cross_entropy, data)
     caught("vectors", lambda: hl.hutchinson_trace(op, 4, generator=torch.Generator().manual_seed(rank)))
     kinked = (lambda z, t: F.cross_entropy(z, t) + (z - z.detach()).norm()) if rank == 1 else F.cross_entropy  # noqa: E731
@@ -168,7 +177,8 @@ def reference():
     model, X, y = make_problem()
     V = torch.randn(model_size(model), 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     zero, one = shards(X, y, 0), shards(X, y, 1)
-    batches = {"even": [zero["even"], one["even"]], "uneven": [zero["uneven"], *one["uneven"]], "empty": (X, y)}
+    batches = {"even": [zero["even"], one["even"]], "uneven": [zero["uneven"], *one["uneven"]], "empty": (X, y),
+               "empty slice": (X, y)}
     results = {name: measures(hl.HessianOperator.from_model(model, F.cross_entropy, data), V)
                for name, data in batches.items()}
     results["ggn, DDP"] = {"AV": hl.GGNOperator.from_model(model, F.cross_entropy, batches["even"]) @ V}
@@ -198,6 +208,9 @@ def test_mismatched_parameters_different_probes_and_a_failing_rank_are_errors_on
         assert "different vectors" in errors["vectors"] and "generator" in errors["vectors"]
         assert errors["still usable"] == "no error"
     assert "∇²f is not finite" in ranks[1]["failing rank"]
+    assert "sums over the batch" in ranks[1]["failing build"]
+    assert "1 other rank(s) failed to build" in ranks[0]["failing build"]
+    assert ranks[0]["failing build seconds"] < COLLECTIVE_TIMEOUT.total_seconds() / 2, "rank 0 waited for the timeout"
     assert "1 other rank(s) failed" in ranks[0]["failing rank"]
 
 
