@@ -11,7 +11,8 @@ On several machines, the same command on each with the node count, this node's r
 
 With one GPU per rank the backend is NCCL and every rank puts the model and its shard on ``cuda:<LOCAL_RANK>``
 (done below when CUDA is there). Each rank holds 1/R of the data; every product is one all_reduce; every rank
-prints the same numbers, and they equal the one-process numbers on all the data (checked at the end on rank 0).
+computes the same numbers (rank 0 prints each rank's), and they equal the one-process numbers on all the data
+(checked at the end on rank 0).
 """
 
 from __future__ import annotations
@@ -50,9 +51,14 @@ def main() -> None:
     top = hl.top_eigen(H, 5, generator=hl.seed(0, device))
     trace = hl.hutchinson_trace(H, 100, generator=hl.seed(1, device))
     density = hl.spectral_density(H, 60, 4, generator=hl.seed(2, device))
-    print(f"rank {rank}/{world}: {len(y[shard])} of {len(y)} samples; n = {H.shape[0]} parameters; "
-          f"top eigenvalues {[round(v, 4) for v in top.values.tolist()]}; trace {trace.value:.3f} ± "
-          f"{trace.stderr:.3f}; SLQ second moment tr(H²)/n {density.moment(2):.4g}", flush=True)
+    summary = (f"{len(y[shard])} of {len(y)} samples; n = {H.shape[0]} parameters; "
+               f"top eigenvalues {[round(v, 4) for v in top.values.tolist()]}; trace {trace.value:.3f} ± "
+               f"{trace.stderr:.3f}; SLQ second moment tr(H²)/n {density.moment(2):.4g}")
+    summaries = [None] * world  # every rank's line, printed by rank 0 in rank order (the ranks' prints would mix)
+    dist.all_gather_object(summaries, summary)
+    if rank == 0:
+        for other, line in enumerate(summaries):
+            print(f"rank {other}/{world}: {line}", flush=True)
 
     if rank == 0:  # the same on one process with all the data
         one = hl.top_eigen(hl.HessianOperator.from_model(model, F.cross_entropy, (X, y)), 5,
