@@ -12,7 +12,7 @@ rank: given the same ``generator`` seed everywhere, every rank draws the same pr
 returns the same answer, bit for bit. What must hold, and is checked:
 
 * the parameters are the same on every rank (a checksum of θ, at construction);
-* every product is asked with the same vectors on every rank (a checksum of V, one small all_reduce) — otherwise the
+* every product is asked with the same vectors on every rank (a hash of V travels with the product) — otherwise the
   ranks would be combining products of different vectors: seed the estimators identically, e.g. ``hl.seed(0)``;
 * a rank whose local product fails (e.g. a non-finite Hessian) ends the product on every rank with an error, instead
   of leaving the others waiting in the all_reduce: a status flag travels with the product.
@@ -24,6 +24,7 @@ data and model on ``cuda:<local rank>``). Set ``timeout=`` there so that a rank 
 
 from __future__ import annotations
 
+import struct
 from typing import Callable, Sequence
 
 import torch
@@ -45,6 +46,27 @@ def _checksum(t: Tensor) -> Tensor:
         return torch.zeros(3, dtype=torch.float64, device=t.device)
     ramp = torch.linspace(1.0, 2.0, flat.numel(), dtype=torch.float64, device=t.device)
     return torch.stack([flat.sum(), (flat * flat).sum(), (flat * ramp).sum()])
+
+
+_HASH_WEIGHTS: dict[tuple[int, str], Tensor] = {}  # fixed random weights per (numel, device), drawn once
+
+
+def _vector_hash(V: Tensor, world_size: int) -> float:
+    """An integer in [0, 2^24 / world_size) from V, so that its sum over the ranks is exact even in float32.
+
+    h = (the bits of the float64 number Σ_i r_i V_i, with fixed random r) mod 2^24 / world_size: the same V gives
+    the same h on every rank; two different vectors the same h with probability about world_size / 2^24.
+    """
+    flat = V.detach().reshape(-1).double()
+    key = (flat.numel(), str(flat.device))
+    if key not in _HASH_WEIGHTS:
+        if len(_HASH_WEIGHTS) > 8:
+            _HASH_WEIGHTS.clear()
+        _HASH_WEIGHTS[key] = torch.randn(flat.numel(), generator=torch.Generator().manual_seed(0),
+                                         dtype=torch.float64).to(flat.device)
+    value = float(flat @ _HASH_WEIGHTS[key])
+    bits = struct.unpack("<q", struct.pack("<d", value))[0]
+    return float(bits % max(2**24 // world_size, 2))
 
 
 def _same_on_every_rank(values: Tensor, group) -> bool:
@@ -149,10 +171,12 @@ class DistributedOperator(CurvatureOperator):
         self.weight = num_samples / self.num_samples_total
 
     def _global_product(self, V: Tensor) -> Tensor:
-        """Σ_r (n_r / N) A_r V: the local part, then one all_reduce carrying it and a status flag."""
-        if not _same_on_every_rank(_checksum(V), self.process_group):
-            raise ValueError("the ranks asked for products with different vectors; an estimator must draw the same "
-                             "probes on every rank: pass the same generator seed on each (e.g. generator=hl.seed(0)).")
+        """Σ_r (n_r / N) A_r V by one all_reduce, which also carries a status flag and a hash of V.
+
+        The buffer is [n_r/N · A_r V, failed_r, h(V)], summed over the ranks: the status sum counts the ranks that
+        failed, and the hash sum equals R · h(V) only when every rank multiplied the same V (h is an integer below
+        2^24 / R, exact in every float dtype hesslab uses).
+        """
         error = None
         part = torch.zeros_like(V)
         if self.local is not None and self.weight > 0:
@@ -160,15 +184,20 @@ class DistributedOperator(CurvatureOperator):
                 part = (self.local @ V) * self.weight
             except (ValueError, RuntimeError) as raised:  # told to the other ranks, then raised here
                 error = raised
-        buffer = torch.cat([part.reshape(-1), torch.tensor([0.0 if error is None else 1.0], dtype=part.dtype,
-                                                           device=part.device)])
+        hashed = _vector_hash(V, self.world_size)
+        wide = torch.float32 if part.dtype in (torch.float16, torch.bfloat16) else part.dtype  # the hash stays exact
+        tail = torch.tensor([0.0 if error is None else 1.0, hashed], dtype=wide, device=part.device)
+        buffer = torch.cat([part.reshape(-1).to(wide), tail])
         dist.all_reduce(buffer, group=self.process_group)
         if error is not None:
             raise error
-        if buffer[-1] != 0:
-            raise ValueError(f"{int(buffer[-1].item())} other rank(s) failed to compute their part of the product; "
+        if buffer[-2] != 0:
+            raise ValueError(f"{int(buffer[-2].item())} other rank(s) failed to compute their part of the product; "
                              "their error says why.")
-        return buffer[:-1].reshape(V.shape)
+        if buffer[-1] != self.world_size * hashed:
+            raise ValueError("the ranks asked for products with different vectors; an estimator must draw the same "
+                             "probes on every rank: pass the same generator seed on each (e.g. generator=hl.seed(0)).")
+        return buffer[:-2].reshape(V.shape).to(part.dtype)
 
     @classmethod
     def from_model(cls, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], local_data,

@@ -244,3 +244,17 @@ def test_the_example_runs_under_torchrun_and_matches_one_process():
     assert len(lines) == 3 and len(printed) == 1, f"the ranks printed different numbers: {lines}"
     (difference,) = re.findall(r"from one process: ([0-9.e+-]+)", result.stdout)
     assert float(difference) <= 1e-10
+
+
+def test_the_vector_hash_tells_structured_vectors_apart_and_stays_exact_in_float32():
+    from hesslab.distributed import _vector_hash
+
+    g = torch.Generator().manual_seed(0)
+    signs = [torch.randint(0, 2, (50,), generator=g).double() * 2 - 1 for _ in range(200)]  # ±1: equal low bits
+    hashes = [_vector_hash(v, 2) for v in signs]
+    assert len(set(hashes)) == len({tuple(v.tolist()) for v in signs})  # no collision among distinct vectors
+    assert _vector_hash(signs[0].clone(), 2) == hashes[0]
+    for world in (1, 2, 3, 16):
+        h = _vector_hash(signs[1].float(), world)
+        assert h == int(h) and 0 <= h < 2**24 // world
+        assert float(torch.tensor(world * h, dtype=torch.float32)) == world * h  # the sum over ranks is exact
