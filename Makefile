@@ -22,7 +22,7 @@ PLAYWRIGHT_SPEC ?= playwright==1.65.2
 GALLERY_NB := build/gallery
 SITE       := site
 
-.PHONY: lab test lint test-unit test-doctests test-notebooks test-browser browser-deps notebooks gallery thumbnails bench bench-sinkhorn bench-pde bench-operators bench-optim clean
+.PHONY: lab test lint test-unit test-doctests test-notebooks test-browser browser-deps notebooks gallery thumbnails bench bench-sinkhorn bench-pde bench-operators bench-optim bench-distributed clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -106,6 +106,10 @@ bench-operators: $(STAMP)
 ## make bench-optim: benchmarks/optim.py, one AdaHessian / Sophia step against one torch.optim.Adam step
 bench-optim: $(STAMP)
 	$(PY) benchmarks/optim.py $(ARGS)
+
+## make bench-distributed: benchmarks/distributed.py, 2 ranks x 1 thread (gloo) against 1 process x 1 thread
+bench-distributed: $(STAMP)
+	$(PY) benchmarks/distributed.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build site hesslab.egg-info
