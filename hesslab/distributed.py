@@ -129,7 +129,8 @@ class DistributedOperator(CurvatureOperator):
         device: the device, needed only when ``local`` is None.
 
     Raises:
-        ValueError: torch.distributed not initialised; no samples on any rank; the ranks disagree on the dimension.
+        ValueError: torch.distributed not initialised; no samples on any rank; the ranks disagree on the dimension;
+            on every rank when one rank's arguments are refused (that rank raises its own error).
 
     Example:
         On one process (a group of one rank, gloo) the operator is the local one:
@@ -148,15 +149,21 @@ class DistributedOperator(CurvatureOperator):
     def __init__(self, local: CurvatureOperator | None, num_samples: int, process_group=None, *,
                  n: int | None = None, dtype: torch.dtype | None = None, device=None):
         group = _group_checked(process_group)
-        num_samples = check_count("num_samples", num_samples, 0)
-        if local is not None:
-            check_instance("local", local, CurvatureOperator, hint="e.g. hl.HessianOperator.from_model(...).")
-            n, dtype, device = local.shape[0], local.dtype, local.device
-        elif n is None or dtype is None or device is None:
-            raise ValueError("a rank without a local operator (local=None) must give n, dtype and device, so that it "
-                             "can take part in the products with zeros.")
-        elif num_samples:
-            raise ValueError(f"local is None but num_samples is {num_samples}; a rank with samples needs its operator.")
+        error = None
+        try:  # a refused argument on one rank is told to every rank by _fail_together, not left to a hang
+            num_samples = check_count("num_samples", num_samples, 0)
+            if local is not None:
+                check_instance("local", local, CurvatureOperator, hint="e.g. hl.HessianOperator.from_model(...).")
+                n, dtype, device = local.shape[0], local.dtype, local.device
+            elif n is None or dtype is None or device is None:
+                raise ValueError("a rank without a local operator (local=None) must give n, dtype and device, so that "
+                                 "it can take part in the products with zeros.")
+            elif num_samples:
+                raise ValueError(f"local is None but num_samples is {num_samples}; a rank with samples needs its "
+                                 "operator.")
+        except (ValueError, TypeError) as raised:
+            error = raised
+        _fail_together(error, group)
         super().__init__(self._global_product, n, dtype, device)
         self.local, self.process_group = local, group
         self.num_samples_local = num_samples

@@ -103,6 +103,8 @@ def case_errors(rank):
     start = time.perf_counter()
     caught("failing build", lambda: DistributedOperator.from_model(model, summed, [data, data]))
     errors["failing build seconds"] = time.perf_counter() - start
+    A = hl.as_operator(torch.eye(3, dtype=torch.float64))
+    caught("refused argument", lambda: DistributedOperator(A, num_samples=-1 if rank == 1 else 5))
     op = DistributedOperator.from_model(model, F.cross_entropy, data)
     caught("vectors", lambda: hl.hutchinson_trace(op, 4, generator=torch.Generator().manual_seed(rank)))
     kinked = (lambda z, t: F.cross_entropy(z, t) + (z - z.detach()).norm()) if rank == 1 else F.cross_entropy  # noqa: E731
@@ -210,6 +212,8 @@ def test_mismatched_parameters_different_probes_and_a_failing_rank_are_errors_on
     assert "∇²f is not finite" in ranks[1]["failing rank"]
     assert "sums over the batch" in ranks[1]["failing build"]
     assert "1 other rank(s) failed to build" in ranks[0]["failing build"]
+    assert "num_samples" in ranks[1]["refused argument"]
+    assert "1 other rank(s) failed to build" in ranks[0]["refused argument"]
     assert ranks[0]["failing build seconds"] < COLLECTIVE_TIMEOUT.total_seconds() / 2, "rank 0 waited for the timeout"
     assert "1 other rank(s) failed" in ranks[0]["failing rank"]
 
