@@ -13,7 +13,9 @@ returns the same answer, bit for bit. What must hold, and is checked:
 
 * the parameters are the same on every rank (a checksum of θ, at construction);
 * every product is asked with the same vectors on every rank (a hash of V travels with the product) — otherwise the
-  ranks would be combining products of different vectors: seed the estimators identically, e.g. ``hl.seed(0)``;
+  ranks would be combining products of different vectors: seed the estimators identically, e.g. ``hl.seed(0)``.
+  The check is exact, to the last bit: ranks whose arithmetic rounds differently (mixed CPU or GPU types) drift
+  apart within a few Lanczos steps and are refused, loudly, rather than combined;
 * a rank whose local product fails (e.g. a non-finite Hessian) ends the product on every rank with an error, instead
   of leaving the others waiting in the all_reduce: a status flag travels with the product.
 
