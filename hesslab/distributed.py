@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_count, check_instance
+from ._checks import check_choice, check_count, check_instance, check_like
 from .batches import as_batches, is_batch, num_samples
 from .functional import flatten_parameters, select_parameters
 from .operators import CurvatureOperator, GGNOperator, HessianOperator
@@ -178,6 +178,15 @@ class DistributedOperator(CurvatureOperator):
             raise ValueError(f"the ranks disagree on the operator's dimension (here n = {n}); build every rank's "
                              "operator from the same model and the same params=.")
         self.weight = num_samples / self.num_samples_total
+
+    def __matmul__(self, v: Tensor) -> Tensor:
+        """A v for v (n,), or A V for V (n, k): all k columns in one all_reduce (the local operator batches them)."""
+        v = check_like("v", v, self.shape[0], self.dtype, self.device)
+        if v.ndim == 2 and v.shape[1] == 0:
+            return torch.zeros_like(v)
+        return self._global_product(v)  # finite: the local operators check their products, and a failure travels
+
+    matvec = matmat = __matmul__
 
     def _global_product(self, V: Tensor) -> Tensor:
         """Σ_r (n_r / N) A_r V by one all_reduce, which also carries a status flag and a hash of V.
