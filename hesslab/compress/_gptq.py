@@ -161,13 +161,26 @@ def gptq(weight: Tensor, H: Tensor, bits: int, block_size: int = 128, group_size
         errors = torch.empty(W.shape[0], end - start, dtype=W.dtype, device=W.device)
         for i in range(start, end):
             if i == 0 or group_size is not None and i % group_size == 0:
-                scale, zero = _group_grid(W, i, bits, group_size)
+                scale, zero = _current_group_grid(W, errors[:, :i - start], U, i, start, end, bits, group_size)
             Q[:, i] = quantize(W[:, i:i + 1], scale, zero, bits)[:, 0]
             error = (W[:, i] - Q[:, i]) / U[i, i]
             W[:, i:end] -= torch.outer(error, U[i, i:end])
             errors[:, i - start] = error
         W[:, end:] -= errors @ U[start:end, end:]
     return Q
+
+
+def _current_group_grid(W, errors, U, i, start, end, bits, group_size):
+    """The grid of the group starting at column i, from its weights with every update so far applied.
+
+    Columns past the block (>= end) still lack the block's lazy update: it is added here, so that the grid (and so
+    the result) does not depend on the block size. (The authors' code takes these columns as they are.)
+    """
+    stop = W.shape[1] if group_size is None else min(i + group_size, W.shape[1])
+    group = W[:, i:stop]
+    if stop > end and errors.shape[1] > 0:
+        group = torch.cat([W[:, i:end], W[:, end:stop] - errors @ U[start:i, end:stop]], dim=1)
+    return quantization_grid(group, bits)
 
 
 def reconstruction_error(weight: Tensor, quantized: Tensor, H: Tensor) -> Tensor:
