@@ -24,7 +24,7 @@ QUANTIZERS = ("round-to-nearest", "GPTQ")
 
 
 @lru_cache(maxsize=8)
-def trained(seed: int = 0, width: int = 64, steps: int = 150, lr: float = 0.02):
+def trained(seed: int = 0, width: int = 64, steps: int = 400, lr: float = 0.01):
     """An MLP 64-width-width-10 (ReLU) trained by full-batch Adam on 1200 digits; the other 597 are held out.
 
     Returns ``(model, (train inputs, train targets), (test inputs, test targets))``.
