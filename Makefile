@@ -113,3 +113,7 @@ bench-distributed: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build site hesslab.egg-info
+
+## make bench-inverse: benchmarks/inverse.py, the M-FAC Woodbury product against CG, GPTQ against round-to-nearest
+bench-inverse: $(STAMP)
+	$(PY) benchmarks/inverse.py $(ARGS)

@@ -24,7 +24,7 @@ Example:
     4.0
 """
 
-from . import distributed, landscape, optim, optimize, pde, transport
+from . import compress, distributed, inverse, landscape, optim, optimize, pde, transport
 from .exact import ggn, hessian
 from .functional import hvp, loss_function, output_function, per_sample_gradients
 from .hutchinson import Estimate, hutchinson_diagonal, hutchinson_trace, hutchinson_variance
@@ -54,6 +54,8 @@ __all__ = [
     "distributed",
     # domain tools (subpackages)
     "optimize", "transport", "pde", "optim", "landscape",
+    # inverse curvature (CG, LiSSA, M-FAC's Woodbury inverse) and compression (OBS, GPTQ)
+    "inverse", "compress",
 ]
 
 __version__ = "0.1.0"

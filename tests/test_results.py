@@ -62,6 +62,11 @@ def _runs():
         ("conjugate_gradient", hl.linalg.conjugate_gradient(lambda v: A @ v, torch.ones(30, dtype=torch.float64),
                                                               max_iter=60),
          hl.linalg.CGResult),
+        ("inverse.solve cg", hl.inverse.solve(A, torch.ones(30, dtype=torch.float64), damping=1.0),
+         hl.inverse.SolveResult),
+        ("inverse.solve lissa", hl.inverse.solve(A / 30, torch.ones(30, dtype=torch.float64), damping=0.5,
+                                                 method="lissa", rtol=1e-8, eigenvalue_bounds=(1 / 30, 1.0)),
+         hl.inverse.SolveResult),
         ("top_eigen k=1", hl.top_eigen(A, generator=torch.Generator().manual_seed(0)), hl.EigenResult),
         ("top_eigen k=3", hl.top_eigen(A, k=3, generator=torch.Generator().manual_seed(0)), hl.EigenResult),
         ("toy_sophia", adahessian_and_sophia.toy_sophia(), adahessian_and_sophia.Run),
@@ -127,8 +132,9 @@ def test_lazy_newton_trace_has_the_shape():
 def test_every_result_class_in_hesslab_is_covered(runs):
     """A new *Result class must come with a run above (or say why it is not an iterative result)."""
     # LanczosResult: m steps asked for, m steps done, a decomposition, not a stopping method. LineSearchResult: one
-    # step of an outer method (its trials are not iterates), reported by the method's own history.
-    not_iterative = {"LanczosResult", "LineSearchResult"}
+    # step of an outer method (its trials are not iterates), reported by the method's own history. PruneResult: a
+    # closed-form pruning (OBS, magnitude), no iterations.
+    not_iterative = {"LanczosResult", "LineSearchResult", "PruneResult"}
     covered = {cls.__name__ for _, _, cls in _runs()}
     found = set()
     for module in pkgutil.walk_packages(hl.__path__, "hesslab."):
