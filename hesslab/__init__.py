@@ -24,7 +24,8 @@ Example:
 """
 
 from . import landscape, optim, optimize, pde, transport
-from .exact import ggn, hessian
+from .exact import fisher, ggn, hessian
+from .fisher_operator import FisherOperator
 from .functional import hvp, loss_function, output_function, per_sample_gradients
 from .hutchinson import Estimate, hutchinson_diagonal, hutchinson_trace, hutchinson_variance
 from .operators import CurvatureOperator, GGNOperator, HessianOperator, as_operator
@@ -49,6 +50,8 @@ __all__ = [
     "Estimate", "hutchinson_trace", "hutchinson_diagonal", "hutchinson_variance",
     # the spectrum
     "LanczosResult", "EigenResult", "SpectralDensity", "lanczos", "top_eigen", "spectral_density",
+    # the Fisher family
+    "fisher", "FisherOperator",
     # domain tools (subpackages)
     "optimize", "transport", "pde", "optim", "landscape",
 ]
