@@ -25,7 +25,7 @@ Example:
 
 from . import landscape, optim, optimize, pde, transport
 from .exact import fisher, ggn, hessian
-from .fisher_operator import FisherOperator
+from .fisher_operator import FisherOperator, KFACOperator
 from .functional import hvp, loss_function, output_function, per_sample_gradients
 from .hutchinson import Estimate, hutchinson_diagonal, hutchinson_trace, hutchinson_variance
 from .operators import CurvatureOperator, GGNOperator, HessianOperator, as_operator
@@ -51,7 +51,7 @@ __all__ = [
     # the spectrum
     "LanczosResult", "EigenResult", "SpectralDensity", "lanczos", "top_eigen", "spectral_density",
     # the Fisher family
-    "fisher", "FisherOperator",
+    "fisher", "FisherOperator", "KFACOperator",
     # domain tools (subpackages)
     "optimize", "transport", "pde", "optim", "landscape",
 ]
