@@ -25,7 +25,8 @@ Example:
 """
 
 from . import compress, distributed, inverse, landscape, optim, optimize, pde, transport
-from .exact import ggn, hessian
+from .exact import fisher, ggn, hessian
+from .fisher_operator import FisherOperator, KFACOperator
 from .functional import hvp, loss_function, output_function, per_sample_gradients
 from .hutchinson import Estimate, hutchinson_diagonal, hutchinson_trace, hutchinson_variance
 from .operators import CurvatureOperator, GGNOperator, HessianOperator, as_operator
@@ -50,6 +51,8 @@ __all__ = [
     "Estimate", "hutchinson_trace", "hutchinson_diagonal", "hutchinson_variance",
     # the spectrum
     "LanczosResult", "EigenResult", "SpectralDensity", "lanczos", "top_eigen", "spectral_density",
+    # the Fisher family
+    "fisher", "FisherOperator", "KFACOperator",
     # the same operators over torch.distributed ranks
     "distributed",
     # domain tools (subpackages)

@@ -22,7 +22,7 @@ LAYERS = [
     ("small datasets and nets", ["data", "models"]),
     ("f(θ) of a model and its products", ["functional"]),
     ("exact curvature", ["exact", "kronecker"]),
-    ("curvature operators", ["operators", "batches"]),
+    ("curvature operators", ["operators", "batches", "fisher_operator"]),
     ("estimators and solvers on an operator", ["hutchinson", "spectrum", "inverse", "training", "distributed"]),
     ("domain tools", ["optim", "optimize", "transport", "pde", "compress", "landscape"]),
     ("the public API", ["hesslab"]),
