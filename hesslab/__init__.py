@@ -37,6 +37,7 @@ from .spectrum import (
     spectral_density,
     top_eigen,
 )
+from .training import CurvatureTrace, track_curvature
 
 __all__ = [
     # where and how big
@@ -49,6 +50,8 @@ __all__ = [
     "Estimate", "hutchinson_trace", "hutchinson_diagonal", "hutchinson_variance",
     # the spectrum
     "LanczosResult", "EigenResult", "SpectralDensity", "lanczos", "top_eigen", "spectral_density",
+    # curvature along training
+    "CurvatureTrace", "track_curvature",
     # domain tools (subpackages)
     "optimize", "transport", "pde", "optim", "landscape",
 ]
