@@ -39,6 +39,7 @@ from .spectrum import (
     spectral_density,
     top_eigen,
 )
+from .training import CurvatureTrace, track_curvature
 
 __all__ = [
     # where and how big
@@ -53,6 +54,8 @@ __all__ = [
     "LanczosResult", "EigenResult", "SpectralDensity", "lanczos", "top_eigen", "spectral_density",
     # the Fisher family
     "fisher", "FisherOperator", "KFACOperator",
+    # curvature along training
+    "CurvatureTrace", "track_curvature",
     # the same operators over torch.distributed ranks
     "distributed",
     # domain tools (subpackages)

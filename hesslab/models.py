@@ -135,3 +135,121 @@ def train_full_batch(model: nn.Module, loss_fn, inputs: Tensor, targets: Tensor,
         loss.backward()
         optimiser.step()
     return TrainingRun(losses, False)
+
+
+# ---- parametrisations: standard (SP), neural tangent (NTK) and maximal update (μP) ----
+
+PARAMETRISATIONS = ("sp", "ntk", "mup")
+OPTIMIZERS = ("sgd", "adam")
+
+
+class ParametrisedMLP(nn.Module):
+    """An MLP ``d → N → … → N → C`` whose layer l computes h_l = m_l W_l h_{l−1} + b_l, with m_l, init and lr per layer.
+
+    With fan_in the input size of a layer (d for the first, N for the hidden and the output layer), and
+    ``param_groups(lr)`` giving each layer its own learning rate (Yang & Hu 2021, *Tensor Programs IV*, and
+    Tensor Programs V, Table 3; all weights Gaussian, biases 0 at the start):
+
+    ==========  ===================================  ======================  ==========================
+    ``"sp"``    W ~ N(0, 1/fan_in), m = 1            lr for every layer      (the PyTorch habit)
+    ``"ntk"``   W ~ N(0, 1), m = 1/√fan_in           lr for every layer      (Jacot et al. 2018)
+    ``"mup"``   W ~ N(0, 1/fan_in), m = 1; the output W ~ N(0, 1/fan_in²);
+                SGD: lr·fan_out for the input layer and the hidden biases, lr for the hidden weights and the output
+                bias, lr/fan_in for the output weights; Adam: lr for the input layer and the biases, lr/fan_in for
+                the hidden and the output weights
+    ==========  ==========================================================================================
+
+    Under μP every layer's features move by Θ(1) per coordinate in the first step whatever the width (the
+    "coordinate check"); under SP the output blows up with N at a fixed lr, under NTK the features freeze as N grows.
+
+    Args:
+        sizes: ``[d, N, …, N, C]``, at least an input and an output size.
+        parametrisation: ``"sp"``, ``"ntk"`` or ``"mup"``.
+        activation: as in ``mlp``.
+        generator: for the weights.
+        dtype: the parameters' dtype.
+
+    Example:
+        >>> import torch
+        >>> from hesslab.models import ParametrisedMLP
+        >>> net = ParametrisedMLP([4, 64, 2], "mup", generator=torch.Generator().manual_seed(0))
+        >>> [group["lr"] for group in net.param_groups(lr=0.1)]  # input W, b; output W, b
+        [6.4, 6.4, 0.0015625, 0.1]
+        >>> optimizer = torch.optim.SGD(net.param_groups(lr=0.1))
+        >>> net(torch.ones(3, 4, dtype=torch.float64)).shape
+        torch.Size([3, 2])
+    """
+
+    def __init__(self, sizes, parametrisation: str = "mup", activation: str = "tanh",
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least an input and an output size, got {list(sizes)}.")
+        for size in sizes:
+            check_count("every entry of sizes", size, 1)
+        self.parametrisation = check_choice("parametrisation", parametrisation, PARAMETRISATIONS,
+                                            hint="sp: standard, ntk: neural tangent, mup: maximal update.")
+        check_choice("activation", activation, sorted(ACTIVATIONS))
+        check_generator("generator", generator)
+        self.sizes = list(sizes)
+        self.activation = ACTIVATIONS[activation]()
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        draw_on = generator.device if generator is not None else torch.device("cpu")
+        last = len(sizes) - 2
+        for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            std = 1.0 if parametrisation == "ntk" else fan_in ** -0.5
+            if parametrisation == "mup" and l == last and l > 0:
+                std = 1.0 / fan_in
+            w = torch.randn(fan_out, fan_in, generator=generator, device=draw_on, dtype=torch.float64) * std
+            self.weights.append(nn.Parameter(w.to(dtype)))
+            self.biases.append(nn.Parameter(torch.zeros(fan_out, dtype=dtype)))
+        self.multipliers = [fan_in ** -0.5 if parametrisation == "ntk" else 1.0 for fan_in in sizes[:-1]]
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The pre-activations h_1, …, h_L (the last is the output) of inputs x (batch, d)."""
+        out = []
+        for l, (w, b, m) in enumerate(zip(self.weights, self.biases, self.multipliers)):
+            x = m * (x @ w.T) + b
+            out.append(x)
+            if l < len(self.weights) - 1:
+                x = self.activation(x)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The outputs (batch, C)."""
+        return self.features(x)[-1]
+
+    def param_groups(self, lr: float, optimizer: str = "sgd") -> list[dict]:
+        """Parameter groups with each layer's learning rate, for ``torch.optim.SGD(...)`` or ``Adam(...)``.
+
+        Args:
+            lr: the base learning rate η, > 0.
+            optimizer: ``"sgd"`` or ``"adam"`` (μP scales them differently; SP and NTK use η everywhere).
+
+        Returns:
+            ``[{"params": [W_l], "lr": ..., "name": ...}, {"params": [b_l], ...}, …]``, layer by layer.
+
+        Example:
+            >>> from hesslab.models import ParametrisedMLP
+            >>> [g["lr"] for g in ParametrisedMLP([3, 8, 8, 1], "sp").param_groups(0.5)]
+            [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+        """
+        lr = check_positive("lr", lr)
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+        last = len(self.weights) - 1
+        groups = []
+        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+            fan_in, fan_out = self.sizes[l], self.sizes[l + 1]
+            kind = "input" if l == 0 else "output" if l == last else "hidden"
+            weight_scale, bias_scale = 1.0, 1.0
+            if self.parametrisation == "mup" and optimizer == "sgd":
+                weight_scale = {"input": fan_out, "hidden": 1.0, "output": 1.0 / fan_in}[kind]
+                bias_scale = 1.0 if l == last else fan_out
+            elif self.parametrisation == "mup":
+                weight_scale = 1.0 if kind == "input" else 1.0 / fan_in
+            if l == 0 and l == last:  # one layer: no width, nothing to scale
+                weight_scale = bias_scale = 1.0
+            groups.append({"params": [w], "lr": lr * weight_scale, "name": f"{kind} weight {l}"})
+            groups.append({"params": [b], "lr": lr * bias_scale, "name": f"{kind} bias {l}"})
+        return groups

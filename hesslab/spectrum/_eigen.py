@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_count, check_positive
+from .._checks import check_choice, check_count, check_like, check_positive
 from .._results import history as make_history
 from ..operators import as_operator
 from ._krylov import RESIDUAL_FLOOR, _apply, _check_basis_fits, _lanczos, _random_start, _tridiagonal, _work_dtype
@@ -81,7 +81,7 @@ def _sort_key(theta: Tensor, which: str) -> Tensor:
 
 
 def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, which: str = "LA",
-              generator: torch.Generator | None = None) -> EigenResult:
+              generator: torch.Generator | None = None, v0: Tensor | None = None) -> EigenResult:
     """The k extreme eigenvalues of A and their unit eigenvectors, by Lanczos with locking and restarts.
 
     A Ritz pair (θ, y = Q s) of T_m is converged when its residual, r = ‖A y − θ y‖ = β_m |s_m|, satisfies
@@ -105,6 +105,9 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
         which: ``"LA"`` largest algebraic (default), ``"SA"`` smallest algebraic (the most negative: directions of
             negative curvature) or ``"LM"`` largest in magnitude.
         generator: for the random starts.
+        v0: (n,) start of the first Lanczos run (default a random Gaussian one); a warm start — e.g. the top
+            eigenvector of a nearby matrix (``hesslab.training``) — converges in fewer products. Restarts stay
+            random.
 
     Returns:
         ``EigenResult(values (k,), vectors (n, k), residuals (k,), converged, reason, restarts, num_matvecs,
@@ -139,6 +142,11 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
     max_steps = min(n, max(300, 4 * k)) if max_steps is None else check_count("max_steps", max_steps, k, n)
     work = _work_dtype(A.dtype)
     _check_basis_fits(n, max_steps, 1, work, A.device, "top_eigen")
+    if v0 is not None:
+        v0 = check_like("v0", v0, n, A.dtype, A.device)
+        if v0.ndim != 1 or not bool(v0.any()):
+            raise ValueError(f"v0 must be one non-zero vector of shape ({n},), got shape {tuple(v0.shape)}"
+                             f"{'' if v0.ndim != 1 else ' of zeros'}; pass a non-zero start or v0=None.")
     floor = RESIDUAL_FLOOR * torch.finfo(A.dtype).eps
 
     locked_values = torch.zeros(0, dtype=torch.float64)
@@ -185,7 +193,10 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
         judged: list[tuple[int, bool]] = []  # (steps, converged) of each step residuals_small judged in this run
         room = n - locked_vectors.shape[0]
         steps = min(max_steps, room)
-        start = _random_start(n, 1, work, A.device, generator)
+        if restarts == 0 and v0 is not None:
+            start = (v0.to(work) / v0.to(work).norm()).reshape(n, 1)
+        else:
+            start = _random_start(n, 1, work, A.device, generator)
         alphas, betas, basis, beta = _lanczos(A, start, steps, generator, stop=residuals_small,
                                               locked=locked_vectors if locked_vectors.numel() else None)
         exhausted = alphas.shape[0] == room  # the run saw all of span(locked)⊥: its Ritz values are exact
