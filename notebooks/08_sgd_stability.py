@@ -168,13 +168,12 @@ panel(draw, alpha=widgets.FloatSlider(value=1.0, min=0.25, max=2.0, step=0.25, d
 # %% [markdown]
 # ## The phenomenon, as numbers
 #
-# Measured on seeds 0, 1, 2 (2000 steps): at α = 1, η = 0.01 (2/η = 200) SGD ends at tr(H) = 48–68 and GD at
-# 317–337 with λ_max = 39–46; at α = 2, η = 0.002 (2/η = 1000) SGD ends at 501–569 and GD at 1266–1339 with
-# λ_max = 153–182. On seeds 0–11 (the full run's): SGD 36–91 (seed 9 diverged) against GD 301–353 (λ_max 38–49),
-# and SGD 376–710 against GD 1200–1407 (λ_max 153–196). The asserts leave a margin: SGD's trace <= 0.5·2/η resp. 0.75·2/η, GD's >= 1.25·2/η resp.
-# 1.15·2/η. Controls: at η = 0.002 (α = 1) SGD's trace is GD's to within 1%; at η = 0.06 GD, started at
-# λ_max ≈ 45 > 2/η = 33, ends at λ_max = 28.5 (28.5–30.5 on seeds 0–2), just below 2/η, with a trace of
-# 217 (217–273).
+# Measured on seeds 0, 1, 2 (2000 steps): at α = 1, η = 0.01 (2/η = 200) SGD ends at tr(H) = 48–68 and GD at 317–337
+# with λ_max = 39–46; at α = 2, η = 0.002 (2/η = 1000) SGD ends at 501–569 and GD at 1266–1339 with λ_max = 153–182. On
+# seeds 0–11 (the full run's): SGD 36–91 (seed 9 diverged) against GD 301–353 (λ_max 38–49), and SGD 376–710 against GD
+# 1200–1407 (λ_max 153–196). The asserts leave a margin: SGD's trace <= 0.5·2/η resp. 0.75·2/η, GD's >= 1.25·2/η resp.
+# 1.15·2/η. Controls: at η = 0.002 (α = 1) SGD's trace is GD's to within 1%; at η = 0.06 GD, started at λ_max ≈ 45 > 2/η
+# = 33, ends at λ_max = 28.5 (28.5–30.5 on seeds 0–2), just below 2/η, with a trace of 217 (217–273).
 
 # %%
 for (alpha, lr), sgd_margin, gd_margin in zip(SETTINGS, [0.5, 0.75], [1.25, 1.15]):
