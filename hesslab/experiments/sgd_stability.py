@@ -3,7 +3,7 @@
 Wu & Su (2023), *The Implicit Regularization of Dynamical Stability in Stochastic Gradient Descent*: a minimum is
 linearly stable for gradient descent with step η when λ_max(H) <= 2/η, but for SGD with small batches it needs
 (roughly) tr(H) <= 2/η, since each one-sample Hessian H_i = ∇f_i ∇f_iᵀ at a global minimum has λ_max(H_i) = ‖∇f_i‖²
-and their mean is tr-like. Here f(x) = ⟨u⊙u − v⊙v, x⟩ on a 3-sparse regression problem: GD keeps its initial trace,
+and the mean of those is tr(H). Here f(x) = ⟨u⊙u − v⊙v, x⟩ on a 3-sparse regression problem: GD keeps its initial trace,
 SGD (batch 1) ends at a minimum several times flatter.
 """
 
@@ -236,4 +236,7 @@ def train(alpha: float = 1.0, lr: float = 0.01, batch_size: int | None = None, s
         optimizer.step()
         if (step + 1) % every == 0 or step + 1 == steps:
             record(step + 1)
-    return Run(*(np.array(columns[key]) for key in ("step", "loss", "trace", "sharpness")))
+    arrays = [np.array(columns[key]) for key in ("step", "loss", "trace", "sharpness")]
+    for array in arrays:
+        array.flags.writeable = False
+    return Run(*arrays)
