@@ -22,7 +22,7 @@ PLAYWRIGHT_SPEC ?= playwright==1.65.2
 GALLERY_NB := build/gallery
 SITE       := site
 
-.PHONY: lab test lint test-unit test-doctests test-notebooks test-browser browser-deps notebooks gallery thumbnails bench bench-sinkhorn bench-pde bench-operators bench-optim bench-distributed clean
+.PHONY: lab test lint test-unit test-doctests test-notebooks test-browser browser-deps notebooks gallery thumbnails bench bench-sinkhorn bench-pde bench-operators bench-optim bench-distributed bench-inverse bench-training clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -117,3 +117,9 @@ clean:
 ## make bench-inverse: benchmarks/inverse.py, the M-FAC Woodbury product against CG, GPTQ against round-to-nearest
 bench-inverse: $(STAMP)
 	$(PY) benchmarks/inverse.py $(ARGS)
+
+## make bench-training: benchmarks/training.py, a warm-started sharpness measurement against a cold top_eigen and
+## PyHessian's eigenvalues() on notebook 07's net mid-training
+bench-training: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps pyhessian==0.1
+	$(PY) benchmarks/training.py $(ARGS)
