@@ -3,7 +3,7 @@
 On notebook 07's net mid-training (MLP 64-64-64-10 tanh on 1000 digits, squared error, full-batch GD with η = 0.25,
 float64), at each of the steps t = T, T+1, …, T+K−1:
 
-    warm   top_eigen(H_t, tol, v0 = v_{t−1}): Lanczos from the previous step's top eigenvector (track_curvature, every=1)
+    warm  top_eigen(H_t, tol, v0=v_{t−1}): Lanczos from the previous step's top eigenvector (track_curvature, every=1)
     cold   top_eigen(H_t, tol) from a random Gaussian vector
     PyHessian  eigenvalues() (power iteration, its default tol 1e-3 on the eigenvalue's relative change)
 
