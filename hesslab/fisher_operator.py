@@ -17,8 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_count, check_finite_product, check_generator, check_like, check_positive
+from ._dense import Product
 from .batches import as_batches
-from .exact import FISHER_KINDS, Product, fisher_rows
+from .exact import FISHER_KINDS, fisher_rows
 from .functional import flatten_parameters, select_parameters
 from .kronecker import kfac_factors
 from .operators import CurvatureOperator, _mean_reduction_check

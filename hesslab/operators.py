@@ -27,8 +27,8 @@ from ._checks import (
     check_flat_vector,
     check_like,
 )
+from ._dense import Product, check_dense_fits, default_chunk_size, dense_matrix
 from .batches import Batch, Batches, as_batches, check_mean_reduction
-from .exact import Product, check_dense_fits, default_chunk_size, dense_matrix
 from .functional import (
     call_model,
     check_inputs,
@@ -79,7 +79,7 @@ class CurvatureOperator:
         n: the dimension, >= 1.
         dtype: a floating dtype.
         device: where the products run.
-        chunk_size: columns per call of ``product`` (default ``hesslab.exact.default_chunk_size``).
+        chunk_size: columns per call of ``product`` (default ``hesslab._dense.default_chunk_size``).
 
     Example:
         >>> import torch, hesslab as hl

@@ -21,7 +21,7 @@ LAYERS = [
     ("foundation", ["runtime", "_checks", "sampling", "linalg", "_results"]),
     ("small datasets and nets", ["data", "models"]),
     ("f(θ) of a model and its products", ["functional"]),
-    ("exact curvature", ["exact", "kronecker"]),
+    ("exact curvature", ["_dense", "exact", "kronecker"]),
     ("curvature operators", ["operators", "batches", "fisher_operator"]),
     ("estimators and solvers on an operator", ["hutchinson", "spectrum", "inverse", "training", "distributed"]),
     ("domain tools", ["optim", "optimize", "transport", "pde", "compress", "landscape"]),

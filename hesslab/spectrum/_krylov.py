@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_count, check_like
-from ..exact import available_memory
+from .._dense import available_memory
 from ..operators import as_operator
 from ..sampling import gaussian
 
