@@ -73,7 +73,7 @@ fig.tight_layout()
 # One run with your own step size and length: where does λ_max stop?
 
 # %%
-def draw(lr, steps):
+def draw(steps, lr):
     run = gradient_descent(lr, steps, every=10, seed=0)
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.plot(run.step, run.sharpness, label="λ_max")
@@ -84,8 +84,8 @@ def draw(lr, steps):
     fig.tight_layout()
 
 
-panel(draw, lr=widgets.FloatSlider(value=0.3, min=0.1, max=0.5, step=0.05, description="η"),
-      steps=widgets.IntSlider(value=300, min=100, max=800, step=100, description="steps"))
+panel(draw, steps=widgets.IntSlider(value=300, min=100, max=800, step=100, description="steps"),
+      lr=widgets.FloatSlider(value=0.3, min=0.1, max=0.5, step=0.05, description="η"))
 
 # %% [markdown]
 # ## The phenomenon, as numbers
