@@ -130,7 +130,8 @@ panel(draw, eta0=widgets.FloatSlider(value=5.0, min=0.5, max=16.0, step=0.5, des
 # asserts: spread < 5% (the bar; the tightest margin, 3.7% on seed 0), S(200)/S(0) > 3, and NTP's growth at
 # N = 4096 < 0.3× that at N = 64. Controls: under NTP the spread of S(200) is 3.8–7.5% (it starts flat too, so the
 # spread alone would pass on seed 0), but S(200)/S(0) = 0.99–1.16 fails the second assert; μP's growth ratio
-# (0.93–1.08) fails the third.
+# (0.93–1.08) fails the third; and μP's output scale 1/N with NTP's learning rate η0 (η not multiplied by N) gives
+# S(200) = 0.0021, 0.0004, 0.0001 at N = 256, 1024, 4096 (seed 0): a spread of 230%, S(200)/S(0) = 1.0–1.4.
 
 # %%
 mup_200 = {N: runs["mup"][N].at(200) for N in (256, 1024, 4096)}
