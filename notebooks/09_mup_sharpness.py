@@ -54,8 +54,8 @@ LABEL = {"mup": "μP (s = N, η = η0·N)", "ntp": "NTP (s = √N, η = η0)"}
 runs = {p: {N: run(N, p, STEPS[p], ETA0, EVERY[p], SEED, device=hl.device()) for N in WIDTHS}
         for p in PARAMETRISATIONS}
 for p in PARAMETRISATIONS:
-    print(f"{p}: S(0) =", [round(r.sharpness[0], 3) for r in runs[p].values()],
-          f" S({STEPS[p]}) =", [round(r.sharpness[-1], 3) for r in runs[p].values()])
+    print(f"{p}: S(0) =", [round(float(r.sharpness[0]), 3) for r in runs[p].values()],
+          f" S({STEPS[p]}) =", [round(float(r.sharpness[-1]), 3) for r in runs[p].values()])
 
 # %% [markdown]
 # ## (a) S(t) for each width, μP and NTP side by side
@@ -134,7 +134,7 @@ panel(draw, eta0=widgets.FloatSlider(value=5.0, min=0.5, max=16.0, step=0.5, des
 # S(200) = 0.0021, 0.0004, 0.0001 at N = 256, 1024, 4096 (seed 0): a spread of 230%, S(200)/S(0) = 1.0–1.4.
 
 # %%
-mup_200 = {N: runs["mup"][N].at(200) for N in (256, 1024, 4096)}
+mup_200 = {N: round(runs["mup"][N].at(200), 4) for N in (256, 1024, 4096)}
 mup_spread = spread(list(mup_200.values()))
 mup_ratio = min(runs["mup"][N].at(200) / runs["mup"][N].sharpness[0] for N in mup_200)
 print(f"μP: S(200) = {mup_200}, spread {mup_spread:.2%}, min S(200)/S(0) {mup_ratio:.2f}")
