@@ -132,6 +132,8 @@ panel(draw, eta0=widgets.FloatSlider(value=5.0, min=0.5, max=16.0, step=0.5, des
 # spread alone would pass on seed 0), but S(200)/S(0) = 0.99–1.16 fails the second assert; μP's growth ratio
 # (0.93–1.08) fails the third; and μP's output scale 1/N with NTP's learning rate η0 (η not multiplied by N) gives
 # S(200) = 0.0021, 0.0004, 0.0001 at N = 256, 1024, 4096 (seed 0): a spread of 230%, S(200)/S(0) = 1.0–1.4.
+# The full size (seed 0, checked with `HESSLAB_SCALE=full` on a CPU, 5 minutes): μP S(400) = 2.01, 2.00, 2.00, 1.96,
+# 1.98 at N = 64 … 16384; NTP S(3000) = 0.461, 0.410, 0.390, 0.389, 0.395 (from 0.409, 0.394, 0.388, 0.388, 0.394).
 
 # %%
 mup_200 = {N: round(runs["mup"][N].at(200), 4) for N in (256, 1024, 4096)}
