@@ -2,7 +2,9 @@
 
 Optimal Brain Surgeon (Hassibi & Stork 1993) layer by layer on H = 2XᵀX/N (Frantar & Alistarh 2022), globally on
 M-FAC's inverse empirical Fisher (Frantar, Kurtic & Alistarh 2021), against magnitude pruning; GPTQ (Frantar,
-Ashkboos, Hoefler & Alistarh 2023) against round-to-nearest. No retraining anywhere.
+Ashkboos, Hoefler & Alistarh 2023) against round-to-nearest. No retraining anywhere. And the influence of one training
+point on a test loss by an inverse-Hessian-vector product (Koh & Liang 2017), against leave-one-out retraining of a
+convex softmax regression.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from torch import Tensor, nn
 from .. import compress
 from ..data import digits
 from ..functional import per_sample_gradients
-from ..inverse import woodbury_fisher
+from ..inverse import solve, woodbury_fisher
 from ..models import mlp
+from ..operators import HessianOperator
+from ..spectrum import top_eigen
 
 PRUNERS = ("magnitude", "layer-wise OBS", "global M-FAC OBS")
 QUANTIZERS = ("round-to-nearest", "GPTQ")
@@ -142,3 +146,120 @@ def quantize(method: str, bits: int, seed: int = 0, damping: float = 0.01, group
         weights.append(Q)
         error += float(compress.reconstruction_error(W, Q, H))
     return Quantized(evaluate(_with_weights(model, weights), train, test), error)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# (c) Influence of one training point (Koh & Liang 2017) on a convex model
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SoftmaxRegression:
+    """L(θ) = (1/n) Σ_i CE(W x̃_i, y_i) + (λ/2)‖θ‖² on digits, θ = vec(W), W (10, 65), x̃ = (x, 1): convex.
+
+    ``inputs`` (n, 65) carry the constant 1 of the bias; ``test_input``/``test_target`` is the one test point whose
+    loss the influence is measured on.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    test_input: Tensor
+    test_target: Tensor
+    reg: float
+
+    def loss(self, theta: Tensor, drop: int | None = None) -> Tensor:
+        """L(θ), or with sample ``drop`` left out of the sum (still divided by n: an upweighting by ε = −1/n)."""
+        per_sample = nn.functional.cross_entropy(self.inputs @ theta.reshape(10, -1).T, self.targets,
+                                                 reduction="none")
+        if drop is not None:
+            per_sample = torch.cat([per_sample[:drop], per_sample[drop + 1:]])
+        return per_sample.sum() / len(self.targets) + 0.5 * self.reg * theta @ theta
+
+    def test_loss(self, theta: Tensor) -> Tensor:
+        """The cross-entropy of the test point."""
+        return nn.functional.cross_entropy(self.test_input @ theta.reshape(10, -1).T, self.test_target)
+
+    def sample_gradients(self, theta: Tensor) -> Tensor:
+        """∇_θ CE_i = (p_i − e_{y_i}) ⊗ x̃_i, the rows (n, 650)."""
+        p = torch.softmax(self.inputs @ theta.reshape(10, -1).T, dim=1)
+        residual = p - nn.functional.one_hot(self.targets, 10).to(p.dtype)
+        return (residual[:, :, None] * self.inputs[:, None, :]).reshape(len(self.targets), -1)
+
+    def dense_hessian(self, theta: Tensor, drop: int | None = None) -> Tensor:
+        """∇²L = (1/n) Σ_i (diag p_i − p_i p_iᵀ) ⊗ x̃_i x̃_iᵀ + λI, written out (for the leave-one-out Newton)."""
+        keep = torch.ones(len(self.targets), dtype=torch.bool)
+        if drop is not None:
+            keep[drop] = False
+        x, p = self.inputs[keep], torch.softmax(self.inputs[keep] @ theta.reshape(10, -1).T, dim=1)
+        curvature = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+        H = torch.einsum("iab,ic,id->acbd", curvature, x, x).reshape(theta.numel(), theta.numel())
+        return H / len(self.targets) + self.reg * torch.eye(theta.numel(), dtype=theta.dtype)
+
+
+def softmax_regression(num_train: int = 500, reg: float = 0.1, seed: int = 0) -> SoftmaxRegression:
+    """Digits softmax regression on ``num_train`` random digits, its test point the held-out digit fitted worst.
+
+    The worst-fitted test point (at the optimum) is where the influences are largest.
+    """
+    inputs, targets = digits()
+    order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(seed))
+    ones = torch.ones(len(targets), 1, dtype=inputs.dtype)
+    inputs = torch.cat([inputs, ones], dim=1)
+    train, held_out = order[:num_train], order[num_train:]
+    problem = SoftmaxRegression(inputs[train], targets[train], inputs[held_out[:1]], targets[held_out[:1]], reg)
+    theta = newton_minimum(problem)
+    losses = nn.functional.cross_entropy(inputs[held_out] @ theta.reshape(10, -1).T, targets[held_out],
+                                         reduction="none")
+    worst = held_out[losses.argmax()].reshape(1)
+    return SoftmaxRegression(inputs[train], targets[train], inputs[worst], targets[worst], reg)
+
+
+def newton_minimum(problem: SoftmaxRegression, drop: int | None = None, theta: Tensor | None = None,
+                   tol: float = 1e-12) -> Tensor:
+    """argmin L (without sample ``drop``) by Newton's method from ``theta`` (default 0), to ‖∇L‖ <= tol."""
+    theta = torch.zeros(650, dtype=problem.inputs.dtype) if theta is None else theta.clone()
+    for _ in range(50):
+        point = theta.detach().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(problem.loss(point, drop), point)
+        if gradient.norm() <= tol:
+            return theta
+        theta = theta - torch.linalg.solve(problem.dense_hessian(theta, drop), gradient)
+    raise ValueError(f"Newton did not reach ‖∇L‖ <= {tol} in 50 steps (last {gradient.norm():.1e}).")
+
+
+@dataclass(frozen=True)
+class Influence:
+    """Predicted and actual change of the test loss when each of ``index``'s training points is left out."""
+
+    index: Tensor
+    predicted: Tensor
+    actual: Tensor
+    solve: object
+
+
+def influence(problem: SoftmaxRegression, method: str = "cg", num_points: int = 40, seed: int = 0) -> Influence:
+    """Koh & Liang's influence against leave-one-out retraining, on ``num_points`` training points.
+
+    Half of them are those of largest predicted |influence|, the others random.
+
+    Leaving z_i out is upweighting it by ε = −1/n, so to first order
+        L_test(θ̂_{−i}) − L_test(θ̂) ≈ (1/n) ∇L_test(θ̂)ᵀ H⁻¹ ∇ℓ_i(θ̂),
+    with s_test = H⁻¹ ∇L_test from one ``inverse.solve`` (CG or LiSSA) on the matrix-free Hessian. Each actual
+    change is a Newton retraining without z_i, from θ̂. Cost: one solve (a few tens of HVPs), then ``num_points``
+    Newton runs of 2-3 steps on the dense 650 x 650 Hessian.
+    """
+    theta = newton_minimum(problem)
+    point = theta.detach().requires_grad_(True)
+    (test_gradient,) = torch.autograd.grad(problem.test_loss(point), point)
+    H = HessianOperator(problem.loss, theta)
+    bounds = None
+    if method == "lissa":  # L is λ-strongly convex: λ_min >= reg; λ_max by Lanczos, with a margin
+        top = top_eigen(H, tol=1e-8, generator=torch.Generator().manual_seed(seed)).values[0].item()
+        bounds = (problem.reg, 1.01 * top)
+    result = solve(H, test_gradient, method=method, rtol=1e-10, eigenvalue_bounds=bounds)
+    predicted = problem.sample_gradients(theta) @ result.x / len(problem.targets)
+    strongest = predicted.abs().argsort(descending=True)[: num_points // 2]
+    others = torch.randperm(len(predicted), generator=torch.Generator().manual_seed(seed))
+    others = others[~torch.isin(others, strongest)][: num_points - len(strongest)]
+    index = torch.cat([strongest, others])
+    base = problem.test_loss(theta)
+    actual = torch.stack([problem.test_loss(newton_minimum(problem, int(i), theta)) - base for i in index])
+    return Influence(index, predicted[index], actual, result)
