@@ -120,21 +120,31 @@ def _patches(layer: nn.Module, a: Tensor) -> Tensor:
     return a
 
 
-def _output_vectors(loss_fn, outputs: Tensor, targets: Tensor, flavour: str, num_samples: int,
-                    generator) -> Tensor:
-    """Vectors u (N, k, C) whose Σ_c u_ic u_icᵀ is sample i's B_i before backpropagation (w left out)."""
-    def loss_of_one(z, y):
-        return loss_fn(z.unsqueeze(0), y.unsqueeze(0))
+def _output_vectors(loss_fn, outputs: Tensor, targets: Tensor, flavour: str, num_samples: int, generator,
+                    weight: float) -> Tensor:
+    """Vectors u (N, k, C) whose Σ_c u_ic u_icᵀ is sample i's B_i before backpropagation (w left out).
+
+    The batch's loss is w Σ_i ℓ_i(z_i) (checked by the caller), so one gradient (one Hessian-vector product per
+    output) of it in z, divided by w, gives every sample's ∇ℓ_i (∇²ℓ_i) at once.
+    """
+    def gradient_in_z(z, y, create_graph=False):
+        with torch.enable_grad():
+            z = z.detach().requires_grad_()
+            return z, torch.autograd.grad(loss_fn(z, y), z, create_graph=create_graph)[0]
 
     if flavour == "ggn":  # a square root L of the output Hessian: H_i = L Lᵀ, L = Q √Λ
-        hessians = torch.func.vmap(torch.func.hessian(loss_of_one))(outputs, targets)
+        z, grad = gradient_in_z(outputs, targets, create_graph=True)
+        units = torch.eye(z.shape[1], dtype=z.dtype, device=z.device).unsqueeze(1).expand(-1, *z.shape)
+        rows = torch.autograd.grad(grad, z, units, is_grads_batched=True, allow_unused=True)[0]  # (C, N, C)
+        hessians = torch.zeros_like(units) if rows is None else rows.transpose(0, 1) / weight  # H_i (N, C, C)
         values, vectors = torch.linalg.eigh(hessians)
         return (vectors * values.clamp_min(0).sqrt().unsqueeze(1)).transpose(1, 2)
     if flavour == "empirical":
-        return torch.func.vmap(torch.func.grad(loss_of_one))(outputs, targets).unsqueeze(1)
+        return (gradient_in_z(outputs, targets)[1] / weight).unsqueeze(1)
     likelihood, reduction = loss_likelihood(loss_fn)
     drawn = sample_targets(outputs, likelihood, reduction, num_samples, generator)
-    grads = torch.func.vmap(torch.func.grad(loss_of_one))(_repeat(outputs, num_samples), drawn)
+    grads = gradient_in_z(_repeat(outputs, num_samples), drawn)[1] / (weight / num_samples if reduction == "mean"
+                                                                         else weight)
     return grads.reshape(outputs.shape[0], num_samples, -1) / math.sqrt(num_samples)
 
 
@@ -201,19 +211,24 @@ def kfac_factors(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], 
     count = outputs.shape[0]
     weight = ((1 / count if likelihood_reduction == "mean" else 1.0) if likelihood_reduction
               else _sample_weight(loss_fn, outputs.detach(), targets))
-    vectors = _output_vectors(loss_fn, outputs.detach(), targets, flavour, num_samples, generator)  # (N, k, C)
+    vectors = _output_vectors(loss_fn, outputs.detach(), targets, flavour, num_samples, generator, weight)  # (N,k,C)
     pre_activations = [seen_outputs[name] for name, _ in layers]
     # all k backward passes at once: grads[l] is (k, N, out, ...) for layer l
-    grads = torch.autograd.grad(outputs, pre_activations, vectors.transpose(0, 1), is_grads_batched=True,
-                                allow_unused=True)
+    if vectors.shape[1] == 1:
+        grads = [g if g is None else g.unsqueeze(0) for g in
+                 torch.autograd.grad(outputs, pre_activations, vectors[:, 0], allow_unused=True)]
+    else:
+        grads = torch.autograd.grad(outputs, pre_activations, vectors.transpose(0, 1), is_grads_batched=True,
+                                    allow_unused=True)
     factors = []
     for (name, layer), grad, s in zip(layers, grads, pre_activations):
         a = _patches(layer, seen_inputs[name])  # (N, T, width)
         if grad is None:
             grad = s.new_zeros((vectors.shape[1],) + s.shape)
         u = grad.detach().flatten(3).transpose(2, 3) if grad.ndim == 5 else grad.detach().unsqueeze(2)  # (k,N,T,out)
-        A = torch.einsum("itp,itq->pq", a, a) / (a.shape[0] * a.shape[1])
-        G = weight * torch.einsum("kitp,kitq->pq", u, u)
+        a_rows, u_rows = a.reshape(-1, a.shape[2]), u.reshape(-1, u.shape[3])  # (N T, width), (k N T, out)
+        A = a_rows.T @ a_rows / a_rows.shape[0]  # matrix products: much faster than the same einsum on a CPU
+        G = weight * (u_rows.T @ u_rows)
         factor = KroneckerFactors(name, A, G, None, layer.bias is not None)
         if eigenvalue_corrected:
             u_rotated, a_rotated = u @ factor.basis_G, a @ factor.basis_A
