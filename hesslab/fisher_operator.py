@@ -197,19 +197,20 @@ class KFACOperator(CurvatureOperator):
         return op
 
     def _blocks(self, V: Tensor, matrix_product: Callable[[object, Tensor], Tensor]) -> Tensor:
-        """Apply ``matrix_product(factors, V̄)`` (V̄: (k, out, in+1)) to every layer's slice of V (n, k)."""
+        """Apply ``matrix_product(factors, V̄)`` (V̄: (k, out, width)) to every layer's slice of V (n, k)."""
         columns = V.reshape(V.shape[0], -1)
-        result = torch.zeros_like(columns)
+        k = columns.shape[1]
+        result = columns.new_empty(columns.shape)  # contiguous: its slices are viewed as (out, inputs, k)
         for f, (w_at, b_at) in zip(self.factors, self.slices):
             out, width = f.G.shape[0], f.A.shape[0]
             inputs = width - 1 if f.bias else width
-            parts = [columns[w_at: w_at + out * inputs].T.reshape(-1, out, inputs)]
+            M = columns[w_at: w_at + out * inputs].reshape(out, inputs, k)  # V_W row-major, the k columns last
             if f.bias:
-                parts.append(columns[b_at: b_at + out].T.unsqueeze(2))
-            block = matrix_product(f, torch.cat(parts, dim=2))  # (k, out, width)
-            result[w_at: w_at + out * inputs] = block[:, :, :inputs].reshape(-1, out * inputs).T
+                M = torch.cat([M, columns[b_at: b_at + out].reshape(out, 1, k)], dim=1)
+            block = matrix_product(f, M.permute(2, 0, 1)).permute(1, 2, 0)  # (out, width, k)
+            result[w_at: w_at + out * inputs].view(out, inputs, k).copy_(block[:, :inputs])
             if f.bias:
-                result[b_at: b_at + out] = block[:, :, inputs].T
+                result[b_at: b_at + out].copy_(block[:, inputs])
         return result.reshape(V.shape)
 
     def _apply(self, V: Tensor) -> Tensor:
