@@ -200,8 +200,7 @@ def kfac_factors(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], 
     finally:
         for handle in handles:
             handle.remove()
-    wanted = {nn.Linear: 2, nn.Conv2d: 4}
-    if outputs.ndim != 2 or any(seen_inputs[name].ndim != wanted[type(m)] for name, m in layers):
+    if outputs.ndim != 2 or any(seen_inputs[name].ndim != (4 if isinstance(m, nn.Conv2d) else 2) for name, m in layers):
         raise ValueError("kfac_factors needs (N, in) inputs to every nn.Linear, (N, C_in, H, W) to every nn.Conv2d "
                          f"and (N, C) outputs; got outputs of shape {tuple(outputs.shape)}.")
     try:
@@ -227,7 +226,7 @@ def kfac_factors(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], 
             grad = s.new_zeros((vectors.shape[1],) + s.shape)
         u = grad.detach().flatten(3).transpose(2, 3) if grad.ndim == 5 else grad.detach().unsqueeze(2)  # (k,N,T,out)
         a_rows, u_rows = a.reshape(-1, a.shape[2]), u.reshape(-1, u.shape[3])  # (N T, width), (k N T, out)
-        A = a_rows.T @ a_rows / a_rows.shape[0]  # matrix products: much faster than the same einsum on a CPU
+        A = a_rows.T @ a_rows / a_rows.shape[0]
         G = weight * (u_rows.T @ u_rows)
         factor = KroneckerFactors(name, A, G, None, layer.bias is not None)
         if eigenvalue_corrected:
