@@ -9,6 +9,10 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP      := $(VENV)/.hesslab-installed
+# curvlinops (a baseline of the tests and benchmarks), always with --no-deps: it requires backpack-for-pytorch, which
+# requires torchvision, which would replace the CPU torch with a multi-GB CUDA build. What curvlinops imports
+# (einops, einconv, linear_operator, opt-einsum) is in the test extra; backpack is not imported by curvlinops' K-FAC.
+CURVLINOPS_SPEC ?= curvlinops-for-pytorch==3.0.1
 
 NOTEBOOKS  := $(wildcard notebooks/[0-9]*.py)
 BUILT_NB   := build/notebooks
@@ -22,12 +26,13 @@ PLAYWRIGHT_SPEC ?= playwright==1.65.2
 GALLERY_NB := build/gallery
 SITE       := site
 
-.PHONY: lab test lint test-unit test-doctests test-notebooks test-browser browser-deps notebooks gallery thumbnails bench bench-sinkhorn bench-pde bench-operators bench-optim bench-distributed bench-inverse bench-training clean
+.PHONY: lab test lint test-unit test-doctests test-notebooks test-browser browser-deps notebooks gallery thumbnails bench bench-sinkhorn bench-pde bench-operators bench-optim bench-distributed bench-inverse bench-training bench-kfac clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[lab,test]"
+	$(PY) -m pip install --quiet --no-deps "$(CURVLINOPS_SPEC)"
 	touch $(STAMP)
 
 ## make lab: JupyterLab on notebooks/ (the .py notebooks open as notebooks)
@@ -89,7 +94,7 @@ test-notebooks: notebooks
 ## replace the CPU torch with a multi-GB CUDA build.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
-	$(PY) -m pip install --quiet --no-deps pyhessian==0.1 backpack-for-pytorch==1.7.1 curvlinops-for-pytorch==3.0.1
+	$(PY) -m pip install --quiet --no-deps pyhessian==0.1 backpack-for-pytorch==1.7.1 "$(CURVLINOPS_SPEC)"
 	$(PY) benchmarks/curvature.py $(ARGS)
 
 ## make bench-sinkhorn / bench-pde: benchmarks/sinkhorn.py against POT 0.9, benchmarks/pde.py (256x256 Newton)
@@ -123,3 +128,7 @@ bench-inverse: $(STAMP)
 bench-training: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps pyhessian==0.1
 	$(PY) benchmarks/training.py $(ARGS)
+
+## make bench-kfac: benchmarks/kfac.py, K-FAC factors and products against a gradient, an HVP and curvlinops' K-FAC
+bench-kfac: $(STAMP)
+	$(PY) benchmarks/kfac.py $(ARGS)

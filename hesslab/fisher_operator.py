@@ -4,9 +4,9 @@
 (the sample-weighted mean Σ_b n_b F_b / N of the batch Fishers, a mean loss required), ``params=`` blocks, the
 parameters' dtype and device, and the memory guard of ``to_dense``. The rows are those of ``hesslab.exact.fisher_rows``:
 empirical (the data's targets) or Monte-Carlo (targets drawn from the model's predictive distribution, once, when
-the operator is made, so that every product is the same matrix). ``KFACOperator`` is K-FAC / EKFAC of an MLP's
-``nn.Linear`` layers, from the factors of ``hesslab.kronecker`` (it lives here, at the operators' layer, because it
-is a ``CurvatureOperator`` and ``hesslab.kronecker`` sits below the operators).
+the operator is made, so that every product is the same matrix). ``KFACOperator`` is K-FAC / EKFAC of a model's
+``nn.Linear`` and ``nn.Conv2d`` layers, from the factors of ``hesslab.kronecker`` (it lives here, at the operators'
+layer, because it is a ``CurvatureOperator`` and ``hesslab.kronecker`` sits below the operators).
 """
 
 from __future__ import annotations
@@ -125,10 +125,10 @@ class FisherOperator(CurvatureOperator):
 
 
 class KFACOperator(CurvatureOperator):
-    """K-FAC (or EKFAC) of a model's ``nn.Linear`` layers: block-diagonal, block ≈ G ⊗ A (``hesslab.kronecker``).
+    """K-FAC (or EKFAC) of ``nn.Linear``, ``nn.Conv2d`` layers: block-diagonal, block ≈ G ⊗ A (``hesslab.kronecker``).
 
-    A product applies each block to its layer's slice of V as a matrix, V̄ ↦ G V̄ A (V̄ = [V_W V_b], out × in+1),
-    never forming G ⊗ A: O(out² (in+1) + out (in+1)²) per column and layer. EKFAC's block is
+    A product applies each block to its layer's slice of V as a matrix, V̄ ↦ G V̄ A (V̄ = [V_W V_b], out × width,
+    V_W reshaped to (out, -1)), never forming G ⊗ A: O(out² width + out width²) per column and layer. EKFAC's block is
     Q diag(s) Qᵀ with Q = Q_G ⊗ Q_A: V̄ ↦ Q_G ((Q_Gᵀ V̄ Q_A) ⊙ S) Q_Aᵀ. ``inverse_product(V, damping)`` is
     (K + λ I)⁻¹ V through the same eigenbasis, with eigenvalues λ_G,p λ_A,q (K-FAC) or s_pq (EKFAC).
 
@@ -157,10 +157,11 @@ class KFACOperator(CurvatureOperator):
     def from_model(cls, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data,
                    flavour: str = "ggn", *, eigenvalue_corrected: bool = False, num_samples: int = 1,
                    generator: torch.Generator | None = None) -> "KFACOperator":
-        """K-FAC (``eigenvalue_corrected=False``) or EKFAC of an MLP's ``nn.Linear`` layers, on one batch.
+        """K-FAC (``eigenvalue_corrected=False``) or EKFAC of the ``nn.Linear`` and ``nn.Conv2d`` layers, on one batch.
 
         Args:
-            model: the model; every parameter that requires grad must belong to an ``nn.Linear``.
+            model: the model; every parameter that requires grad must belong to an ``nn.Linear`` or an ``nn.Conv2d``
+                (groups=1; a convolution's block is KFC's, see ``hesslab.kronecker``).
             loss_fn: ``(outputs, targets) -> scalar``, a mean or a sum over the samples.
             data: one ``(inputs, targets)`` batch.
             flavour: G's ``"ggn"`` (exact output Hessian), ``"monte-carlo"`` or ``"empirical"``.
@@ -182,7 +183,8 @@ class KFACOperator(CurvatureOperator):
         if single is None:
             raise ValueError("KFACOperator.from_model takes one (inputs, targets) batch; concatenate the batches "
                              "(torch.cat) for their K-FAC.")
-        factors = kfac_factors(model, loss_fn, *single, flavour, num_samples=num_samples, generator=generator)
+        factors = kfac_factors(model, loss_fn, *single, flavour, num_samples=num_samples, generator=generator,
+                               eigenvalue_corrected=eigenvalue_corrected)
         named = select_parameters(model)
         offsets, offset = {}, 0
         for _, p in named:
@@ -196,19 +198,20 @@ class KFACOperator(CurvatureOperator):
         return op
 
     def _blocks(self, V: Tensor, matrix_product: Callable[[object, Tensor], Tensor]) -> Tensor:
-        """Apply ``matrix_product(factors, V̄)`` (V̄: (k, out, in+1)) to every layer's slice of V (n, k)."""
+        """Apply ``matrix_product(factors, V̄)`` (V̄: (k, out, width)) to every layer's slice of V (n, k)."""
         columns = V.reshape(V.shape[0], -1)
-        result = torch.zeros_like(columns)
+        k = columns.shape[1]
+        result = columns.new_empty(columns.shape)  # contiguous: its slices are viewed as (out, inputs, k)
         for f, (w_at, b_at) in zip(self.factors, self.slices):
             out, width = f.G.shape[0], f.A.shape[0]
             inputs = width - 1 if f.bias else width
-            parts = [columns[w_at: w_at + out * inputs].T.reshape(-1, out, inputs)]
+            M = columns[w_at: w_at + out * inputs].reshape(out, inputs, k)  # V_W row-major, the k columns last
             if f.bias:
-                parts.append(columns[b_at: b_at + out].T.unsqueeze(2))
-            block = matrix_product(f, torch.cat(parts, dim=2))  # (k, out, width)
-            result[w_at: w_at + out * inputs] = block[:, :, :inputs].reshape(-1, out * inputs).T
+                M = torch.cat([M, columns[b_at: b_at + out].reshape(out, 1, k)], dim=1)
+            block = matrix_product(f, M.permute(2, 0, 1)).permute(1, 2, 0)  # (out, width, k)
+            result[w_at: w_at + out * inputs].view(out, inputs, k).copy_(block[:, :inputs])
             if f.bias:
-                result[b_at: b_at + out] = block[:, :, inputs].T
+                result[b_at: b_at + out].copy_(block[:, inputs])
         return result.reshape(V.shape)
 
     def _apply(self, V: Tensor) -> Tensor:
