@@ -40,10 +40,10 @@ DTYPE = torch.float64
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Regression:
-    """Data of y = θ*ᵀx + σε in two dimensions, and its least-squares solution θ̂.
+    """Data of a line y = θ₁u + θ₂ + σε, as inputs x = (u, 1), and its least-squares solution θ̂.
 
     Attributes:
-        inputs: X (N, 2), correlated Gaussian inputs.
+        inputs: X (N, 2), rows (u_i, 1).
         targets: y (N,).
         noise: σ, the noise level the data were drawn with (the model assumes σ = 1).
         optimum: θ̂ (2,), the minimiser of L on these data.
@@ -57,13 +57,13 @@ class Regression:
 
 def regression_data(num_samples: int = 100, noise: float = 1.0, seed: int = 0,
                     teacher: tuple[float, float] = (1.0, -0.5)) -> Regression:
-    """Inputs x ~ N(0, Σ) (Σ = [[1, 0.6], [0.6, 0.5]]), targets y = θ*ᵀx + σ ε, ε ~ N(0, 1), float64.
+    """Inputs x = (u, 1), u ~ N(1, 1), targets y = θ*ᵀx + σ ε, ε ~ N(0, 1), float64: a line through noisy points.
 
     Args:
-        num_samples: N.
+        num_samples: N >= 2.
         noise: σ >= 0; σ = 1 is the model's own noise level (well specified).
-        seed: seeds X and ε.
-        teacher: θ*.
+        seed: seeds u and ε.
+        teacher: θ* (slope, intercept).
 
     Returns:
         The ``Regression``.
@@ -76,8 +76,8 @@ def regression_data(num_samples: int = 100, noise: float = 1.0, seed: int = 0,
     num_samples = check_count("num_samples", num_samples, 2)
     noise = check_positive("noise", noise, allow_zero=True)
     generator = torch.Generator().manual_seed(seed)
-    root = torch.tensor([[1.0, 0.0], [0.6, 0.374165738677]], dtype=DTYPE)  # Σ = L Lᵀ, Σ₂₂ = 0.36 + 0.14 = 0.5
-    X = torch.randn(num_samples, 2, generator=generator, dtype=DTYPE) @ root.T
+    u = 1.0 + torch.randn(num_samples, generator=generator, dtype=DTYPE)
+    X = torch.stack([u, torch.ones_like(u)], dim=1)
     y = X @ torch.tensor(teacher, dtype=DTYPE) + noise * torch.randn(num_samples, generator=generator, dtype=DTYPE)
     return Regression(X, y, float(noise), torch.linalg.lstsq(X, y.unsqueeze(1)).solution.squeeze(1))
 
@@ -408,29 +408,39 @@ def block_errors(c: Curvatures) -> BlockErrors:
 
 
 def monte_carlo_errors(model: nn.Module, data, samples=(1, 4, 16, 64), repeats: int = 3, seed: int = 0,
-                       ggn: Tensor | None = None) -> np.ndarray:
+                       layer: str | None = None, ggn: Tensor | None = None) -> np.ndarray:
     """‖F̂_S − GGN‖_F / ‖GGN‖_F of the Monte-Carlo Fisher with S targets per sample, averaged over ``repeats`` draws.
 
-    F̂_S is a mean of N·S independent terms with mean the GGN, so its error falls like 1/√S.
+    F̂_S is a mean of N·S independent terms whose mean is the GGN, so its error falls like 1/√S.
+
+    Args:
+        model: the MLP.
+        data: one ``(inputs, targets)`` batch, cross-entropy.
+        samples: the values of S.
+        repeats: independent draws per S.
+        seed: seeds the draws.
+        layer: a ``nn.Linear`` layer's name for its block only (cheaper), or None for all the parameters.
+        ggn: the exact GGN (of the whole model, or of the layer's block) if known.
 
     Returns:
         (len(samples),) mean relative errors.
 
     Example:
         >>> model, data = digits_mlp(steps=0, num_samples=10, width=4)
-        >>> errors = monte_carlo_errors(model, data, samples=(1, 100), repeats=1)
+        >>> errors = monte_carlo_errors(model, data, samples=(1, 100), repeats=1, layer="4")
         >>> bool(errors[1] < errors[0])
         True
     """
     loss = nn.functional.cross_entropy
+    params = None if layer is None else [f"{layer}.weight", f"{layer}.bias"]
     if ggn is None:
-        ggn = GGNOperator.from_model(model, loss, data).to_dense()
+        ggn = GGNOperator.from_model(model, loss, data, params=params).to_dense()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     errors = []
     for S in samples:
-        draws = [FisherOperator.from_model(model, loss, data, "monte-carlo", num_samples=S,
-                                           generator=generator).to_dense() for _ in range(repeats)]
+        draws = [FisherOperator.from_model(model, loss, data, "monte-carlo", num_samples=S, generator=generator,
+                                           params=params).to_dense() for _ in range(check_count("repeats", repeats, 1))]
         errors.append(np.mean([float(relative_difference(F, ggn)) for F in draws]))
     return np.array(errors)
 
@@ -486,8 +496,9 @@ def _direction(method: str, model: nn.Module, data, g: Tensor, damping: float, g
 
 def natural_gradient_losses(method: str, model: nn.Module, data, steps: int = 5, lr: float = 1.0,
                             damping: float = 1e-3, seed: int = 0) -> np.ndarray:
-    """The training loss along θ ← θ − lr (C(θ) + λI)⁻¹ ∇L(θ), C the ``method``'s curvature (I for GD), recomputed
-    at every step; the model is copied, not changed.
+    """The training loss along θ ← θ − lr (C(θ) + λI)⁻¹ ∇L(θ), C the ``method``'s curvature (I for GD).
+
+    C is recomputed at every step (the Monte-Carlo Fisher with one fresh draw per sample); the model is copied.
 
     Args:
         method: one of ``NG_METHODS``.
