@@ -69,3 +69,35 @@ def test_natural_gradient_beats_gradient_descent_and_refuses_unknown_methods():
     assert ggn[-1] < gd[-1] < gd[0] == ggn[0]
     with pytest.raises(ValueError, match="method must be one of"):
         experiment.natural_gradient_losses("Newton", model, data)
+
+
+def test_the_notebooks_asserts_catch_plausibly_wrong_code(monkeypatch):
+    """Mutations of the library that the notebook's asserts must catch (measured, correct → mutated)."""
+    model, data = experiment.digits_mlp(steps=10, num_samples=40, width=6)
+    samples = (1, 4, 16, 64)
+    from hesslab import exact
+
+    # the Monte-Carlo Fisher drawing the most likely class every time: a biased estimate, its error stops falling
+    def most_likely(outputs, likelihood, reduction, num_samples, generator):
+        return outputs.argmax(1).repeat_interleave(num_samples)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(exact, "sample_targets", most_likely)
+        errors = experiment.monte_carlo_errors(model, data, samples, repeats=1, layer="4")
+        assert not -0.65 < experiment.log_log_slope(samples, errors) < -0.35
+
+    # EKFAC's refitted diagonal off by 30%: no longer the Frobenius-best in K-FAC's eigenbasis on some block
+    original = experiment.KFACOperator.from_model.__func__
+
+    def scaled(cls, *args, **kwargs):
+        op = original(cls, *args, **kwargs)
+        for f in op.factors:
+            f.corrected = 1.3 * f.corrected
+        return op
+
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment.KFACOperator, "from_model", classmethod(scaled))
+        model, data = experiment.digits_mlp(0)
+        errors = experiment.block_errors(experiment.curvatures(model, data,
+                                                               generator=torch.Generator().manual_seed(1)))
+        assert not np.all(errors.frobenius["EKFAC"] <= errors.frobenius["K-FAC"])
