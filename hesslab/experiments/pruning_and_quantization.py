@@ -18,9 +18,10 @@ from torch import Tensor, nn
 from .. import compress
 from ..data import digits
 from ..functional import per_sample_gradients
-from ..inverse import solve, woodbury_fisher
+from ..inverse import SolveResult, solve, woodbury_fisher
 from ..models import mlp
 from ..operators import HessianOperator
+from ..optimize import newton
 from ..spectrum import top_eigen
 
 PRUNERS = ("magnitude", "layer-wise OBS", "global M-FAC OBS")
@@ -156,7 +157,7 @@ class SoftmaxRegression:
     """L(θ) = (1/n) Σ_i CE(W x̃_i, y_i) + (λ/2)‖θ‖² on digits, θ = vec(W), W (10, 65), x̃ = (x, 1): convex.
 
     ``inputs`` (n, 65) carry the constant 1 of the bias; ``test_input``/``test_target`` is the one test point whose
-    loss the influence is measured on.
+    loss the influence is measured on; ``optimum`` is θ̂ = argmin L (None until ``softmax_regression`` sets it).
     """
 
     inputs: Tensor
@@ -164,6 +165,7 @@ class SoftmaxRegression:
     test_input: Tensor
     test_target: Tensor
     reg: float
+    optimum: Tensor | None = None
 
     def loss(self, theta: Tensor, drop: int | None = None) -> Tensor:
         """L(θ), or with sample ``drop`` left out of the sum (still divided by n: an upweighting by ε = −1/n)."""
@@ -183,16 +185,6 @@ class SoftmaxRegression:
         residual = p - nn.functional.one_hot(self.targets, 10).to(p.dtype)
         return (residual[:, :, None] * self.inputs[:, None, :]).reshape(len(self.targets), -1)
 
-    def dense_hessian(self, theta: Tensor, drop: int | None = None) -> Tensor:
-        """∇²L = (1/n) Σ_i (diag p_i − p_i p_iᵀ) ⊗ x̃_i x̃_iᵀ + λI, written out (for the leave-one-out Newton)."""
-        keep = torch.ones(len(self.targets), dtype=torch.bool)
-        if drop is not None:
-            keep[drop] = False
-        x, p = self.inputs[keep], torch.softmax(self.inputs[keep] @ theta.reshape(10, -1).T, dim=1)
-        curvature = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-        H = torch.einsum("iab,ic,id->acbd", curvature, x, x).reshape(theta.numel(), theta.numel())
-        return H / len(self.targets) + self.reg * torch.eye(theta.numel(), dtype=theta.dtype)
-
 
 def softmax_regression(num_train: int = 500, reg: float = 0.1, seed: int = 0) -> SoftmaxRegression:
     """Digits softmax regression on ``num_train`` random digits, its test point the held-out digit fitted worst.
@@ -205,24 +197,20 @@ def softmax_regression(num_train: int = 500, reg: float = 0.1, seed: int = 0) ->
     inputs = torch.cat([inputs, ones], dim=1)
     train, held_out = order[:num_train], order[num_train:]
     problem = SoftmaxRegression(inputs[train], targets[train], inputs[held_out[:1]], targets[held_out[:1]], reg)
-    theta = newton_minimum(problem)
+    theta = minimum(problem)
     losses = nn.functional.cross_entropy(inputs[held_out] @ theta.reshape(10, -1).T, targets[held_out],
                                          reduction="none")
     worst = held_out[losses.argmax()].reshape(1)
-    return SoftmaxRegression(inputs[train], targets[train], inputs[worst], targets[worst], reg)
+    return SoftmaxRegression(inputs[train], targets[train], inputs[worst], targets[worst], reg, theta)
 
 
-def newton_minimum(problem: SoftmaxRegression, drop: int | None = None, theta: Tensor | None = None,
-                   tol: float = 1e-12) -> Tensor:
-    """argmin L (without sample ``drop``) by Newton's method from ``theta`` (default 0), to ‖∇L‖ <= tol."""
-    theta = torch.zeros(650, dtype=problem.inputs.dtype) if theta is None else theta.clone()
-    for _ in range(50):
-        point = theta.detach().requires_grad_(True)
-        (gradient,) = torch.autograd.grad(problem.loss(point, drop), point)
-        if gradient.norm() <= tol:
-            return theta
-        theta = theta - torch.linalg.solve(problem.dense_hessian(theta, drop), gradient)
-    raise ValueError(f"Newton did not reach ‖∇L‖ <= {tol} in 50 steps (last {gradient.norm():.1e}).")
+def minimum(problem: SoftmaxRegression, drop: int | None = None, start: Tensor | None = None) -> Tensor:
+    """argmin L (without sample ``drop``) by ``hl.optimize.newton`` from ``start`` (default 0), to ‖∇L‖ <= 1e-12."""
+    start = torch.zeros(650, dtype=problem.inputs.dtype) if start is None else start
+    result = newton(lambda theta: problem.loss(theta, drop), start, tol=1e-12)
+    if not result.converged:
+        raise ValueError(f"Newton did not reach ‖∇L‖ <= 1e-12: {result.reason}.")
+    return result.x
 
 
 @dataclass(frozen=True)
@@ -232,34 +220,42 @@ class Influence:
     index: Tensor
     predicted: Tensor
     actual: Tensor
-    solve: object
+    solve: SolveResult
 
 
-def influence(problem: SoftmaxRegression, method: str = "cg", num_points: int = 40, seed: int = 0) -> Influence:
-    """Koh & Liang's influence against leave-one-out retraining, on ``num_points`` training points.
+def predicted_influences(problem: SoftmaxRegression, method: str = "cg", seed: int = 0) -> tuple[Tensor, SolveResult]:
+    """Koh & Liang's first-order change of the test loss when each training point is left out, (n,).
 
-    Half of them are those of largest predicted |influence|, the others random.
-
-    Leaving z_i out is upweighting it by ε = −1/n, so to first order
+    Leaving z_i out is upweighting it by ε = −1/n, so
         L_test(θ̂_{−i}) − L_test(θ̂) ≈ (1/n) ∇L_test(θ̂)ᵀ H⁻¹ ∇ℓ_i(θ̂),
-    with s_test = H⁻¹ ∇L_test from one ``inverse.solve`` (CG or LiSSA) on the matrix-free Hessian. Each actual
-    change is a Newton retraining without z_i, from θ̂. Cost: one solve (a few tens of HVPs), then ``num_points``
-    Newton runs of 2-3 steps on the dense 650 x 650 Hessian.
+    with s_test = H⁻¹ ∇L_test from one ``inverse.solve`` (CG, or LiSSA with the bounds (λ, 1.01 λ_max): L is
+    λ-strongly convex) on the matrix-free Hessian, then one dot product per training point.
     """
-    theta = newton_minimum(problem)
+    theta = problem.optimum
     point = theta.detach().requires_grad_(True)
     (test_gradient,) = torch.autograd.grad(problem.test_loss(point), point)
     H = HessianOperator(problem.loss, theta)
     bounds = None
-    if method == "lissa":  # L is λ-strongly convex: λ_min >= reg; λ_max by Lanczos, with a margin
+    if method == "lissa":
         top = top_eigen(H, tol=1e-8, generator=torch.Generator().manual_seed(seed)).values[0].item()
         bounds = (problem.reg, 1.01 * top)
     result = solve(H, test_gradient, method=method, rtol=1e-10, eigenvalue_bounds=bounds)
-    predicted = problem.sample_gradients(theta) @ result.x / len(problem.targets)
+    return problem.sample_gradients(theta) @ result.x / len(problem.targets), result
+
+
+def influence(problem: SoftmaxRegression, method: str = "cg", num_points: int = 40, seed: int = 0) -> Influence:
+    """``predicted_influences`` against leave-one-out retraining, on ``num_points`` training points.
+
+    Half of them are those of largest predicted |influence|, the others random. Each actual change is a Newton
+    retraining without z_i, from θ̂. Cost: one solve (a few tens of HVPs), then ``num_points`` Newton runs of 2-3
+    steps.
+    """
+    predicted, result = predicted_influences(problem, method, seed)
     strongest = predicted.abs().argsort(descending=True)[: num_points // 2]
     others = torch.randperm(len(predicted), generator=torch.Generator().manual_seed(seed))
     others = others[~torch.isin(others, strongest)][: num_points - len(strongest)]
     index = torch.cat([strongest, others])
+    theta = problem.optimum
     base = problem.test_loss(theta)
-    actual = torch.stack([problem.test_loss(newton_minimum(problem, int(i), theta)) - base for i in index])
+    actual = torch.stack([problem.test_loss(minimum(problem, int(i), theta)) - base for i in index])
     return Influence(index, predicted[index], actual, result)

@@ -35,19 +35,19 @@ def test_unknown_methods_are_refused(call):
 
 def test_influence_predicts_leave_one_out_retraining_and_cg_agrees_with_lissa():
     problem = experiment.softmax_regression(num_train=500)
-    cg, lissa = (experiment.influence(problem, method, num_points=6) for method in ("cg", "lissa"))
-    assert cg.solve.converged and lissa.solve.converged
-    torch.testing.assert_close(lissa.predicted, cg.predicted, rtol=1e-7, atol=1e-12)
+    cg = experiment.influence(problem, "cg", num_points=6)
+    lissa, lissa_solve = experiment.predicted_influences(problem, "lissa")
+    assert cg.solve.converged and lissa_solve.converged
+    torch.testing.assert_close(lissa[cg.index], cg.predicted, rtol=1e-7, atol=1e-12)
     correlation = torch.corrcoef(torch.stack([cg.predicted, cg.actual]))[0, 1]
     slope = cg.predicted @ cg.actual / (cg.predicted @ cg.predicted)
     assert correlation > 0.99 and 0.9 < slope < 1.25
 
 
-def test_softmax_regression_gradients_and_hessian_are_the_autograd_ones():
+def test_softmax_regression_sample_gradients_are_the_autograd_ones():
     problem = experiment.softmax_regression(num_train=30)
     theta = 0.1 * torch.randn(650, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     rows = torch.func.jacrev(lambda t: torch.nn.functional.cross_entropy(
         problem.inputs @ t.reshape(10, -1).T, problem.targets, reduction="none"))(theta)
     torch.testing.assert_close(problem.sample_gradients(theta), rows)
-    torch.testing.assert_close(problem.dense_hessian(theta, drop=3),
-                               torch.func.hessian(lambda t: problem.loss(t, drop=3))(theta))
+    assert torch.linalg.norm(torch.func.grad(problem.loss)(problem.optimum)) <= 1e-12
