@@ -3,9 +3,11 @@
 ``HessianOperator.from_model(model, loss, batches) @ V`` over 3 batches, V with 30 columns, against the baseline
 measured in the same run: the same 30 products on the concatenated batch, *including* the one gradient graph they
 need (``HessianOperator.from_model(model, loss, (X, y)) @ V``: build the graph once, 30 backward passes). Over
-batches each product must build each batch's gradient graph once and run all 30 columns through it (3 graphs, 90
-backward passes of a third of the size), so the target is <= 1.15x the baseline. Also printed: the concatenated
-operator's products alone (graph already built) and the same for the GGN.
+batches each product builds each group's gradient graph once and runs all 30 columns through it; by default small
+batches are merged into one graph of up to ``samples_per_graph`` = 1024 samples (``hesslab._merging``), here all 3.
+The target is <= 1.15x the baseline. Also printed: the same operator with every batch its own graph
+(``samples_per_graph=1``: 3 graphs, 90 backward passes of a third of the size), the concatenated operator's products
+alone (graph already built) and the same for the GGN.
 
     .venv/bin/python benchmarks/batched_operators.py                 # 2 threads, 7 interleaved rounds
     .venv/bin/python benchmarks/batched_operators.py --threads 1 --dtype float32
@@ -25,6 +27,11 @@ from harness import header, race, table  # noqa: E402  benchmarks/harness.py
 
 import hesslab as hl  # noqa: E402
 from hesslab.models import mlp  # noqa: E402
+
+
+def graphs(op) -> str:
+    """"1 graph", "3 graphs": the operator's gradient graphs per product."""
+    return f"{op.num_graphs} graph{'s' if op.num_graphs > 1 else ''}"
 
 
 def main() -> None:
@@ -53,21 +60,28 @@ def main() -> None:
     V = torch.randn(n, args.columns, generator=generator, dtype=dtype)
 
     over_batches = hl.HessianOperator.from_model(model, F.cross_entropy, batches)
+    unmerged = hl.HessianOperator.from_model(model, F.cross_entropy, batches, samples_per_graph=1)
     concatenated = hl.HessianOperator.from_model(model, F.cross_entropy, (X, y))
     ggn_over_batches = hl.GGNOperator.from_model(model, F.cross_entropy, batches)
+    ggn_unmerged = hl.GGNOperator.from_model(model, F.cross_entropy, batches, samples_per_graph=1)
     if args.chunk_size is not None:
-        over_batches.chunk_size = ggn_over_batches.chunk_size = args.chunk_size
+        for op in (over_batches, unmerged, ggn_over_batches, ggn_unmerged):
+            op.chunk_size = args.chunk_size
     ggn_concatenated = hl.GGNOperator.from_model(model, F.cross_entropy, (X, y))
-    error = (over_batches @ V - concatenated @ V).norm() / (concatenated @ V).norm()
-    ggn_error = (ggn_over_batches @ V - ggn_concatenated @ V).norm() / (ggn_concatenated @ V).norm()
+    error = max((op @ V - concatenated @ V).norm() / (concatenated @ V).norm() for op in (over_batches, unmerged))
+    ggn_error = max((op @ V - ggn_concatenated @ V).norm() / (ggn_concatenated @ V).norm()
+                    for op in (ggn_over_batches, ggn_unmerged))
     workloads = {
         "concatenated: graph + products (baseline)":
             lambda: hl.HessianOperator.from_model(model, F.cross_entropy, (X, y)) @ V,
-        f"{args.batches} batches: products": lambda: over_batches @ V,
+        f"{args.batches} batches: products ({graphs(over_batches)}, default)": lambda: over_batches @ V,
+        f"{args.batches} batches: products (samples_per_graph=1)": lambda: unmerged @ V,
         "concatenated: products on a kept graph": lambda: concatenated @ V,
         "GGN concatenated: graphs + products (baseline)":
             lambda: hl.GGNOperator.from_model(model, F.cross_entropy, (X, y)) @ V,
-        f"GGN {args.batches} batches: products": lambda: ggn_over_batches @ V,
+        f"GGN {args.batches} batches: products ({graphs(ggn_over_batches)}, default)":
+            lambda: ggn_over_batches @ V,
+        f"GGN {args.batches} batches: products (samples_per_graph=1)": lambda: ggn_unmerged @ V,
     }
     timings = race(workloads, rounds=args.rounds, warmup=1)
     names = list(workloads)
@@ -75,10 +89,11 @@ def main() -> None:
           f"V with {args.columns} columns ({over_batches.chunk_size} per backward over batches, "
           f"{concatenated.chunk_size} on the concatenated batch), {args.rounds} interleaved rounds (medians; range "
           "in brackets)")
-    print(f"check: relative difference batches vs concatenated, Hessian {error:.1e}, GGN {ggn_error:.1e}")
+    print(f"check: relative difference batches (merged and not) vs concatenated, Hessian {error:.1e}, "
+          f"GGN {ggn_error:.1e}")
     rows = []
     for name in names:
-        baseline = names[3] if name.startswith("GGN") else names[0]
+        baseline = names[4] if name.startswith("GGN") else names[0]
         low, high = timings.spread(name, baseline)
         rows.append([name, f"{timings.median(name) * 1e3:.1f} ms",
                      f"{timings.median(name) / timings.median(baseline):.2f}x baseline [{low:.2f}-{high:.2f}]"])

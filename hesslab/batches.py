@@ -31,6 +31,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._merging import concatenated, layout, merge_plan
+
 Batch = tuple[Tensor | Mapping[str, Tensor], Tensor]
 
 # A bound on the batches read from data, so that an endless iterable is an error, not a hang.
@@ -140,8 +142,8 @@ def check_batch(batch, where: str) -> Batch:
     return tuple(batch)
 
 
-def read(data, what: str, on_first: Callable[[Batch], None] | None = None) -> tuple[list[int], list[bytes]]:
-    """One pass over the data: each batch checked, its n_b and fingerprint.
+def read(data, what: str, on_first: Callable[[Batch], None] | None = None) -> tuple[list[int], list[bytes], list]:
+    """One pass over the data: each batch checked, its n_b, fingerprint and ``_merging.layout``.
 
     ``on_first(batch)`` is called on the first batch (while it is there). At most ``MAX_BATCHES`` batches.
 
@@ -151,16 +153,17 @@ def read(data, what: str, on_first: Callable[[Batch], None] | None = None) -> tu
         on_first: called with the first batch, or None.
 
     Returns:
-        ``(sizes, hashes)``: n_b and ``fingerprint`` of every batch, in order.
+        ``(sizes, hashes, layouts)``: n_b, ``fingerprint`` and ``(layout, first dimension)`` of every batch, in order.
 
     Example:
         >>> import torch
         >>> from hesslab.batches import read
-        >>> sizes, hashes = read([(torch.ones(2, 3), torch.zeros(2)), (torch.ones(1, 3), torch.zeros(1))], "first")
-        >>> sizes, len(hashes)
-        ([2, 1], 2)
+        >>> sizes, hashes, layouts = read([(torch.ones(2, 3), torch.zeros(2)), (torch.ones(1, 3), torch.zeros(1))],
+        ...                               "first")
+        >>> sizes, len(hashes), [length for _, length in layouts]
+        ([2, 1], 2, [2, 1])
     """
-    sizes, hashes = [], []
+    sizes, hashes, layouts = [], [], []
     for index, batch in enumerate(data):
         if index == MAX_BATCHES:
             raise ValueError(f"data yielded more than {MAX_BATCHES} batches on its {what} pass; an operator reads "
@@ -168,9 +171,10 @@ def read(data, what: str, on_first: Callable[[Batch], None] | None = None) -> tu
         batch = check_batch(batch, f"at position {index}")
         sizes.append(num_samples(batch))
         hashes.append(fingerprint(batch))
+        layouts.append((layout(batch), batch[1].shape[0] if batch[1].ndim else 1))
         if index == 0 and on_first is not None:
             on_first(batch)
-    return sizes, hashes
+    return sizes, hashes, layouts
 
 
 class Batches:
@@ -198,10 +202,10 @@ class Batches:
 
     def __init__(self, data: Iterable[Batch], check_first: Callable[[Batch], None] | None = None):
         self.data = data
-        self.sizes, first = read(data, "first", check_first)
+        self.sizes, first, self.layouts = read(data, "first", check_first)
         if not self.sizes:
             raise ValueError("data has no batches; give at least one (inputs, targets) pair.")
-        sizes, second = read(data, "second")
+        sizes, second, _ = read(data, "second")
         if sizes != self.sizes or second != first:
             raise ValueError(
                 f"data gave different batches on two passes ({describe_difference(self.sizes, sizes, first, second)})."
@@ -210,19 +214,47 @@ class Batches:
                 "transforms, or pass a list of batches, e.g. list(loader)."
             )
         self.total = sum(self.sizes)
+        self.groups = [range(index, index + 1) for index in range(len(self.sizes))]  # every batch its own piece
 
     def __len__(self) -> int:
         return len(self.sizes)
 
     def __iter__(self) -> Iterator[tuple[float, Batch]]:
-        count = 0
+        """(weight, batch) per group of ``self.groups``: Σ n_b / N over the group, its batches concatenated."""
+        count, pending = 0, []
+        ends = {group.stop - 1: group for group in self.groups}
         for index, batch in enumerate(self.data):
             if index >= len(self.sizes) or num_samples(batch) != self.sizes[index]:
                 raise self.changed()
-            yield self.sizes[index] / self.total, tuple(batch)
+            pending.append(tuple(batch))
+            if index in ends:
+                weight = sum(self.sizes[i] for i in ends[index]) / self.total
+                yield weight, concatenated(pending)
+                pending = []
             count += 1
         if count != len(self.sizes):
             raise self.changed()
+
+    def merge(self, samples_per_graph: int, same_loss_on: Callable[[Batch, list[tuple[float, Batch]]], bool]) -> None:
+        """Group consecutive batches (``_merging.merge_plan``) if the first group passes ``same_loss_on``.
+
+        ``same_loss_on(merged, parts)`` gets the first group of two or more batches, concatenated, and its batches
+        with their n_b, and says whether the merged loss is their weighted mean (``_merging.same_loss``). If not,
+        or if no two batches can be merged, every batch stays its own group. Cost: reading the data up to that group.
+
+        Args:
+            samples_per_graph: the most samples (first dimension) in a merged group; 1 merges nothing.
+            same_loss_on: the check, see above.
+        """
+        plan = merge_plan([kind for kind, _ in self.layouts], [length for _, length in self.layouts],
+                          samples_per_graph)
+        first = next((group for group in plan if len(group) > 1), None)
+        if first is None:
+            return
+        parts = [(self.sizes[index], tuple(batch)) for index, batch in zip(range(first.stop), self.data)
+                 if index in first]
+        if same_loss_on(concatenated([batch for _, batch in parts]), parts):
+            self.groups = plan
 
     def changed(self) -> ValueError:
         """The error for data that no longer gives the batches it gave when the operator was made.

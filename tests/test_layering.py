@@ -22,7 +22,7 @@ LAYERS = [
     ("small datasets and nets", ["data", "models"]),
     ("f(θ) of a model and its products", ["functional"]),
     ("exact curvature", ["_dense", "exact", "kronecker"]),
-    ("curvature operators", ["operators", "batches", "fisher_operator"]),
+    ("curvature operators", ["operators", "batches", "_merging", "fisher_operator"]),
     ("estimators and solvers on an operator", ["hutchinson", "spectrum", "inverse", "training", "distributed"]),
     ("domain tools", ["optim", "optimize", "transport", "pde", "compress", "landscape"]),
     ("the public API", ["hesslab"]),

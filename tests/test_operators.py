@@ -165,22 +165,25 @@ class CountingForward(nn.Module):
 
 
 @pytest.mark.parametrize("kind", ["hessian", "ggn"])
-def test_each_batch_graph_is_built_once_per_product(kind, mlp_problem):
-    """V with 30 columns over 3 batches: 3 forward passes (one graph per batch) per product and per to_dense, not
-    one per column block (90 before issue 12)."""
+@pytest.mark.parametrize("samples_per_graph, graphs", [(1, 3), (20, 2), (1024, 1)])
+def test_each_batch_graph_is_built_once_per_product(kind, samples_per_graph, graphs, mlp_problem):
+    """V with 30 columns over 3 batches: one forward pass (one graph) per group of merged batches per product and
+    per to_dense, not one per column block (90 before issue 12): 3 unmerged, 2 with groups of <= 20 samples, 1 when
+    all merge."""
     model, X, y, f, theta = mlp_problem
     counted = CountingForward(model)
     batches = [(X[:10], y[:10]), (X[10:20], y[10:20]), (X[20:], y[20:])]
     Operator = hl.HessianOperator if kind == "hessian" else hl.GGNOperator
-    op = Operator.from_model(counted, F.cross_entropy, batches)
+    op = Operator.from_model(counted, F.cross_entropy, batches, samples_per_graph=samples_per_graph)
     assert op.chunk_size == 1  # the CPU default: columns one at a time through each kept graph
+    assert (op.num_batches, op.num_graphs) == (3, graphs)
     V = torch.randn(theta.numel(), 30, generator=torch.Generator().manual_seed(5))
     counted.calls = 0
     product = op @ V
-    assert counted.calls == 3
+    assert counted.calls == graphs
     counted.calls = 0
     dense = op.to_dense()
-    assert counted.calls == 3
+    assert counted.calls == graphs
     whole = Operator.from_model(model, F.cross_entropy, (X, y)).to_dense()
     torch.testing.assert_close(dense, whole, atol=TOL, rtol=0)
     torch.testing.assert_close(product, whole @ V, atol=TOL, rtol=0)

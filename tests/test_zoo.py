@@ -126,21 +126,28 @@ MODEL_NAMES = list(zoo.MODELS)
 MEAN_LOSS_MODELS = [name for name in MODEL_NAMES if zoo.case(name).mean_loss]
 
 
-def _operator_or_refusal(cls, name, kind):
+def _operator_or_refusal(cls, name, kind, samples_per_graph=1024):
     """The operator; for a summed loss over several batches, the refusal that says "sum" (then None)."""
     c = zoo.case(name)
     data = zoo.as_data(c, kind)
     if not c.mean_loss and kind != "one batch":
         with pytest.raises(ValueError, match="sum"):
-            cls.from_model(c.model, c.loss_fn, data)
+            cls.from_model(c.model, c.loss_fn, data, samples_per_graph=samples_per_graph)
         return None
-    return cls.from_model(c.model, c.loss_fn, data)
+    return cls.from_model(c.model, c.loss_fn, data, samples_per_graph=samples_per_graph)
 
 
-@pytest.mark.parametrize("kind", zoo.DATA_KINDS)
+# Over batches each operator runs both ways: small batches merged into one graph (the default) and every batch its
+# own graph (samples_per_graph=1).
+DATA = [pytest.param(kind, merge, id=kind + ("" if kind == "one batch" else ", " + label))
+        for kind in zoo.DATA_KINDS for merge, label in [(1024, "merged"), (1, "unmerged")]
+        if kind != "one batch" or merge == 1024]
+
+
+@pytest.mark.parametrize("kind, samples_per_graph", DATA)
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_hessian_operator_matches_reference(name, kind):
-    op = _operator_or_refusal(hl.HessianOperator, name, kind)
+def test_hessian_operator_matches_reference(name, kind, samples_per_graph):
+    op = _operator_or_refusal(hl.HessianOperator, name, kind, samples_per_graph)
     if op is None:
         return
     H = zoo.reference_hessian(name, kind)
@@ -153,10 +160,10 @@ def test_hessian_operator_matches_reference(name, kind):
     assert torch.equal(op @ V, first), "the operator changed between two products"
 
 
-@pytest.mark.parametrize("kind", zoo.DATA_KINDS)
+@pytest.mark.parametrize("kind, samples_per_graph", DATA)
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_ggn_operator_matches_reference(name, kind):
-    op = _operator_or_refusal(hl.GGNOperator, name, kind)
+def test_ggn_operator_matches_reference(name, kind, samples_per_graph):
+    op = _operator_or_refusal(hl.GGNOperator, name, kind, samples_per_graph)
     if op is None:
         return
     G = zoo.reference_ggn(name, kind)
@@ -230,3 +237,96 @@ def test_hessian_in_training_mode_keeps_batchnorm_statistics():
     op @ torch.ones(op.shape[0], dtype=op.dtype)
     for name, b in model.named_buffers():
         assert torch.equal(b, before[name]), f"{name} changed"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# merging small batches into one graph (hesslab._merging): only where the loss is provably unchanged
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", MEAN_LOSS_MODELS)
+def test_small_batches_merge_unless_the_first_dimension_is_not_the_samples(name):
+    """Every mean-loss zoo model merges its three small batches into one graph, except the sequence-first LSTM:
+    its inputs (T, B, F) and targets (B,) share no first dimension, so they are never concatenated."""
+    c = zoo.case(name)
+    for kind in ("three batches", "loader"):
+        op = hl.HessianOperator.from_model(c.model, c.loss_fn, zoo.as_data(c, kind))
+        assert (op.num_batches, op.num_graphs) == (3, 3 if name == "lstm sequence-first" else 1)
+
+
+def _batch_hessians_mean(model, loss_fn, batches) -> torch.Tensor:
+    """Σ_b n_b H_b / N, each H_b the dense Hessian of one batch's loss (hl.hessian)."""
+    parts = []
+    for inputs, targets in batches:
+        f, theta = hl.loss_function(model, loss_fn, inputs, targets)
+        parts.append((targets.numel(), hl.hessian(f, theta)))
+    return sum(n * H for n, H in parts) / sum(n for n, _ in parts)
+
+
+def _merged_hessian(model, loss_fn, batches) -> torch.Tensor:
+    inputs = torch.cat([b[0] for b in batches], dim=0)
+    targets = torch.cat([b[1] for b in batches], dim=0)
+    f, theta = hl.loss_function(model, loss_fn, inputs, targets)
+    return hl.hessian(f, theta)
+
+
+def _refused_merge(model, loss_fn, batches):
+    """The operator over ``batches`` must keep every batch its own graph, and be Σ n_b H_b / N, which differs from the
+    merged batch's Hessian (so merging would have been a wrong matrix, not a rounding)."""
+    op = hl.HessianOperator.from_model(model, loss_fn, batches)
+    assert op.num_graphs == len(batches)
+    expected = _batch_hessians_mean(model, loss_fn, batches)
+    torch.testing.assert_close(op.to_dense(), expected, rtol=0, atol=1e-10 * scale(expected))
+    merged = _merged_hessian(model, loss_fn, batches)
+    assert float((merged - expected).norm() / expected.norm()) > 1e-3
+
+
+def test_batch_norm_in_training_mode_is_not_merged():
+    """Batch statistics make the loss of the merged batch differ from the mean of the batch losses."""
+    model = copy.deepcopy(zoo.case("cnn batchnorm eval").model).train()
+    batches = list(zoo.case("cnn batchnorm eval").batches)
+    with pytest.warns(UserWarning, match="training mode"):
+        _refused_merge(model, torch.nn.functional.cross_entropy, batches)
+
+
+def test_class_weights_are_not_merged():
+    """With class weights a batch's mean divides by its own Σ w_y, so batches do not combine by n_b."""
+    c = zoo.case("mlp tanh")
+    weight = torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64)
+    _refused_merge(c.model, lambda z, y: torch.nn.functional.cross_entropy(z, y, weight=weight), list(c.batches))
+
+
+def test_a_sequence_first_time_axis_is_not_merged():
+    """(T, B, F) inputs with (T, B) targets share the first dimension T: concatenating along it would make longer
+    sequences, which an LSTM carries its state through. The check on the losses catches it."""
+    class PerStep(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.head = torch.nn.LSTM(3, 4).double(), torch.nn.Linear(4, 2).double()
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0])  # (T, B, 2)
+
+    torch.manual_seed(0)
+    model = PerStep()
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(5, 2, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (5, 2), generator=g))
+               for _ in range(3)]
+
+    def loss_fn(z, y):
+        return torch.nn.functional.cross_entropy(z.reshape(-1, 2), y.reshape(-1))
+
+    _refused_merge(model, loss_fn, batches)
+
+
+def test_merged_groups_respect_samples_per_graph_and_weights():
+    """Groups of at most samples_per_graph samples; a group's weight is Σ n_b / N; a bad limit is an error."""
+    c = zoo.case("mlp tanh")
+    batches = list(c.batches)  # 4, 3 and 5 samples (see zoo)
+    sizes = [len(b[1]) for b in batches]
+    for limit, graphs in [(1, 3), (sizes[0] + sizes[1], 2), (sum(sizes), 1)]:
+        op = hl.GGNOperator.from_model(c.model, c.loss_fn, batches, samples_per_graph=limit)
+        assert op.num_graphs == graphs
+        torch.testing.assert_close(op.to_dense(), zoo.reference_ggn("mlp tanh", "three batches"), rtol=0,
+                                   atol=1e-10)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises((ValueError, TypeError), match="samples_per_graph"):
+            hl.HessianOperator.from_model(c.model, c.loss_fn, batches, samples_per_graph=bad)
