@@ -235,16 +235,17 @@ class Batches:
         if count != len(self.sizes):
             raise self.changed()
 
-    def merge(self, samples_per_graph: int, same_loss_on: Callable[[Batch, list[tuple[float, Batch]]], bool]) -> None:
-        """Group consecutive batches (``_merging.merge_plan``) if the first group passes ``same_loss_on``.
+    def merge(self, samples_per_graph: int, keeps_the_matrix: Callable[[Batch, list[tuple[int, Batch]]], bool]) -> None:
+        """Group consecutive batches (``_merging.merge_plan``) if the first group passes ``keeps_the_matrix``.
 
-        ``same_loss_on(merged, parts)`` gets the first group of two or more batches, concatenated, and its batches
-        with their n_b, and says whether the merged loss is their weighted mean (``_merging.same_loss``). If not,
-        or if no two batches can be merged, every batch stays its own group. Cost: reading the data up to that group.
+        ``keeps_the_matrix(merged, parts)`` gets the first group of two or more batches, concatenated, and its
+        batches with their n_b, and says whether the merged batch's matrix is their weighted mean (see
+        ``operators.merging_keeps_the_matrix``). If not, or if no two batches can be merged, every batch stays its
+        own group. Cost: reading the data up to that group.
 
         Args:
             samples_per_graph: the most samples (first dimension) in a merged group; 1 merges nothing.
-            same_loss_on: the check, see above.
+            keeps_the_matrix: the check, see above.
         """
         plan = merge_plan([kind for kind, _ in self.layouts], [length for _, length in self.layouts],
                           samples_per_graph)
@@ -253,7 +254,7 @@ class Batches:
             return
         parts = [(self.sizes[index], tuple(batch)) for index, batch in zip(range(first.stop), self.data)
                  if index in first]
-        if same_loss_on(concatenated([batch for _, batch in parts]), parts):
+        if keeps_the_matrix(concatenated([batch for _, batch in parts]), parts):
             self.groups = plan
 
     def changed(self) -> ValueError:

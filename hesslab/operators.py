@@ -28,7 +28,7 @@ from ._checks import (
     check_like,
 )
 from ._dense import Product, check_dense_fits, default_chunk_size, dense_matrix
-from ._merging import SAMPLES_PER_GRAPH, same_loss
+from ._merging import SAMPLES_PER_GRAPH, same_product
 from .batches import Batch, Batches, as_batches, check_mean_reduction
 from .functional import (
     call_model,
@@ -182,12 +182,17 @@ class CurvatureOperator:
         return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, device={self.device})"
 
     @classmethod
-    def _over_batches(cls, batches: Batches, product_on: Callable[[Batch], Product], x: Tensor):
+    def _over_batches(cls, batches: Batches, product_on: Callable[[Batch], Product], x: Tensor,
+                      samples_per_graph: int = 1):
         """An instance of a subclass whose matrix is ``Σ_b (n_b / N) A_b`` over ``batches``.
 
         ``product_on(batch)`` fixes the point on one batch (building its graphs) and returns A_b's product (used by
-        ``from_model``).
+        ``from_model``). Batches are merged into groups of up to ``samples_per_graph`` samples if
+        ``merging_keeps_the_matrix`` on the first group.
         """
+        if samples_per_graph > 1:
+            batches.merge(samples_per_graph,
+                          lambda merged, parts: merging_keeps_the_matrix(product_on, merged, parts, x))
         op = object.__new__(cls)
         CurvatureOperator.__init__(op, None, x.numel(), x.dtype, x.device)
         op._pieces = lambda: ((weight, product_on(batch)) for weight, batch in batches)
@@ -354,7 +359,7 @@ class HessianOperator(CurvatureOperator):
                 (``hesslab.batches``). For one batch the operator is the Hessian of whatever loss_fn computes.
             params: parameter names for a per-layer block (default: all that require grad).
             samples_per_graph: over batches, consecutive small batches are concatenated into one graph of up to this
-                many samples when that is checked to leave the loss unchanged (``hesslab._merging``: not for batch
+                many samples when that is checked to leave the matrix unchanged (``hesslab._merging``: not for batch
                 norm in training mode, sequence-first data, class weights), which makes products on small batches
                 up to 2x faster; the memory is one graph on that many samples. 1 keeps every batch its own graph.
 
@@ -363,7 +368,8 @@ class HessianOperator(CurvatureOperator):
             batches).
 
         Cost: one batch: a gradient with graph now, one backward per column. Over B batches: two passes over the
-        data and two forwards now; per product, each group's gradient graph once and one backward per column.
+        data and one forward now, and the check for merging (one product on the first group and on each of its
+        batches); per product, each group's gradient graph once and one backward per column.
 
         Example:
             >>> import torch, hesslab as hl
@@ -381,9 +387,9 @@ class HessianOperator(CurvatureOperator):
             return cls(*loss_function(model, loss_fn, *single, params=params))
         x = flatten_parameters(select_parameters(model, params))
         warn_if_stochastic(model)  # now, not only at the first product
-        batches.merge(samples_per_graph, _merged_loss_check(model, loss_fn, params, x))
         return cls._over_batches(
-            batches, lambda batch: hvp_at(loss_function(model, loss_fn, *batch, params=params)[0], x), x)
+            batches, lambda batch: hvp_at(loss_function(model, loss_fn, *batch, params=params)[0], x), x,
+            samples_per_graph)
 
 
 class GGNOperator(CurvatureOperator):
@@ -446,13 +452,12 @@ class GGNOperator(CurvatureOperator):
             return cls(g, lambda z: loss_fn(z, targets), x)
         x = flatten_parameters(select_parameters(model, params))
         warn_if_stochastic(model)  # now, not only at the first product
-        batches.merge(samples_per_graph, _merged_loss_check(model, loss_fn, params, x))
 
         def product_on(batch: Batch) -> Product:
             inputs, targets = batch
             return ggnvp_at(output_function(model, inputs, params=params)[0], lambda z: loss_fn(z, targets), x)
 
-        return cls._over_batches(batches, product_on, x)
+        return cls._over_batches(batches, product_on, x, samples_per_graph)
 
 
 def _mean_reduction_check(model: nn.Module, loss_fn, params) -> Callable[[Batch], None]:
@@ -472,21 +477,21 @@ def _mean_reduction_check(model: nn.Module, loss_fn, params) -> Callable[[Batch]
     return check
 
 
-def _merged_loss_check(model: nn.Module, loss_fn, params, x: Tensor) -> Callable[[Batch, list], bool]:
-    """The check that merging batches leaves the loss unchanged: L(merged) = Σ_j n_j L(b_j) / Σ_j n_j at x.
 
-    One forward (no graph) on the merged batch and one on each of its batches, compared by ``_merging.same_loss``.
+def merging_keeps_the_matrix(product_on: Callable[[Batch], Product], merged: Batch, parts: list[tuple[int, Batch]],
+                             x: Tensor) -> bool:
+    """Whether ``A(merged) v = Σ_j n_j A(b_j) v / Σ_j n_j`` for one Gaussian v (seed 0): the check of ``_merging``.
+
+    Args:
+        product_on: ``batch -> (v -> A(batch) v)``, as in ``CurvatureOperator._over_batches``.
+        merged: the group's batches concatenated.
+        parts: ``(n_j, b_j)`` for the group's batches.
+        x: the point (n,), for v's size, dtype and device.
+
+    Returns:
+        ``_merging.same_product`` of the two sides. Cost: one product on the group, one on each of its batches.
     """
-    named = select_parameters(model, params)
-
-    def loss_on(batch: Batch) -> Tensor:
-        inputs, targets = batch
-        return loss_fn(call_model(model, named, x, inputs), targets)
-
-    def check(merged: Batch, parts: list[tuple[int, Batch]]) -> bool:
-        with torch.no_grad(), differentiable_attention():
-            whole = loss_on(merged)
-            weighted = sum(n * loss_on(batch) for n, batch in parts) / sum(n for n, _ in parts)
-        return isinstance(whole, Tensor) and whole.numel() == 1 and same_loss(whole.reshape(()), weighted.reshape(()))
-
-    return check
+    v = torch.randn(x.numel(), generator=torch.Generator(x.device).manual_seed(0), dtype=x.dtype, device=x.device)
+    whole = product_on(merged)(v)
+    weighted = sum(n * product_on(batch)(v) for n, batch in parts) / sum(n for n, _ in parts)
+    return same_product(whole, weighted)

@@ -330,3 +330,14 @@ def test_merged_groups_respect_samples_per_graph_and_weights():
     for bad in (0, -1, 2.5, True):
         with pytest.raises((ValueError, TypeError), match="samples_per_graph"):
             hl.HessianOperator.from_model(c.model, c.loss_fn, batches, samples_per_graph=bad)
+
+
+def test_batch_norm_with_zero_scale_in_training_mode_is_not_merged():
+    """γ = 0 (the zero-initialised last batch norm of a residual block): the outputs, hence the loss, do not depend on
+    the batch statistics, but the curvature in γ does. Merging must be decided on the curvature, not the loss."""
+    model = copy.deepcopy(zoo.case("cnn batchnorm eval").model).train()
+    with torch.no_grad():
+        model[1].weight.zero_()
+    batches = list(zoo.case("cnn batchnorm eval").batches)
+    with pytest.warns(UserWarning, match="training mode"):
+        _refused_merge(model, torch.nn.functional.cross_entropy, batches)
