@@ -18,7 +18,7 @@ stays its own graph.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -137,3 +137,35 @@ def same_product(merged: Tensor, weighted: Tensor) -> bool:
         return False
     tol = 1024 * torch.finfo(merged.dtype).eps
     return bool((merged - weighted).norm() <= tol * merged.norm())
+
+
+def merging_keeps_the_matrix(product_on: Callable[[tuple], Callable[[Tensor], Tensor]], merged: tuple,
+                             parts: list[tuple[int, tuple]], x: Tensor) -> bool:
+    """Whether ``A(merged) v = Σ_j n_j A(b_j) v / Σ_j n_j`` for one Gaussian v (seed 0): the check before merging.
+
+    Args:
+        product_on: ``batch -> (v -> A(batch) v)``, as in ``operators.CurvatureOperator._over_batches``.
+        merged: the group's batches concatenated.
+        parts: ``(n_j, b_j)`` for the group's batches.
+        x: the point (n,), for v's size, dtype and device.
+
+    Returns:
+        ``same_product`` of the two sides. Cost: one product on the group, one on each of its batches.
+
+    Example:
+        Least squares, A(b) = XᵀX / n_b: a mean over samples merges; a sum over them (XᵀX) does not.
+
+        >>> import torch
+        >>> from hesslab._merging import concatenated, merging_keeps_the_matrix
+        >>> g = torch.Generator().manual_seed(0)
+        >>> parts = [(n, (torch.randn(n, 3, generator=g, dtype=torch.float64), torch.zeros(n))) for n in (2, 3)]
+        >>> merged, x = concatenated([batch for _, batch in parts]), torch.zeros(3, dtype=torch.float64)
+        >>> mean = lambda batch: lambda v: batch[0].T @ (batch[0] @ v) / len(batch[0])
+        >>> total = lambda batch: lambda v: batch[0].T @ (batch[0] @ v)
+        >>> merging_keeps_the_matrix(mean, merged, parts, x), merging_keeps_the_matrix(total, merged, parts, x)
+        (True, False)
+    """
+    v = torch.randn(x.numel(), generator=torch.Generator(x.device).manual_seed(0), dtype=x.dtype, device=x.device)
+    whole = product_on(merged)(v)
+    weighted = sum(n * product_on(batch)(v) for n, batch in parts) / sum(n for n, _ in parts)
+    return same_product(whole, weighted)

@@ -28,7 +28,7 @@ from ._checks import (
     check_like,
 )
 from ._dense import Product, check_dense_fits, default_chunk_size, dense_matrix
-from ._merging import SAMPLES_PER_GRAPH, same_product
+from ._merging import SAMPLES_PER_GRAPH, merging_keeps_the_matrix
 from .batches import Batch, Batches, as_batches, check_mean_reduction
 from .functional import (
     call_model,
@@ -477,21 +477,3 @@ def _mean_reduction_check(model: nn.Module, loss_fn, params) -> Callable[[Batch]
     return check
 
 
-
-def merging_keeps_the_matrix(product_on: Callable[[Batch], Product], merged: Batch, parts: list[tuple[int, Batch]],
-                             x: Tensor) -> bool:
-    """Whether ``A(merged) v = Σ_j n_j A(b_j) v / Σ_j n_j`` for one Gaussian v (seed 0): the check of ``_merging``.
-
-    Args:
-        product_on: ``batch -> (v -> A(batch) v)``, as in ``CurvatureOperator._over_batches``.
-        merged: the group's batches concatenated.
-        parts: ``(n_j, b_j)`` for the group's batches.
-        x: the point (n,), for v's size, dtype and device.
-
-    Returns:
-        ``_merging.same_product`` of the two sides. Cost: one product on the group, one on each of its batches.
-    """
-    v = torch.randn(x.numel(), generator=torch.Generator(x.device).manual_seed(0), dtype=x.dtype, device=x.device)
-    whole = product_on(merged)(v)
-    weighted = sum(n * product_on(batch)(v) for n, batch in parts) / sum(n for n, _ in parts)
-    return same_product(whole, weighted)
