@@ -9,22 +9,28 @@ the model treats independently, the concatenated batch b₁ ∪ … ∪ b_k has 
     A(b₁ ∪ … ∪ b_k) = Σ_j n_j A(b_j) / Σ_j n_j,
 
 so consecutive batches are concatenated along their first dimension into groups of up to ``samples_per_graph``
-samples. That equation is *checked* before any merging, on the first group: both sides times one Gaussian vector
-must agree to rounding (a nonzero difference of the matrices is seen by a random vector with probability one). A
-model that mixes samples (batch norm in training mode, even with γ = 0, where the loss itself does not change),
-sequence-first data whose first dimension is time, class weights or ``ignore_index`` break it, and then every batch
-stays its own graph.
+samples, and of at most ``MERGED_GRAPH_BYTES`` (1 GiB) of saved tensors at the first batch's bytes per sample
+(``saved_bytes``). That equation is *checked* before any merging, on the first group: both sides times one
+Gaussian vector must agree to rounding (a nonzero difference of the matrices is seen by a random vector with
+probability one). A model that mixes samples (batch norm in training mode, even with γ = 0, where the loss itself
+does not change), sequence-first data whose first dimension is time, class weights or ``ignore_index`` break it,
+and then every batch stays its own graph.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
-# The largest group of merged batches, in samples: one graph on that many samples is the memory it costs.
+# The largest group of merged batches, in samples (the default of ``from_model``'s ``samples_per_graph``).
 SAMPLES_PER_GRAPH = 1024
+# Merging never builds a graph holding more than this, as estimated from the first batch's graph per sample.
+MERGED_GRAPH_BYTES = 2**30
+
+T = TypeVar("T")
 
 
 def layout(batch) -> tuple | None:
@@ -169,3 +175,35 @@ def merging_keeps_the_matrix(product_on: Callable[[tuple], Callable[[Tensor], Te
     whole = product_on(merged)(v)
     weighted = sum(n * product_on(batch)(v) for n, batch in parts) / sum(n for n, _ in parts)
     return same_product(whole, weighted)
+
+
+def saved_bytes(build: Callable[[], T]) -> tuple[T, int]:
+    """``build()``, and the bytes of the tensors autograd saved for backward while it ran: the graph's memory.
+
+    Each storage is counted once (views share one); tensors saved by later calls of what ``build`` returns (e.g.
+    each product's backward) are not counted.
+
+    Args:
+        build: a function that builds a graph, e.g. ``lambda: hvp_at(f, x)``.
+
+    Returns:
+        ``(build(), bytes)``.
+
+    Example:
+        >>> import torch
+        >>> from hesslab._merging import saved_bytes
+        >>> x = torch.ones(1000, dtype=torch.float64, requires_grad=True)
+        >>> y, held = saved_bytes(lambda: (x.sin() ** 2).sum())  # sin saves x, the square saves sin x: 8000 bytes each
+        >>> held
+        16000
+    """
+    storages: dict[int, int] = {}
+
+    def pack(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        result = build()
+    return result, sum(storages.values())

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._merging import concatenated, layout, merge_plan
+from ._merging import MERGED_GRAPH_BYTES, concatenated, layout, merge_plan
 
 Batch = tuple[Tensor | Mapping[str, Tensor], Tensor]
 
@@ -235,20 +235,26 @@ class Batches:
         if count != len(self.sizes):
             raise self.changed()
 
-    def merge(self, samples_per_graph: int, keeps_the_matrix: Callable[[Batch, list[tuple[int, Batch]]], bool]) -> None:
+    def merge(self, samples_per_graph: int, graph_bytes: Callable[[Batch], int],
+              keeps_the_matrix: Callable[[Batch, list[tuple[int, Batch]]], bool]) -> None:
         """Group consecutive batches (``_merging.merge_plan``) if the first group passes ``keeps_the_matrix``.
 
-        ``keeps_the_matrix(merged, parts)`` gets the first group of two or more batches, concatenated, and its
-        batches with their n_b, and says whether the merged batch's matrix is their weighted mean (see
-        ``operators.merging_keeps_the_matrix``). If not, or if no two batches can be merged, every batch stays its
-        own group. Cost: reading the data up to that group.
+        The groups hold at most ``samples_per_graph`` samples, and at most ``MERGED_GRAPH_BYTES`` of graph at the
+        first batch's ``graph_bytes(batch)`` per sample. ``keeps_the_matrix(merged, parts)`` gets the first group
+        of two or more batches, concatenated, and its batches with their n_b, and says whether the merged batch's
+        matrix is their weighted mean (``_merging.merging_keeps_the_matrix``). If not, or if no two batches can be
+        merged, every batch stays its own group. Cost: reading the data up to that group.
 
         Args:
             samples_per_graph: the most samples (first dimension) in a merged group; 1 merges nothing.
+            graph_bytes: the bytes a batch's graph holds.
             keeps_the_matrix: the check, see above.
         """
-        plan = merge_plan([kind for kind, _ in self.layouts], [length for _, length in self.layouts],
-                          samples_per_graph)
+        kinds, lengths = [kind for kind, _ in self.layouts], [length for _, length in self.layouts]
+        if samples_per_graph <= 1 or len(merge_plan(kinds, lengths, samples_per_graph)) == len(self):
+            return
+        per_sample = graph_bytes(tuple(next(iter(self.data)))) / lengths[0]
+        plan = merge_plan(kinds, lengths, min(samples_per_graph, int(MERGED_GRAPH_BYTES // max(per_sample, 1.0))))
         first = next((group for group in plan if len(group) > 1), None)
         if first is None:
             return

@@ -28,7 +28,7 @@ from ._checks import (
     check_like,
 )
 from ._dense import Product, check_dense_fits, default_chunk_size, dense_matrix
-from ._merging import SAMPLES_PER_GRAPH, merging_keeps_the_matrix
+from ._merging import SAMPLES_PER_GRAPH, merging_keeps_the_matrix, saved_bytes
 from .batches import Batch, Batches, as_batches, check_mean_reduction
 from .functional import (
     call_model,
@@ -187,11 +187,11 @@ class CurvatureOperator:
         """An instance of a subclass whose matrix is ``Σ_b (n_b / N) A_b`` over ``batches``.
 
         ``product_on(batch)`` fixes the point on one batch (building its graphs) and returns A_b's product (used by
-        ``from_model``). Batches are merged into groups of up to ``samples_per_graph`` samples if
+        ``from_model``). Batches are merged into groups of up to ``samples_per_graph`` samples (and 1 GiB of graph) if
         ``merging_keeps_the_matrix`` on the first group.
         """
         if samples_per_graph > 1:
-            batches.merge(samples_per_graph,
+            batches.merge(samples_per_graph, lambda batch: saved_bytes(lambda: product_on(batch))[1],
                           lambda merged, parts: merging_keeps_the_matrix(product_on, merged, parts, x))
         op = object.__new__(cls)
         CurvatureOperator.__init__(op, None, x.numel(), x.dtype, x.device)
@@ -361,7 +361,8 @@ class HessianOperator(CurvatureOperator):
             samples_per_graph: over batches, consecutive small batches are concatenated into one graph of up to this
                 many samples when that is checked to leave the matrix unchanged (``hesslab._merging``: not for batch
                 norm in training mode, sequence-first data, class weights), which makes products on small batches
-                up to 2x faster; the memory is one graph on that many samples. 1 keeps every batch its own graph.
+                up to 2x faster; the memory is one graph on that many samples, at most 1 GiB (measured on the first
+                batch: ``_merging.saved_bytes``). 1 keeps every batch its own graph.
 
         Returns:
             The ``HessianOperator``, with ``x`` the flat parameters (and ``num_batches``, ``num_graphs`` over

@@ -341,3 +341,24 @@ def test_batch_norm_with_zero_scale_in_training_mode_is_not_merged():
     batches = list(zoo.case("cnn batchnorm eval").batches)
     with pytest.warns(UserWarning, match="training mode"):
         _refused_merge(model, torch.nn.functional.cross_entropy, batches)
+
+
+def test_merged_graphs_stay_within_the_memory_cap(monkeypatch):
+    """Groups hold at most MERGED_GRAPH_BYTES of graph, at the first batch's bytes per sample (measured through
+    autograd's saved tensors): a cap of one batch's graph merges nothing, a cap of two merges pairs."""
+    from hesslab import batches as batches_module
+    from hesslab._merging import saved_bytes
+
+    c = zoo.case("mlp tanh")
+    data = [(c.batches[0][0][:3], c.batches[0][1][:3]), (c.batches[1][0][:3], c.batches[1][1][:3]),
+            (c.batches[2][0][:3], c.batches[2][1][:3])]  # three batches of 3 samples
+    f, theta = hl.loss_function(c.model, c.loss_fn, *data[0])
+    _, held = saved_bytes(lambda: hl.HessianOperator(f, theta))
+    assert held > 0
+    per_sample = held / 3
+    for cap, graphs in [(held, 3), (2 * held, 2), (3 * held, 1)]:
+        monkeypatch.setattr(batches_module, "MERGED_GRAPH_BYTES", cap + per_sample / 2)
+        op = hl.HessianOperator.from_model(c.model, c.loss_fn, data)
+        assert op.num_graphs == graphs, cap
+        torch.testing.assert_close(op.to_dense(), _batch_hessians_mean(c.model, c.loss_fn, data), rtol=0,
+                                   atol=1e-12)
