@@ -23,9 +23,9 @@ sys.path.insert(0, "benchmarks")
 from training import gd_step  # noqa: E402
 
 import hesslab as hl  # noqa: E402
-from hesslab.training import warm_subspace  # noqa: E402
 from hesslab.experiments.edge_of_stability import digits_subset, squared_error  # noqa: E402
 from hesslab.models import mlp  # noqa: E402
+from hesslab.training import warm_subspace  # noqa: E402
 
 warnings.filterwarnings("ignore")
 

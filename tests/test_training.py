@@ -107,7 +107,9 @@ def test_top_eigen_v0_from_the_eigenvector_converges_at_once():
 
 
 @pytest.mark.parametrize("v0, match", [(torch.zeros(5, dtype=torch.float64), "non-zero"),
-                                       (torch.ones(5, 2, dtype=torch.float64), "one non-zero vector"),
+                                       (torch.zeros(5, 2, dtype=torch.float64), "spans nothing"),
+                                       (torch.ones(5, 6, dtype=torch.float64), r"1 <= m <= max_steps = 5"),
+                                       (torch.ones(5, 0, dtype=torch.float64), r"1 <= m <= max_steps"),
                                        (torch.ones(4, dtype=torch.float64), "shape"),
                                        (torch.ones(5), "dtype")])
 def test_top_eigen_refuses_a_bad_v0(v0, match):

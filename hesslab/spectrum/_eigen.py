@@ -41,12 +41,15 @@ class EigenResult:
 
     ``values`` (k,), unit ``vectors`` (n, k), true ``residuals`` (k,) ‖A v_i − λ_i v_i‖, ``converged``, ``reason``
     (why it stopped), ``restarts`` (deflated Lanczos runs after the first) and ``num_matvecs`` (products with A, the
-    k of the residual check included).
+    residual check's included: k after Lanczos runs; none for the vectors of a start-subspace run, whose A v_i it
+    already has).
 
-    ``iterations`` counts the Lanczos steps of all runs (one product each: ``num_matvecs − k``), and ``history``
-    (DESIGN.md, "Results") holds float arrays (``iterations`` + 1,), entry j after j steps: ``error`` the largest
-    relative residual max_i β|s_i|/|θ_i| of the wanted Ritz pairs of the current run (inf at entry 0 and while a
-    run has fewer Ritz values than it needs), ``matvecs`` the products so far and ``seconds`` since the start.
+    ``iterations`` counts the products of all runs (a Lanczos step, a start-subspace column or expansion: one each;
+    ``num_matvecs`` less the residual check's), and ``history`` (DESIGN.md, "Results") holds float arrays
+    (``iterations`` + 1,), entry j after j products: ``error`` the largest relative residual ‖r_i‖/|θ_i| of the
+    wanted Ritz pairs of the current run (β|s_i| for Lanczos; inf at entry 0, before a start block's last column
+    and while a run has fewer Ritz values than it needs), ``matvecs`` the products so far and ``seconds`` since the
+    start.
 
     Unpacks as before: ``values, vectors = hl.top_eigen(A, k)``, and ``result[0]`` is ``values``.
 
@@ -183,14 +186,15 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
 
         r <= tol·|θ| + eps·‖T_m‖        (eps of A's dtype: below that a residual is rounding),
 
-    which guarantees an eigenvalue of A within r of θ. One Krylov space holds one copy of each eigenvalue, so a
+    which guarantees an eigenvalue of A within r of θ. From a start subspace (v0 of shape (n, m)) the first run is
+    a Rayleigh–Ritz on span(v0) instead: with V orthonormal and A V (one (n, m) product), the Ritz pairs
+    (θ_i, y_i = V s_i) of Vᵀ A V have the true residuals r_i = ‖(A V) s_i − θ_i y_i‖, judged by the same test, and
+    until they pass V grows by the residual of the most wanted unconverged pair (one product each; from one vector
+    the same Krylov spaces as Lanczos). One Krylov space holds one copy of each eigenvalue, so a
     repeated one is found by locking: converged pairs are kept, and Lanczos restarts from a fresh Gaussian vector
     orthogonal to them (on the deflated operator); a restart whose most wanted converged Ritz value is no better
     than the k-th kept one proves nothing is missing. At most k restarts (none for k = 1), so every eigenvalue of
     multiplicity <= k comes back as often as it occurs.
-
-    Cost: one product per step, typically a few tens of steps per run; for k >= 2 one more run (the check that no
-    copy is missing) plus one per missing copy; k products for the residuals. O(max_steps · n) memory.
 
     Args:
         A: a ``CurvatureOperator`` or a dense symmetric tensor.
@@ -200,9 +204,10 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
         which: ``"LA"`` largest algebraic (default), ``"SA"`` smallest algebraic (the most negative: directions of
             negative curvature) or ``"LM"`` largest in magnitude.
         generator: for the random starts.
-        v0: (n,) start of the first Lanczos run (default a random Gaussian one); a warm start — e.g. the top
-            eigenvector of a nearby matrix (``hesslab.training``) — converges in fewer products. Restarts stay
-            random.
+        v0: (n,) start of the first Lanczos run (default a random Gaussian one), or (n, m) a start subspace,
+            1 <= m <= max_steps (columns in the span of the earlier ones, to √eps, are dropped; zero columns
+            too). A warm start — the top eigenvector(s) of nearby matrices (``hesslab.training``) — converges in
+            fewer products. Restarts stay random.
 
     Returns:
         ``EigenResult(values (k,), vectors (n, k), residuals (k,), converged, reason, restarts, num_matvecs,
@@ -212,10 +217,13 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
         best estimates. Half-precision operators: the recurrence runs in float32, the products in A's dtype.
 
     Raises:
-        ValueError: if a product is not finite (∇²f is not finite at the point).
+        ValueError: if a product is not finite (∇²f is not finite at the point), or v0 is zero, spans nothing or
+            has more than max_steps columns.
 
     Cost: one product per step, typically a few tens of steps per run; for k >= 2 one more run (the check that no
-    copy is missing) plus one per missing copy; k products for the residuals. O(max_steps · n) memory.
+    copy is missing) plus one per missing copy; k products for the residuals of the Lanczos runs' vectors. A start
+    subspace: m products (one batched product) plus one per expansion, its residuals free. O(max_steps · n) memory
+    (twice that with a start subspace: V and A V).
 
     Example:
         [[2, 1], [1, 2]] has the eigenvalues 3 (along (1, 1)/√2) and 1 (along (1, −1)/√2):
@@ -228,6 +236,13 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
         >>> result = hl.top_eigen(A, k=2, which="SA", generator=torch.Generator().manual_seed(0))
         >>> [round(value, 8) for value in result.values.tolist()], result.converged
         ([1.0, 3.0], True)
+
+        From a start subspace that holds the top eigenvector (1, 1)/√2, the two products of the start suffice:
+
+        >>> block = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+        >>> result = hl.top_eigen(A, v0=block, tol=1e-10)
+        >>> round(result.values.item(), 8), result.num_matvecs, result.residuals.item() < 1e-12
+        (3.0, 2, True)
     """
     A = as_operator(A)
     n = A.shape[0]
