@@ -402,9 +402,9 @@ def test_a_start_subspace_inside_an_invariant_subspace_returns_its_eigenvalue():
 def test_a_start_subspace_follows_a_turn_inside_a_crowded_top_cluster():
     """Top eigenvalues 8.57, 8.21, 8.05 above a bulk in [0, 7.5] (as at the edge of stability), and A_new's
     eigenvectors are A_old's turned inside the top 3 (|⟨v_new, v_old⟩| = 0.87) and then slightly (angle ~0.02)
-    towards the bulk: v_new's projection on span(A_old's top 3) has norm 0.9998. From that span the start's 3 products and a few
-    expansions do; from A_old's top eigenvector alone (Lanczos, or a one-column block) nearly twice as many.
-    Ignoring all but the block's first column would cost as much as the single vector."""
+    towards the bulk: v_new's projection on span(A_old's top 3) has norm 0.9998. From that span the start's 3
+    products and a few expansions do; from A_old's top eigenvector alone (Lanczos, or a one-column block) nearly
+    twice as many. Ignoring all but the block's first column would cost as much as the single vector."""
     n = 300
     generator = torch.Generator().manual_seed(8)
     Q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
