@@ -319,7 +319,7 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
         steps = min(max_steps, room)
         if restarts == 0 and block is not None:  # a start subspace: Rayleigh–Ritz expanded by residuals
             ritz_values, ritz_vectors, products, run_converged, exhausted, used = _subspace_run(
-                A, block, max(steps, block.shape[1]), wanted, judge, generator)
+                A, block, steps, wanted, judge, generator)  # steps = max_steps >= m here: nothing is locked yet
             num_matvecs += used
             for row, product in enumerate(products):  # A y = (A V) s: the residual check needs no new product
                 locked_products[row] = product
