@@ -1,14 +1,24 @@
-"""Probe (issue 14): HVPs of warm starts from a subspace against cold and single-vector warm top_eigen.
+"""Probe (issue 14): the HVPs of warm starts from a subspace, against cold and single-vector warm top_eigen.
 
-Notebook 07's net, as benchmarks/training.py; at the steps T..T+K−1 of each window, per variant the HVPs to reach
-the relative residual tol (true residual ‖Ay − θy‖ <= tol·|θ| + eps·max|θ|) and the value's error against
-top_eigen at tol 1e-8.
+Notebook 07's net, as benchmarks/training.py (its gd_step, seeds and sizes); over the window's steps (after
+``--warmup`` uncounted steps that fill every variant's memory), per variant the HVPs to reach the relative residual
+tol (the true residual ‖Ay − θy‖ <= tol·|θ| + eps·max|θ|, every column of every product counted) and the value's
+relative error against top_eigen at tol 1e-8. Also printed per step: |P v_t|, the norm of the exact top
+eigenvector's projection on the span of the previous step's top 1, 3, 6 eigenvectors and of the last 2, 3, 4
+steps' top eigenvectors.
 
-Variants:
-    cold          top_eigen(op, tol)
-    warm          top_eigen(op, tol, v0=previous warm vector)
-    sub-m         Rayleigh–Ritz on the previous top m Ritz vectors (one (n, m) product, m HVPs), then expansion by
-                  the top Ritz pair's residual (one HVP each), true residuals from the stored A V
+Variants (Rayleigh–Ritz on span(U), one (n, m) product, then expansion by the top Ritz pair's residual, one HVP
+each, in ``subspace_top``; "lib" are hesslab's own top_eigen(v0=warm_subspace(...))):
+    cold        top_eigen(op, tol)
+    warm        top_eigen(op, tol, v0=v_{t−1}) (Lanczos from the previous vector)
+    sub-m       U = the previous measurement's top m Ritz vectors
+    hist-w      U = the top vectors of the last w measurements; hist-wd: those adding a new part >= 1e-2
+                (hist3d3: >= 3e-2)
+    sub2+h, sub3+h, sub2+h2   the previous top 2 or 3 Ritz vectors and the top vectors of 1 or 2 steps before
+    extrap      one vector 2 v_{t−1} − v_{t−2}
+    lib-w       hl.top_eigen(op, tol, v0=warm_subspace(last w top vectors)): track_curvature(warm_vectors=w)
+
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python benchmarks/warm_subspace_probe.py [--ms 1 2 3 4 5 6]
 """
 
 from __future__ import annotations
