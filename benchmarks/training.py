@@ -115,7 +115,8 @@ def main() -> None:
               f"warm {med['warm_hvps']:.0f} HVPs (per step {[r['warm_hvps'] for r in rows]}), warm-1 "
               f"{med['warm1_hvps']:.0f}, cold {med['cold_hvps']:.0f}, PyHessian λ ≈ {med['pyhessian']:.4f}; "
               f"warm, warm-1 and cold agree to {agree:.1e}; warm's largest relative residual "
-              f"{max(r['warm_error'] for r in rows):.1e}")
+              f"{max(r['warm_error'] for r in rows):.1e}; HVPs in all: warm {sum(r['warm_hvps'] for r in rows)}, "
+              f"warm-1 {sum(r['warm1_hvps'] for r in rows)}, cold {sum(r['cold_hvps'] for r in rows)}")
         out.append(verdict_row(f"warm sharpness, steps {step}+", rows, "warm_hvps", "warm_s", args.tol))
         out.append(verdict_row(f"warm-1 (one vector), steps {step}+", rows, "warm1_hvps", "warm1_s", args.tol))
     print("\n".join(table(["workload", "hesslab", "ratio", "target", ""], out)))
