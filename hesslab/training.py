@@ -2,14 +2,17 @@
 
 At the measured steps t = 0, every, 2·every, … (and the last) the run is paused at θ_t and
 
-    λ_max(θ_t)  by Lanczos (``top_eigen``) warm-started from the previous top eigenvector v_{t−every}, and
+    λ_max(θ_t)  by ``top_eigen`` warm-started from the subspace of the last few measurements' top eigenvectors
+                v_{t−every}, v_{t−2·every}, …, and
     tr(H(θ_t))  by Hutchinson's estimator, with its standard error,
 
 are measured, with |⟨v_t, v_{t−every}⟩| (how far the top direction turned). Between measurements the optimizer
 takes its steps on the whole data set (gradient descent) or on random batches (SGD). Successive Hessians along a
-run are close, so the previous top eigenvector is a start with a large component along the new one, and Lanczos
+run are close, so the previous top eigenvectors span a start that nearly holds the new one, and the eigenvalue
 converges in a few products instead of a few tens (Cohen, Kaur, Li, Kolter & Talwalkar 2021 measure the sharpness
-of every step this way, with power iteration).
+of every step this way, with power iteration). One previous vector is not enough at the edge of stability: there
+the iterate oscillates along the top direction, which turns back and forth from step to step, and v_t lies (to
+~1e-4) in the span of v_{t−1} and v_{t−2} while |⟨v_t, v_{t−1}⟩| is only 0.8-0.99 (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .spectrum import top_eigen
 
 MEASURES = ("sharpness", "trace")
 CURVATURES = {"hessian": HessianOperator, "ggn": GGNOperator}
+WARM_NOVELTY = 1e-2  # a previous eigenvector within this of the newer ones' span is not worth its product
 ON = ("full", "batch")
 
 
@@ -102,20 +106,58 @@ def _check_data(data, batch_size):
     return inputs, targets
 
 
+def warm_subspace(previous: list[Tensor], novelty: float = WARM_NOVELTY) -> Tensor:
+    """The start subspace of a warm measurement: the previous top eigenvectors that add a direction, newest first.
+
+    Walking from the newest vector back, v is kept when its part orthogonal to the kept ones, ‖(I − P) v‖ for the
+    projector P on their span, is at least ``novelty`` (unit vectors): a vector that nearly repeats the newer ones
+    (a run that is only sharpening) would cost a product and add nothing the Rayleigh–Ritz expansion does not find
+    anyway.
+
+    Args:
+        previous: unit top eigenvectors (n,) of the last measurements, oldest first (at least one).
+        novelty: the smallest new part worth keeping, in [0, 1).
+
+    Returns:
+        (n, m) orthonormal columns, 1 <= m <= len(previous): the newest vector, then the new parts of the kept
+        older ones (Gram-Schmidt, newest first).
+
+    Example:
+        >>> import torch
+        >>> from hesslab.training import warm_subspace
+        >>> e = torch.eye(3, dtype=torch.float64)
+        >>> warm_subspace([e[1], e[0], e[0] + 1e-3 * e[1]]).shape  # e₀ repeats the newest: dropped
+        torch.Size([3, 2])
+    """
+    kept = [previous[-1] / previous[-1].norm()]
+    for vector in reversed(previous[:-1]):
+        Q = torch.stack(kept, dim=1)
+        new = vector - Q @ (Q.T @ vector)
+        new = new - Q @ (Q.T @ new)  # twice is enough
+        if new.norm() >= novelty * vector.norm():
+            kept.append(new / new.norm())
+    return torch.stack(kept, dim=1)
+
+
 def track_curvature(model: nn.Module, loss_fn, data, optimizer: torch.optim.Optimizer, steps: int, every: int = 1,
                     measure=MEASURES, curvature: str = "hessian", on: str = "full", batch_size: int | None = None,
-                    num_probes: int = 20, tol: float = 1e-4, warm_start: bool = True, progress: bool = False,
-                    generator: torch.Generator | None = None) -> CurvatureTrace:
+                    num_probes: int = 20, tol: float = 1e-4, warm_start: bool = True, warm_vectors: int = 4,
+                    progress: bool = False, generator: torch.Generator | None = None) -> CurvatureTrace:
     """Train ``model`` for ``steps`` optimizer steps and measure λ_max and tr of its curvature every ``every`` steps.
 
-    At each measured θ_t: λ_max = ``top_eigen(A_t, tol=tol, v0=v_prev)`` (warm start) and tr(A_t) ≈ the mean of
+    At each measured θ_t: λ_max = ``top_eigen(A_t, tol=tol, v0=U)`` and tr(A_t) ≈ the mean of
     zᵀ A_t z over ``num_probes`` Rademacher z (``hutchinson_trace``), with A_t = ∇²L(θ_t) (``"hessian"``) or the
     Gauss-Newton matrix Jᵀ H_L J (``"ggn"``), of the loss on the whole data set (``on="full"``) or on the batch the
     next step uses (``on="batch"``). A step: ``optimizer.zero_grad()``, the loss on a batch, ``backward()``,
     ``optimizer.step()``. The optimizer must update the model's parameters (any torch.optim optimizer).
 
-    Cost per measurement: the few products of a warm-started Lanczos run (a few tens cold) plus ``num_probes``
-    products; O(max_steps · n) memory for the Lanczos basis. Per step: one forward and backward on a batch.
+    The warm start U (n, m) = ``warm_subspace([v_{t−w·every}, …, v_{t−every}])`` spans the top eigenvectors of the
+    last w = ``warm_vectors`` measurements (those that add a direction), and ``top_eigen`` does a Rayleigh–Ritz on
+    span(U) expanded by residuals: v_t is found in span(U) up to what changed since.
+
+    Cost per measurement: m products for the start (one (n, m) product), then one per expansion — a few in all
+    (a few tens cold) — plus ``num_probes`` products; O(max_steps · n) memory for the basis. Per step: one forward
+    and backward on a batch.
 
     Args:
         model: the net, trained in place; the curvature is in all its parameters that require grad.
@@ -130,7 +172,9 @@ def track_curvature(model: nn.Module, loss_fn, data, optimizer: torch.optim.Opti
         batch_size: samples per step, drawn without replacement within each epoch; None is full-batch descent.
         num_probes: Hutchinson probes per trace, >= 2.
         tol: ``top_eigen``'s relative residual tolerance.
-        warm_start: start each Lanczos run from the previous top eigenvector (False: from a random vector).
+        warm_start: start each eigenvalue run from the previous top eigenvectors (False: from a random vector).
+        warm_vectors: w >= 1, how many previous top eigenvectors span the start (1: the previous one only; 2 or
+            more follow the back-and-forth turning at the edge of stability).
         progress: show a tqdm bar over the steps.
         generator: for the batches, the Lanczos starts and the probes.
 
@@ -167,6 +211,7 @@ def track_curvature(model: nn.Module, loss_fn, data, optimizer: torch.optim.Opti
     check_choice("on", on, ON)
     num_probes = check_count("num_probes", num_probes, 2, hint="Hutchinson needs 2 probes for a standard error.")
     tol = check_positive("tol", tol)
+    warm_vectors = check_count("warm_vectors", warm_vectors, 1)
     check_generator("generator", generator)
     inputs, targets = _check_data(data, batch_size)
     trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -178,7 +223,7 @@ def track_curvature(model: nn.Module, loss_fn, data, optimizer: torch.optim.Opti
         columns.update(sharpness=[], overlap=[], matvecs=[])
     if "trace" in measure:
         columns.update(trace=[], trace_stderr=[])
-    previous: Tensor | None = None
+    previous: list[Tensor] = []  # the top eigenvectors of the last warm_vectors measurements, oldest first
     unconverged: list[int] = []
     start_time = time.perf_counter()
     batches = _batches(inputs, targets, batch_size, generator)
@@ -193,15 +238,16 @@ def track_curvature(model: nn.Module, loss_fn, data, optimizer: torch.optim.Opti
         columns["step"].append(step)
         columns["error"].append(0.0)
         if "sharpness" in measure:
-            eigen = top_eigen(operator, tol=tol, generator=generator, v0=previous if warm_start else None)
+            start = warm_subspace(previous) if warm_start and previous else None
+            eigen = top_eigen(operator, tol=tol, generator=generator, v0=start)
             vector = eigen.vectors[:, 0]
             columns["sharpness"].append(eigen.values[0].item())
-            columns["overlap"].append(math.nan if previous is None else abs(float(vector @ previous)))
+            columns["overlap"].append(abs(float(vector @ previous[-1])) if previous else math.nan)
             columns["matvecs"].append(eigen.num_matvecs)
             columns["error"][-1] = eigen.residuals[0].item() / max(abs(eigen.values[0].item()), 1e-300)
             if not eigen.converged:
                 unconverged.append(step)
-            previous = vector
+            previous = (previous + [vector])[-warm_vectors:]
         if "trace" in measure:
             estimate = hutchinson_trace(operator, num_probes, generator=generator)
             columns["trace"].append(estimate.value)
@@ -221,4 +267,4 @@ def track_curvature(model: nn.Module, loss_fn, data, optimizer: torch.optim.Opti
             record(step)
     reason = ("every eigenvalue run converged" if not unconverged else
               f"top_eigen did not reach tol={tol} at steps {unconverged}; raise tol or see EigenResult.history")
-    return CurvatureTrace(make_history(columns), steps, not unconverged, reason, previous)
+    return CurvatureTrace(make_history(columns), steps, not unconverged, reason, previous[-1] if previous else None)

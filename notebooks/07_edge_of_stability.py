@@ -26,8 +26,8 @@
 #
 # Here: an MLP 64–64–64–10 (tanh, PyTorch's initialisation) on 1000 digits, the squared error
 # $\frac1N\sum_i \frac12\|f(x_i) - e_{y_i}\|^2$ against one-hot targets, full-batch gradient descent at three step
-# sizes. λ_max is measured every few steps by `hl.track_curvature`: Lanczos warm-started from the previous top
-# eigenvector, a few Hessian-vector products per measurement.
+# sizes. λ_max is measured every few steps by `hl.track_curvature`: warm-started from the span of the last few
+# measurements' top eigenvectors, a few Hessian-vector products per measurement.
 
 # %%
 import ipywidgets as widgets

@@ -322,3 +322,106 @@ def test_top_eigen_on_structured_spectra_finds_every_copy(n, seed, kind, which, 
     torch.testing.assert_close(torch.sort(result.values).values, torch.sort(expected).values,
                                atol=2 * tol * scale + 1e-14 * (1 + scale), rtol=0)
     assert torch.linalg.matrix_norm(result.vectors.T @ result.vectors - torch.eye(k), ord=2) <= 1e-10
+
+
+# --- start subspaces: v0 of shape (n, m), a Rayleigh–Ritz on span(v0) expanded by residuals ---------------------
+@settings(max_examples=60, deadline=None)
+@given(n=sizes, seed=seeds, kind=st.sampled_from(SPECTRA), which=st.sampled_from(("LA", "SA", "LM")),
+       data=st.data())
+def test_top_eigen_from_a_random_start_subspace_on_structured_spectra(n, seed, kind, which, data):
+    """The same guarantee as from one vector: every copy, each θ within 2·tol·‖A‖ of the eigenvalue, true residuals."""
+    k = data.draw(st.integers(min_value=1, max_value=n), label="k")
+    m = data.draw(st.integers(min_value=1, max_value=n), label="m")
+    A, lam = structured_symmetric(n, seed, kind)
+    block = torch.randn(n, m, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    tol = 1e-10
+    result = hl.top_eigen(A, k, tol=tol, which=which, v0=block, generator=hl.seed(seed, "cpu"))
+    key = {"LA": lam, "SA": -lam, "LM": lam.abs()}[which]
+    expected = lam[torch.argsort(key, descending=True)[:k]]
+    scale = lam.abs().max().item()
+    assert result.converged and result.restarts <= k
+    torch.testing.assert_close(torch.sort(result.values).values, torch.sort(expected).values,
+                               atol=2 * tol * scale + 1e-14 * (1 + scale), rtol=0)
+    true = (A @ result.vectors - result.vectors * result.values).norm(dim=0)
+    torch.testing.assert_close(result.residuals, true, atol=1e-12 * (1 + scale), rtol=0)
+    assert len(result.history["error"]) == result.iterations + 1
+
+
+def test_a_start_subspace_that_is_the_top_eigenspace_converges_in_its_own_products():
+    """Top eigenvalue 7 three times (random orthogonal eigenvectors): from exactly that eigenspace, one (n, 3)
+    product gives three zero residuals, k = 3 returns [7, 7, 7], and the check run finds nothing missing."""
+    eigenvalues = torch.cat([torch.full((3,), 7.0), torch.tensor([3.0, 2.0]), torch.linspace(-0.1, 0.1, 195)])
+    generator = torch.Generator().manual_seed(13)
+    Q, _ = torch.linalg.qr(torch.randn(200, 200, generator=generator, dtype=torch.float64))
+    A = (Q * eigenvalues) @ Q.T
+    top = Q[:, :3] @ torch.randn(3, 3, generator=generator, dtype=torch.float64)  # a basis of the eigenspace
+    one = hl.top_eigen(A, tol=TOL, v0=top, generator=hl.seed(0, "cpu"))
+    assert one.values.item() == pytest.approx(7.0, rel=1e-13) and one.num_matvecs == 3 and one.iterations == 3
+    three = hl.top_eigen(A, k=3, tol=TOL, v0=top, generator=hl.seed(0, "cpu"))
+    torch.testing.assert_close(three.values, torch.full((3,), 7.0, dtype=torch.float64), atol=0, rtol=2 * TOL)
+    assert three.converged and three.restarts == 1 and "found nothing beyond" in three.reason
+    assert orthonormality_error(three.vectors) <= 1e-12
+
+
+def test_a_hadamard_start_subspace_and_the_repeated_eigenvalue():
+    """Spectrum [50, 20, 10, 10, 5, bulk] on Hadamard eigenvectors (±1/√128 entries), k = 4, from the two ±1
+    eigenvectors of 10 and a third of the bulk: the first run holds both copies of 10 (one Krylov space cannot),
+    and all four values are those of eigvalsh."""
+    n = 128
+    H = hadamard(n)
+    A = (H * repeated_spectrum(n)) @ H.T
+    block = H[:, [2, 3, 60]] * math.sqrt(n)  # ±1 columns: the eigenvectors of 10, 10 and of a bulk value
+    result = hl.top_eigen(A, k=4, tol=TOL, v0=block, generator=hl.seed(0, "cpu"))
+    expected = torch.linalg.eigvalsh(A).flip(0)[:4]
+    torch.testing.assert_close(result.values, expected, atol=0, rtol=2 * TOL)
+    assert result.converged and orthonormality_error(result.vectors) <= 1e-10
+
+
+def test_a_start_subspace_with_dependent_and_zero_columns_uses_each_direction_once():
+    """[u, 2u, 0, w, u + w]: two directions, so the start costs two products, and the value is eigvalsh's."""
+    A = random_symmetric(40, seed=5, eigenvalues=torch.linspace(-1, 3, 40, dtype=torch.float64))
+    generator = torch.Generator().manual_seed(6)
+    u, w = torch.randn(40, generator=generator, dtype=torch.float64), torch.randn(40, generator=generator,
+                                                                                    dtype=torch.float64)
+    block = torch.stack([u, 2 * u, torch.zeros(40, dtype=torch.float64), w, u + w], dim=1)
+    result = hl.top_eigen(A, tol=TOL, v0=block, generator=hl.seed(0, "cpu"))
+    assert result.values.item() == pytest.approx(torch.linalg.eigvalsh(A)[-1].item(), rel=2 * TOL)
+    assert result.history["matvecs"][2] == 2 and result.history["error"][1] == math.inf  # the start block: 2
+    assert math.isfinite(result.history["error"][2])
+
+
+def test_a_start_subspace_inside_an_invariant_subspace_returns_its_eigenvalue():
+    """As from one eigenvector: a start inside an invariant subspace has zero residuals and returns that
+    subspace's top eigenvalue (the guarantee is an eigenvalue within r, not the top one) — warm starts must be
+    near the wanted eigenvector; random starts never are orthogonal to it."""
+    A = torch.diag(torch.tensor([5.0, 3.0, 2.0, 1.0], dtype=torch.float64))
+    block = torch.eye(4, dtype=torch.float64)[:, 1:3]
+    assert hl.top_eigen(A, tol=TOL, v0=block).values.item() == 3.0
+
+
+def test_a_start_subspace_follows_a_turn_inside_a_crowded_top_cluster():
+    """Top eigenvalues 8.57, 8.21, 8.05 above a bulk in [0, 7.5] (as at the edge of stability), and A_new's
+    eigenvectors are A_old's turned inside the top 3 (|⟨v_new, v_old⟩| = 0.87) and then slightly (angle ~0.02)
+    towards the bulk: v_new's projection on span(A_old's top 3) has norm 0.9998. From that span the start's 3
+    products and a few expansions do; from A_old's top eigenvector alone (Lanczos, or a one-column block) nearly
+    twice as many. Ignoring all but the block's first column would cost as much as the single vector."""
+    n = 300
+    generator = torch.Generator().manual_seed(8)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    eigenvalues = torch.cat([torch.tensor([8.57, 8.21, 8.05]), torch.linspace(0, 7.5, n - 3)]).double()
+    R, _ = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))  # a turn inside the top 3
+    K = torch.randn(n, n, generator=generator, dtype=torch.float64)
+    Q_new = Q.clone()
+    Q_new[:, :3] = Q[:, :3] @ R
+    Q_new = Q_new @ torch.linalg.matrix_exp(0.02 * (K - K.T) / math.sqrt(2 * n))  # a small turn of everything
+    A_new = (Q_new * eigenvalues) @ Q_new.T
+    block = Q[:, :3]  # A_old's top eigenvectors
+    subspace = hl.top_eigen(A_new, tol=1e-3, v0=block, generator=hl.seed(0, "cpu"))
+    single = hl.top_eigen(A_new, tol=1e-3, v0=block[:, 0], generator=hl.seed(0, "cpu"))
+    first_only = hl.top_eigen(A_new, tol=1e-3, v0=block[:, :1], generator=hl.seed(0, "cpu"))
+    exact = torch.linalg.eigvalsh(A_new)[-1].item()
+    for result in (subspace, single, first_only):
+        assert abs(result.values.item() - exact) <= result.residuals.item() + 1e-12
+        assert result.residuals.item() <= 1e-3 * result.values.item()
+    # measured: 6 products from the block (3 + 3 expansions), 11 from the vector, 10 from it as a block; cold 18
+    assert subspace.num_matvecs <= 0.6 * min(single.num_matvecs, first_only.num_matvecs)

@@ -5,7 +5,7 @@ of Stability*. On a quadratic with curvature λ, gradient descent with step η i
 training of a neural net the sharpness λ_max(∇²L(θ_t)) first grows ("progressive sharpening"); once it reaches 2/η
 it hovers there, and the loss keeps falling, though not monotonically. Here: an MLP 64-64-64-10 (tanh) on N digits,
 the squared error ½‖f(x) − e_y‖² against one-hot targets, averaged over the samples; λ_max by ``track_curvature``
-(Lanczos warm-started from the previous top eigenvector).
+(warm-started from the span of the last few top eigenvectors).
 """
 
 from __future__ import annotations

@@ -144,8 +144,8 @@ def run(width: int, parametrisation: str = "mup", steps: int = 200, eta0: float 
     """Train ``TwoLayerTanh`` by full-batch GD (``torch.optim.SGD``) on ``teacher_data`` and track S = η·λ_max(GGN).
 
     λ_max(GGN) of ``half_mse`` on the whole data set is measured at steps 0, every, 2·every, … by
-    ``hl.track_curvature(curvature="ggn", measure=("sharpness",))``, each Lanczos run warm-started from the previous
-    top eigenvector. The data come from ``seed`` (the same for every width), the weights from ``seed + 1``.
+    ``hl.track_curvature(curvature="ggn", measure=("sharpness",))``, each run warm-started from the span of the last
+    few top eigenvectors. The data come from ``seed`` (the same for every width), the weights from ``seed + 1``.
 
     Cost: ``steps`` forward/backward passes of O(n·N·d) and a few GGN products per measurement.
 
