@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 from helpers import random_symmetric, seeds, sizes
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -334,10 +334,17 @@ def assert_most_wanted(result, lam, k, which, tol):
 @given(n=sizes, seed=seeds, kind=st.sampled_from(SPECTRA), which=st.sampled_from(("LA", "SA", "LM")),
        data=st.data())
 def test_top_eigen_from_a_random_start_subspace_on_structured_spectra(n, seed, kind, which, data):
-    """The same guarantee as from one vector: every copy, each θ within 2·tol·‖A‖ of the eigenvalue, true residuals."""
+    """The same guarantee as from one vector: every copy, each θ within 2·tol·‖A‖ of the eigenvalue, true residuals.
+
+    For a block in general position: m + (largest multiplicity) <= n. Beyond that span(v0) contains an eigenvector
+    of the repeated eigenvalue for every block, the Rayleigh–Ritz sees it with zero residual, and a less wanted
+    eigenvalue can be returned as converged (the documented limit of a start subspace, pinned in
+    ``test_a_random_block_that_must_contain_an_eigenvector_can_stop_at_it``)."""
     k = data.draw(st.integers(min_value=1, max_value=n), label="k")
-    m = data.draw(st.integers(min_value=1, max_value=n), label="m")
     A, lam = structured_symmetric(n, seed, kind)
+    multiplicity = int(torch.unique(lam, return_counts=True)[1].max())
+    assume(multiplicity < n)
+    m = data.draw(st.integers(min_value=1, max_value=n - multiplicity), label="m")
     block = torch.randn(n, m, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     tol = 1e-10
     result = hl.top_eigen(A, k, tol=tol, which=which, v0=block, generator=hl.seed(seed, "cpu"))
@@ -394,10 +401,23 @@ def test_a_start_subspace_with_dependent_and_zero_columns_uses_each_direction_on
 def test_a_start_subspace_inside_an_invariant_subspace_returns_its_eigenvalue():
     """As from one eigenvector: a start inside an invariant subspace has zero residuals and returns that
     subspace's top eigenvalue (the guarantee is an eigenvalue within r, not the top one) — warm starts must be
-    near the wanted eigenvector; random starts never are orthogonal to it."""
+    near the wanted eigenvector; a random vector is never orthogonal to it."""
     A = torch.diag(torch.tensor([5.0, 3.0, 2.0, 1.0], dtype=torch.float64))
     block = torch.eye(4, dtype=torch.float64)[:, 1:3]
     assert hl.top_eigen(A, tol=TOL, v0=block).values.item() == 3.0
+
+
+def test_a_random_block_that_must_contain_an_eigenvector_can_stop_at_it():
+    """The limit of a start subspace, found by a property test: eigenvalues (3, 1, −2, −2, −2), "LM", k = 1, a random
+    (5, 3) block. Three dimensions in five must meet the 3-dimensional eigenspace of −2, so span(v0) holds an exact
+    eigenvector: its Ritz pair (−2, zero residual) is the most wanted of the block's Ritz values (−2, 0.79, 1.35) and
+    is returned as converged, though |3| > |−2|. A one-vector start (Lanczos) finds 3. Warm starts from nearby
+    matrices' top eigenvectors are not in this position; the docstring of ``top_eigen`` says so."""
+    A, lam = structured_symmetric(5, 3, "repeated")
+    assert sorted(lam.tolist()) == [-2.0, -2.0, -2.0, 1.0, 3.0]
+    block = torch.randn(5, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert abs(hl.top_eigen(A, tol=1e-10, which="LM", v0=block).values.item() + 2) < 1e-10
+    assert abs(hl.top_eigen(A, tol=1e-10, which="LM", generator=hl.seed(3, "cpu")).values.item() - 3) < 1e-10
 
 
 def test_a_start_subspace_follows_a_turn_inside_a_crowded_top_cluster():
@@ -426,3 +446,24 @@ def test_a_start_subspace_follows_a_turn_inside_a_crowded_top_cluster():
         assert result.residuals.item() <= 1e-3 * result.values.item()
     # measured: 6 products from the block (3 + 3 expansions), 11 from the vector, 10 from it as a block; cold 18
     assert subspace.num_matvecs <= 0.6 * min(single.num_matvecs, first_only.num_matvecs)
+
+
+def test_the_smallest_copies_of_a_zero_eigenvalue_beside_a_rank_one_part_from_a_start_subspace():
+    """Found by the property test above: A = 4 uuᵀ (n = 9), k = 3, "SA", a random (9, 2) start. Every kept value is ~0,
+    so the margin that tells "the same value again" from "a better one" must scale with ‖A‖ (the largest Ritz value
+    seen), not with the kept values: else each restart's rounding-level 0 looks better and the run never ends."""
+    A, lam = structured_symmetric(9, 0, "rank one")
+    block = torch.randn(9, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for v0 in (block, None):
+        result = hl.top_eigen(A, 3, tol=1e-10, which="SA", v0=v0, generator=hl.seed(0, "cpu"))
+        assert_most_wanted(result, lam, 3, "SA", 1e-10)
+
+
+def test_a_start_subspace_that_is_invariant_and_holds_an_unwanted_eigenvalue_is_expanded():
+    """span(e0, e1) of diag(4, 0, …, 0) is invariant, with Ritz values {4, 0}; for k = 2, "SA" both would be "wanted"
+    with no choice made. The run must grow past it (a Ritz value beyond the wanted ones) and return 0 twice."""
+    A = torch.diag(torch.tensor([4.0] + [0.0] * 6, dtype=torch.float64))
+    block = torch.eye(7, 2, dtype=torch.float64)
+    result = hl.top_eigen(A, 2, tol=1e-10, which="SA", v0=block, generator=hl.seed(0, "cpu"))
+    assert result.converged and result.restarts <= 1
+    torch.testing.assert_close(result.values, torch.zeros(2, dtype=torch.float64), atol=1e-12, rtol=0)

@@ -161,9 +161,12 @@ def _subspace_run(A, start: Tensor, max_dim: int, wanted, judge, generator):
         R = AY - theta[idx].to(V)[:, None] * Y
         small = judge(theta, idx, R.norm(dim=1).double().cpu(), j)
         exhausted = j == n
-        if bool(small.all()) or exhausted or j == max_dim:
+        # Wanted pairs are only the best of span(V) when span(V) holds a Ritz value beyond them: with all of its
+        # values wanted (e.g. V an invariant subspace of the size of k), one would be locked without any choice.
+        chosen = idx.numel() < j
+        if (bool(small.all()) and chosen) or exhausted or j == max_dim:
             return theta[idx], Y, AY, bool(small.all()) or exhausted, exhausted, j
-        w = R[int((~small).nonzero()[0])][None]
+        w = R[int((~small).nonzero()[0]) if not bool(small.all()) else 0][None]
         w, norm, clean = _orthogonalise(w, V[None, :j], twice=True)
         if bool(clean) and norm.item() > 0:
             w = w / norm
@@ -207,7 +210,9 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
         v0: (n,) start of the first Lanczos run (default a random Gaussian one), or (n, m) a start subspace,
             1 <= m <= max_steps (columns in the span of the earlier ones, to √eps, are dropped; zero columns
             too). A warm start — the top eigenvector(s) of nearby matrices (``hesslab.training``) — converges in
-            fewer products. Restarts stay random.
+            fewer products. Restarts stay random. A start subspace is for warm starts only: if span(v0) holds an
+            eigenvector (an invariant subspace, or a random block with m + multiplicity > n), its eigenvalue can
+            come back as converged although a more wanted one exists outside; for a cold start pass v0=None.
 
     Returns:
         ``EigenResult(values (k,), vectors (n, k), residuals (k,), converged, reason, restarts, num_matvecs,
@@ -273,14 +278,17 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
     restarts = 0
     start_time = time.perf_counter()
     steps_log = {"error": [math.inf], "matvecs": [0], "seconds": [0.0]}  # entry 0: no product yet
+    largest_ritz = [0.0]  # max |θ| over every Ritz value seen: an estimate of ‖A‖, the scale of rounding
     for restarts in range(k + 1 if k > 1 else 1):
         threshold = (torch.sort(_sort_key(locked_values, which), descending=True).values[k - 1]
                      if locked_values.numel() >= k else torch.tensor(-math.inf, dtype=torch.float64))
         need = max(k - locked_values.numel(), 0)
         # a value better than the k-th kept by less than its own accuracy is that value again: nothing is missing
         # (rounding of a Ritz value of a deflated run: ~√n·eps·‖A‖, the bound of a product's rounding; 10x spare)
-        margin = ((tol * threshold.abs() + 10 * math.sqrt(n) * floor * locked_values.abs().max()) if need == 0
-                  else 0.0)
+        # (‖A‖ estimated by the largest |θ| seen, not the kept values: those may all be ~0, e.g. "SA" on rank one)
+        margin = ((tol * threshold.abs() + 10 * math.sqrt(n) * floor * max(largest_ritz[0],
+                                                                           locked_values.abs().max().item()))
+                  if need == 0 else 0.0)
 
         def wanted(theta: Tensor) -> Tensor:
             """Most wanted first: at least ``need`` (to fill k), every one better than the k-th kept, and one."""
@@ -300,6 +308,7 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
                 steps_log["matvecs"].append(num_matvecs + done)
                 steps_log["seconds"].append(time.perf_counter() - start_time)
                 steps_log["error"].append(math.inf)
+            largest_ritz[0] = max(largest_ritz[0], theta.abs().max().item())
             if theta.numel() < need:
                 judged.append((steps, False))
                 return torch.zeros(idx.numel(), dtype=torch.bool)
