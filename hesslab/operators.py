@@ -476,5 +476,3 @@ def _mean_reduction_check(model: nn.Module, loss_fn, params) -> Callable[[Batch]
         check_mean_reduction(loss_fn, outputs, targets)
 
     return check
-
-

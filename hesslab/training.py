@@ -31,6 +31,7 @@ from ._results import history as make_history
 from .hutchinson import hutchinson_trace
 from .operators import GGNOperator, HessianOperator
 from .spectrum import top_eigen
+from .spectrum._eigen import _start_basis
 
 MEASURES = ("sharpness", "trace")
 CURVATURES = {"hessian": HessianOperator, "ggn": GGNOperator}
@@ -110,7 +111,8 @@ def warm_subspace(previous: list[Tensor], novelty: float = WARM_NOVELTY) -> Tens
     """The start subspace of a warm measurement: the previous top eigenvectors that add a direction, newest first.
 
     Walking from the newest vector back, v is kept when its part orthogonal to the kept ones, ‖(I − P) v‖ for the
-    projector P on their span, is at least ``novelty`` (unit vectors): a vector that nearly repeats the newer ones
+    projector P on their span, is more than ``novelty`` (unit vectors; Gram-Schmidt twice, as for any start
+    subspace of ``top_eigen``): a vector that nearly repeats the newer ones
     (a run that is only sharpening) would cost a product and add nothing the Rayleigh–Ritz expansion does not find
     anyway.
 
@@ -129,14 +131,8 @@ def warm_subspace(previous: list[Tensor], novelty: float = WARM_NOVELTY) -> Tens
         >>> warm_subspace([e[1], e[0], e[0] + 1e-3 * e[1]]).shape  # e₀ repeats the newest: dropped
         torch.Size([3, 2])
     """
-    kept = [previous[-1] / previous[-1].norm()]
-    for vector in reversed(previous[:-1]):
-        Q = torch.stack(kept, dim=1)
-        new = vector - Q @ (Q.T @ vector)
-        new = new - Q @ (Q.T @ new)  # twice is enough
-        if new.norm() >= novelty * vector.norm():
-            kept.append(new / new.norm())
-    return torch.stack(kept, dim=1)
+    newest_first = torch.stack(previous[::-1], dim=1)
+    return _start_basis(newest_first, newest_first.dtype, drop_below=novelty)
 
 
 def track_curvature(model: nn.Module, loss_fn, data, optimizer: torch.optim.Optimizer, steps: int, every: int = 1,

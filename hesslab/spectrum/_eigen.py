@@ -94,12 +94,13 @@ def _sort_key(theta: Tensor, which: str) -> Tensor:
     return {"LA": theta, "SA": -theta, "LM": theta.abs()}[which]
 
 
-def _start_basis(v0: Tensor, work: torch.dtype) -> Tensor:
+def _start_basis(v0: Tensor, work: torch.dtype, drop_below: float | None = None) -> Tensor:
     """An orthonormal basis (n, m') of span(v0) for v0 (n, m): Gram-Schmidt (twice) column by column.
 
-    A column whose part orthogonal to the columns before it is below √eps of its norm (dependent, or zero) is
-    dropped, so m' <= m; a ValueError when nothing is left.
+    A column whose part orthogonal to the columns before it is at most ``drop_below`` (default √eps) of its norm
+    (dependent, or zero) is dropped, so m' <= m; a ValueError when nothing is left.
     """
+    drop_below = math.sqrt(torch.finfo(work).eps) if drop_below is None else drop_below
     n = v0.shape[0]
     kept: list[Tensor] = []
     for column in v0.to(work).T:
@@ -109,7 +110,7 @@ def _start_basis(v0: Tensor, work: torch.dtype) -> Tensor:
         if kept:
             Q = torch.stack(kept)[None]  # (1, j, n)
             column = _project_out(_project_out(column[None], Q), Q)[0]
-        if column.norm() > math.sqrt(torch.finfo(work).eps) * norm:
+        if column.norm() > drop_below * norm:
             kept.append(column / column.norm())
     if not kept:
         raise ValueError(f"v0 of shape {tuple(v0.shape)} spans nothing (its columns are zero); pass a non-zero "
@@ -330,8 +331,8 @@ def top_eigen(A, k: int = 1, tol: float = 1e-6, max_steps: int | None = None, wh
             ritz_values, ritz_vectors, products, run_converged, exhausted, used = _subspace_run(
                 A, block, steps, wanted, judge, generator)  # steps = max_steps >= m here: nothing is locked yet
             num_matvecs += used
-            for row, product in enumerate(products):  # A y = (A V) s: the residual check needs no new product
-                locked_products[row] = product
+            for row, (vector, product) in enumerate(zip(ritz_vectors, products)):  # A y = (A V) s: the residual
+                locked_products[row] = product / vector.norm()  # check needs no new product (y is kept unit)
         else:
             if restarts == 0 and v0 is not None:
                 start = (v0.to(work) / v0.to(work).norm()).reshape(n, 1)
