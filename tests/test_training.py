@@ -20,11 +20,9 @@ def _dense_along_gd(model, loss_fn, data, steps, lr=LR, kind="hessian", first=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     matrices = []
     for step in range(steps + 1):
-        if step < first:
-            pass
-        elif kind == "hessian":
+        if step >= first and kind == "hessian":
             matrices.append(hl.HessianOperator.from_model(model, loss_fn, data).to_dense())
-        else:
+        elif step >= first:
             g, theta = hl.output_function(model, data[0])
             matrices.append(hl.ggn(g, lambda z: loss_fn(z, data[1]), theta))
         if step < steps:
