@@ -65,6 +65,7 @@ def main() -> None:
                            generator=hl.seed(0, device))
         error = float(((top.values - one.values).abs() / one.values.abs()).max())
         print(f"rank 0: largest relative difference from one process: {error:.1e}", flush=True)
+    dist.barrier()  # rank 1 must not tear its connections down while rank 0 is still at work (gloo aborts then)
     dist.destroy_process_group()
 
 
